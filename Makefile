@@ -1,0 +1,68 @@
+# kvpr: one block of settings, then the targets.
+#   make          build (installs missing Debian packages first)
+#   make test     build and run every test
+#   make run      the main job
+#   make bench    benchmarks
+#   make asan     AddressSanitizer + UndefinedBehaviorSanitizer build and tests
+#   make clean
+CC      ?= gcc
+BUILD   ?= build
+OPT     ?= -O2
+SAN     ?=
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+           -Wcast-align -Wformat=2 -Wundef -Wvla -Wwrite-strings -Wold-style-definition \
+           -Wdouble-promotion -Wno-format-nonliteral
+ifeq ($(CI),true)
+WARN    += -Werror
+endif
+CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SAN) -DKVPR_VERSION='"$(VERSION)"' \
+           -DKVPR_DATADIR='"$(CURDIR)"' -DKVPR_BUILD='"$(CURDIR)/$(BUILD)"'
+LDFLAGS := $(SAN)
+LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lgslcblas -lm -lpthread
+TESTLIBS:= -lcmocka
+
+LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c)
+CLISRC  := $(wildcard cli/*.c)
+TESTSRC := $(wildcard tests/*.c)
+LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
+CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
+TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
+DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d)
+
+.PHONY: all deps test run bench asan clean
+all: deps $(BUILD)/kvpr $(BUILD)/kvpr-tests
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libkvpr.a: $(LIBOBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/kvpr: $(CLIOBJ) $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $(CLIOBJ) $(BUILD)/libkvpr.a $(LIBS)
+
+$(BUILD)/kvpr-tests: $(TESTOBJ) $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(BUILD)/libkvpr.a $(LIBS) $(TESTLIBS)
+
+test: all
+	cd $(BUILD) && ./kvpr-tests
+
+run: all
+	./scripts/run.sh $(BUILD)/kvpr
+
+bench: all
+	@echo "no benchmarks yet"
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+
+clean:
+	rm -rf build build-asan
+
+-include $(DEPS)

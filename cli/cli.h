@@ -1,0 +1,20 @@
+/* cli: shared helpers of the kvpr subcommands. */
+#ifndef KV_CLI_H
+#define KV_CLI_H
+
+#include <stdint.h>
+#include "../core/kv_err.h"
+
+/* Prints "kvpr: <message>" on stderr and returns the exit code for st:
+ * 2 for bad input (the user can fix the command or the file), 1 for everything else. */
+int cli_fail(kv_status st);
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Strict integer/float parsing with a range; the message names the option. */
+kv_status cli_int(const char *opt, const char *s, long lo, long hi, int *out);
+kv_status cli_double(const char *opt, const char *s, double lo, double hi, double *out);
+
+int cmd_model(int argc, char **argv);
+int cmd_hw(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
+
+#endif

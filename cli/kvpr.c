@@ -1,0 +1,38 @@
+/* kvpr: the command-line tool. Needs no GPU and no CUDA runtime. */
+#include <stdio.h>
+#include <string.h>
+#include "../core/db.h"
+#include "cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvpr COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  model list | show NAME|config.json [--json]   model shapes and derived sizes\n"
+            "  hw list | show NAME|profile.json [--json]     hardware profiles and provenance\n"
+            "  cost --model M --hw H --batch B --ctx S       per-layer costs and the paper's split\n"
+            "  version                                        print the version\n"
+            "\n"
+            "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "-h") || !strcmp(c, "--help") || !strcmp(c, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(c, "version") || !strcmp(c, "--version")) {
+        printf("kvpr %s\n", kvpr_version());
+        return 0;
+    }
+    if (!strcmp(c, "model")) return cmd_model(argc - 1, argv + 1);
+    if (!strcmp(c, "hw")) return cmd_hw(argc - 1, argv + 1);
+    if (!strcmp(c, "cost")) return cmd_cost(argc - 1, argv + 1);
+    return cli_usage("unknown command '%s' (see 'kvpr --help')", c);
+}

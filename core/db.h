@@ -1,0 +1,64 @@
+/* db: the results database (SQLite). Runs, their timelines (spans), metrics,
+ * micro-benchmark measurements and calibrations. One transaction per run, WAL mode and a
+ * busy timeout, so a run killed midway leaves nothing behind and never damages earlier runs. */
+#ifndef KV_DB_H
+#define KV_DB_H
+
+#include <stdint.h>
+#include "kv_err.h"
+
+#define DB_SCHEMA_VERSION 2
+#define DB_DEFAULT_PATH "results.db"
+
+typedef struct kv_db kv_db;
+struct sqlite3;
+
+/* One span of a timeline; simulator and engine write the same names so that measured and
+ * simulated runs join on (step, layer, mb, op). Times in integer picoseconds. */
+typedef struct {
+    int step, layer, mb;
+    const char *op;       /* "kv_h2d", "act_h2d", "recompute", "attn", ... */
+    const char *resource; /* "h2d", "d2h", "gpu", "cpu" */
+    int64_t start_ps, end_ps;
+    double bytes, flops;
+} kv_span;
+
+typedef struct {
+    const char *kind;     /* "sim" or "engine" */
+    const char *model, *hardware;
+    const char *workload; /* JSON */
+    const char *plan;     /* JSON */
+    const char *run_key;  /* optional: identifies a configuration, so reruns replace, not add */
+} db_run_info;
+
+/* Opens (creating or upgrading the schema); timeout_ms bounds the wait for a lock. */
+kv_status db_open(const char *path, int timeout_ms, kv_db **out);
+/* Opens at an older schema version (upgrade tests); statements that need the newest schema fail. */
+kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db **out);
+void db_close(kv_db *db);
+struct sqlite3 *db_handle(kv_db *db);
+int db_schema_version(kv_db *db);
+
+/* A run: begin (opens the transaction and inserts the run row, replacing any run with the
+ * same run_key), add spans and metrics, commit. Abort or a crash before commit leaves no rows. */
+kv_status db_run_begin(kv_db *db, const db_run_info *info, int64_t *run_id);
+kv_status db_run_span(kv_db *db, int64_t run_id, const kv_span *s);
+kv_status db_run_metric(kv_db *db, int64_t run_id, const char *name, double value, const char *unit);
+kv_status db_run_commit(kv_db *db);
+void db_run_abort(kv_db *db);
+
+/* A micro-benchmark measurement (engine bench); its own transaction unless a run is open. */
+kv_status db_measurement(kv_db *db, const char *device, const char *kind, const char *params_json, double x,
+                         double value, const char *unit);
+kv_status db_calibration(kv_db *db, const char *base_profile, const char *source, const char *profile_json,
+                         const char *fit_json, int64_t *id);
+
+/* Executes SQL with no result rows (schema tools, tests). */
+kv_status db_exec(kv_db *db, const char *sql);
+/* Copies every run (with spans and metrics) and measurement of `src_path` into db, one
+ * transaction: merging shards of a sweep. Runs with a run_key already present are replaced. */
+kv_status db_merge(kv_db *db, const char *src_path);
+
+const char *kvpr_version(void);
+
+#endif

@@ -1,0 +1,230 @@
+/* kv_model: built-in shapes, the Hugging Face config.json loader, derived sizes. */
+#include "model.h"
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define OPT(nm, L, H, NH, F) \
+    {nm, "opt", L, H, NH, NH, (H) / (NH), F, 50272, 2048, 0, 1, 1, KV_DT_FP16}
+#define LLAMA(nm, fam, L, H, NH, NKV, F, V) \
+    {nm, fam, L, H, NH, NKV, (H) / (NH), F, V, 0, 1, 0, 0, KV_DT_FP16}
+
+/* Shapes from the models' published configs (Hugging Face config.json). */
+static const kv_model builtins[] = {
+    OPT("OPT-125M", 12, 768, 12, 3072),
+    OPT("OPT-1.3B", 24, 2048, 32, 8192),
+    OPT("OPT-2.7B", 32, 2560, 32, 10240),
+    OPT("OPT-6.7B", 32, 4096, 32, 16384),
+    OPT("OPT-13B", 40, 5120, 40, 20480),
+    OPT("OPT-30B", 48, 7168, 56, 28672),
+    OPT("OPT-66B", 64, 9216, 72, 36864),
+    OPT("OPT-175B", 96, 12288, 96, 49152),
+    LLAMA("LLaMA-2-7B", "llama", 32, 4096, 32, 32, 11008, 32000),
+    LLAMA("LLaMA-2-13B", "llama", 40, 5120, 40, 40, 13824, 32000),
+    LLAMA("LLaMA-2-70B", "llama", 80, 8192, 64, 8, 28672, 32000),
+    LLAMA("Llama-3-8B", "llama", 32, 4096, 32, 8, 14336, 128256),
+    LLAMA("Llama-3-70B", "llama", 80, 8192, 64, 8, 28672, 128256),
+    LLAMA("Mistral-7B", "mistral", 32, 4096, 32, 8, 14336, 32000),
+};
+
+int kv_model_builtin_count(void) { return (int)(sizeof builtins / sizeof builtins[0]); }
+const kv_model *kv_model_builtin(int i) {
+    return i >= 0 && i < kv_model_builtin_count() ? &builtins[i] : NULL;
+}
+
+kv_status kv_model_find(const char *name, kv_model *out) {
+    for (int i = 0; i < kv_model_builtin_count(); i++)
+        if (strcasecmp(builtins[i].name, name) == 0) {
+            *out = builtins[i];
+            return KV_OK;
+        }
+    return kv_errorf(KV_ENOTFOUND, "unknown model '%s' (see 'kvpr model list', or give a config.json path)", name);
+}
+
+kv_status kv_model_resolve(const char *name_or_path, kv_model *out) {
+    if (strchr(name_or_path, '/') || strstr(name_or_path, ".json"))
+        return kv_model_load_hf(name_or_path, out);
+    return kv_model_find(name_or_path, out);
+}
+
+int kv_dtype_bytes(kv_dtype d) { return d == KV_DT_FP32 ? 4 : 2; }
+const char *kv_dtype_name(kv_dtype d) {
+    return d == KV_DT_FP32 ? "float32" : d == KV_DT_BF16 ? "bfloat16" : "float16";
+}
+
+kv_status kv_model_validate(const kv_model *m) {
+    const struct { const char *k; int v; int lo; } f[] = {
+        {"num_hidden_layers", m->n_layers, 1}, {"hidden_size", m->hidden, 1},
+        {"num_attention_heads", m->n_heads, 1}, {"num_key_value_heads", m->n_kv_heads, 1},
+        {"head_dim", m->head_dim, 1}, {"intermediate_size", m->ffn, 1}, {"vocab_size", m->vocab, 1},
+        {"max_position_embeddings", m->max_pos, 0}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < f[i].lo)
+            return kv_errorf(KV_EINVAL, "model %s: %s must be >= %d, got %d", m->name, f[i].k, f[i].lo, f[i].v);
+    if (m->n_heads % m->n_kv_heads != 0)
+        return kv_errorf(KV_EINVAL, "model %s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
+                         m->name, m->n_heads, m->n_kv_heads);
+    /* Sizes are computed in 64 bits; keep every single dimension far below where products overflow. */
+    if (m->hidden > (1 << 20) || m->ffn > (1 << 22) || m->vocab > (1 << 24) || m->n_layers > 4096)
+        return kv_errorf(KV_EOVERFLOW, "model %s: dimensions out of range (hidden %d, ffn %d, vocab %d, layers %d)",
+                         m->name, m->hidden, m->ffn, m->vocab, m->n_layers);
+    return KV_OK;
+}
+
+kv_status kv_mul_u64(uint64_t a, uint64_t b, uint64_t *out, const char *what) {
+    if (__builtin_mul_overflow(a, b, out))
+        return kv_errorf(KV_EOVERFLOW, "%s overflows 64 bits (%llu x %llu)", what,
+                         (unsigned long long)a, (unsigned long long)b);
+    return KV_OK;
+}
+
+int kv_model_kv_dim(const kv_model *m) { return m->n_kv_heads * m->head_dim; }
+
+uint64_t kv_model_params_layer(const kv_model *m) {
+    uint64_t h = (uint64_t)m->hidden, q = (uint64_t)m->n_heads * (uint64_t)m->head_dim;
+    uint64_t kv = (uint64_t)kv_model_kv_dim(m), f = (uint64_t)m->ffn;
+    uint64_t attn = h * q + 2 * h * kv + q * h;
+    uint64_t mlp = (m->gated_mlp ? 3 : 2) * h * f;
+    uint64_t p = attn + mlp;
+    if (m->bias) p += q + 2 * kv + h + f + h;
+    /* Two norms per layer: LayerNorm has weight and bias, RMSNorm only a weight. */
+    p += (m->bias ? 4 : 2) * h;
+    return p;
+}
+
+uint64_t kv_model_params_total(const kv_model *m) {
+    uint64_t h = (uint64_t)m->hidden;
+    uint64_t p = (uint64_t)m->n_layers * kv_model_params_layer(m);
+    p += (uint64_t)m->vocab * h;                         /* token embedding */
+    if (!m->tied_embeddings) p += (uint64_t)m->vocab * h; /* separate lm_head */
+    if (m->max_pos > 0) p += (uint64_t)(m->max_pos + 2) * h; /* OPT keeps an offset of 2 */
+    p += (m->bias ? 2 : 1) * h;                          /* final norm */
+    return p;
+}
+
+uint64_t kv_model_bytes_layer(const kv_model *m) {
+    return kv_model_params_layer(m) * (uint64_t)kv_dtype_bytes(m->dtype);
+}
+uint64_t kv_model_bytes_total(const kv_model *m) {
+    return kv_model_params_total(m) * (uint64_t)kv_dtype_bytes(m->dtype);
+}
+uint64_t kv_model_kv_bytes_token_layer(const kv_model *m) {
+    return 2ull * (uint64_t)kv_model_kv_dim(m) * (uint64_t)kv_dtype_bytes(m->dtype);
+}
+uint64_t kv_model_act_bytes_token(const kv_model *m) {
+    return (uint64_t)m->hidden * (uint64_t)kv_dtype_bytes(m->dtype);
+}
+
+double kv_model_decode_flops_layer(const kv_model *m, int batch, int ctx) {
+    double h = m->hidden, q = (double)m->n_heads * m->head_dim, kv = kv_model_kv_dim(m), f = m->ffn;
+    double proj = 2.0 * (h * q + 2.0 * h * kv + q * h);
+    double mlp = 2.0 * (m->gated_mlp ? 3.0 : 2.0) * h * f;
+    /* q.K^T and P.V over ctx cached positions plus the new one, for every query head. */
+    double attn = 4.0 * (double)(ctx + 1) * q;
+    return (double)batch * (proj + mlp + attn);
+}
+
+double kv_model_recompute_flops(const kv_model *m, int64_t tokens) {
+    return 2.0 * (double)tokens * m->hidden * 2.0 * kv_model_kv_dim(m);
+}
+
+/* ---- Hugging Face config.json ------------------------------------------------------ */
+
+static kv_status get_int(json_t *root, const char *path, const char *key, int *out, int required) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (required) return kv_errorf(KV_EPARSE, "%s: missing required field '%s'", path, key);
+        return KV_OK;
+    }
+    if (!json_is_integer(v))
+        return kv_errorf(KV_EPARSE, "%s: field '%s' must be an integer", path, key);
+    json_int_t x = json_integer_value(v);
+    if (x <= 0 || x > (1 << 30))
+        return kv_errorf(KV_EINVAL, "%s: field '%s' out of range: %lld", path, key, (long long)x);
+    *out = (int)x;
+    return KV_OK;
+}
+
+static int str_in(const char *s, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0) return 1;
+    return 0;
+}
+
+kv_status kv_model_load_hf(const char *path, kv_model *out) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        if (je.line < 0) return kv_errorf(KV_ENOTFOUND, "%s: %s", path, je.text);
+        return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    }
+    kv_status st = KV_OK;
+    kv_model m;
+    memset(&m, 0, sizeof m);
+    if (!json_is_object(root)) {
+        st = kv_errorf(KV_EPARSE, "%s: top level must be a JSON object", path);
+        goto done;
+    }
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    snprintf(m.family, sizeof m.family, "%s", mt ? mt : "unknown");
+    const char *base = strrchr(path, '/');
+    const char *nm = json_string_value(json_object_get(root, "_name_or_path"));
+    snprintf(m.name, sizeof m.name, "%s", nm ? nm : base ? base + 1 : path);
+
+    if ((st = get_int(root, path, "hidden_size", &m.hidden, 1)) ||
+        (st = get_int(root, path, "num_hidden_layers", &m.n_layers, 1)) ||
+        (st = get_int(root, path, "num_attention_heads", &m.n_heads, 1)) ||
+        (st = get_int(root, path, "vocab_size", &m.vocab, 1)))
+        goto done;
+    m.n_kv_heads = m.n_heads;
+    m.head_dim = m.hidden / m.n_heads;
+    if ((st = get_int(root, path, "num_key_value_heads", &m.n_kv_heads, 0)) ||
+        (st = get_int(root, path, "head_dim", &m.head_dim, 0)))
+        goto done;
+    if (json_object_get(root, "intermediate_size"))
+        st = get_int(root, path, "intermediate_size", &m.ffn, 1);
+    else if (json_object_get(root, "ffn_dim"))
+        st = get_int(root, path, "ffn_dim", &m.ffn, 1);
+    else
+        st = kv_errorf(KV_EPARSE, "%s: missing required field 'intermediate_size' (or 'ffn_dim')", path);
+    if (st) goto done;
+
+    /* Gated MLP: the SwiGLU families, or a gated activation named explicitly. */
+    static const char *const gated_types[] = {"llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2", "phi3", NULL};
+    static const char *const gated_acts[] = {"silu", "swiglu", "geglu", "gelu_pytorch_tanh", NULL};
+    const char *act = json_string_value(json_object_get(root, "hidden_act"));
+    if (!act) act = json_string_value(json_object_get(root, "activation_function"));
+    m.gated_mlp = str_in(m.family, gated_types) || (act && str_in(act, gated_acts) && strcmp(m.family, "opt") != 0);
+    json_t *g = json_object_get(root, "gated_mlp");
+    if (g && json_is_boolean(g)) m.gated_mlp = json_is_true(g);
+
+    m.bias = strcmp(m.family, "opt") == 0 || strcmp(m.family, "gpt2") == 0;
+    json_t *b = json_object_get(root, "enable_bias");
+    if (!b) b = json_object_get(root, "attention_bias");
+    if (b && json_is_boolean(b)) m.bias = json_is_true(b);
+
+    json_t *tie = json_object_get(root, "tie_word_embeddings");
+    m.tied_embeddings = tie ? json_is_true(tie) : 1; /* transformers' default is tied */
+    if (strcmp(m.family, "opt") == 0 && (st = get_int(root, path, "max_position_embeddings", &m.max_pos, 0)))
+        goto done;
+
+    const char *dt = json_string_value(json_object_get(root, "torch_dtype"));
+    if (!dt) dt = json_string_value(json_object_get(root, "dtype"));
+    if (!dt || strcmp(dt, "float16") == 0) m.dtype = KV_DT_FP16;
+    else if (strcmp(dt, "bfloat16") == 0) m.dtype = KV_DT_BF16;
+    else if (strcmp(dt, "float32") == 0) m.dtype = KV_DT_FP32;
+    else {
+        st = kv_errorf(KV_EINVAL, "%s: unsupported torch_dtype '%s' (float16, bfloat16, float32)", path, dt);
+        goto done;
+    }
+    if ((st = kv_model_validate(&m))) {
+        kv_errctx(st, "%s: ", path);
+        goto done;
+    }
+    *out = m;
+done:
+    json_decref(root);
+    return st;
+}

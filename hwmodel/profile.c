@@ -1,0 +1,292 @@
+/* hw_profile: JSON loading with strict validation. Strict because a profile silently
+ * misread (a typo'd key left at a default, a bandwidth in the wrong unit) gives
+ * plausible-looking but wrong predictions, the worst failure a simulator can have. */
+#include "profile.h"
+#include <dirent.h>
+#include <gsl/gsl_interp.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef KVPR_DATADIR
+#define KVPR_DATADIR "."
+#endif
+
+typedef struct {
+    const char *label; /* file name for messages */
+    char path[128];    /* current field path */
+} ctx_t;
+
+static kv_status perr(const ctx_t *c, kv_status st, const char *fmt, const char *a, const char *b) {
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    return kv_errorf(st, "%s: %s", c->label, msg);
+}
+
+/* Rejects keys not in `allowed` (NULL-terminated). */
+static kv_status check_keys(const ctx_t *c, json_t *obj, const char *where, const char *const *allowed) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(*a, k) == 0) ok = 1;
+        if (!ok) return perr(c, KV_EPARSE, "unknown key '%s%s'", where, k);
+    }
+    return KV_OK;
+}
+
+static json_t *need_obj(const ctx_t *c, json_t *parent, const char *where, const char *key, kv_status *st) {
+    json_t *o = json_object_get(parent, key);
+    if (!o) *st = perr(c, KV_EPARSE, "missing field '%s%s'", where, key);
+    else if (!json_is_object(o)) *st = perr(c, KV_EPARSE, "field '%s%s' must be an object", where, key);
+    return *st ? NULL : o;
+}
+
+static kv_status get_str(const ctx_t *c, json_t *obj, const char *where, const char *key, char *dst, size_t n) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return perr(c, KV_EPARSE, "missing field '%s%s'", where, key);
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return perr(c, KV_EPARSE, "field '%s%s' must be a non-empty string", where, key);
+    snprintf(dst, n, "%s", json_string_value(v));
+    return KV_OK;
+}
+
+/* A value field: {"value": number, "source": "provenance"}. `scale` converts to SI.
+ * kind: 'p' positive, 'z' zero or positive, 'e' efficiency in (0,1]. */
+static kv_status get_val(const ctx_t *c, json_t *obj, const char *where, const char *key, double scale,
+                         char kind, hw_val *out) {
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", where, key);
+    json_t *f = json_object_get(obj, key);
+    if (!f) return perr(c, KV_EPARSE, "missing field '%s'%s", full, "");
+    if (!json_is_object(f))
+        return perr(c, KV_EPARSE, "field '%s' must be {\"value\": number, \"source\": \"...\"}%s", full, "");
+    static const char *const keys[] = {"value", "source", NULL};
+    char sub[140];
+    snprintf(sub, sizeof sub, "%s.", full);
+    kv_status st = check_keys(c, f, sub, keys);
+    if (st) return st;
+    json_t *v = json_object_get(f, "value");
+    if (!v) return perr(c, KV_EPARSE, "missing field '%s.value'%s", full, "");
+    if (!json_is_number(v)) return perr(c, KV_EPARSE, "field '%s.value' must be a number%s", full, "");
+    double x = json_number_value(v);
+    if (!isfinite(x)) return perr(c, KV_EINVAL, "field '%s.value' is not finite%s", full, "");
+    if (kind == 'p' && !(x > 0)) return perr(c, KV_EINVAL, "field '%s.value' must be > 0%s", full, "");
+    if (kind == 'z' && !(x >= 0)) return perr(c, KV_EINVAL, "field '%s.value' must be >= 0%s", full, "");
+    if (kind == 'e' && !(x > 0 && x <= 1))
+        return perr(c, KV_EINVAL, "field '%s.value' is an efficiency and must be in (0, 1]%s", full, "");
+    out->value = x * scale;
+    char srcw[140];
+    snprintf(srcw, sizeof srcw, "%s.", full);
+    return get_str(c, f, srcw, "source", out->source, sizeof out->source);
+}
+
+static kv_status get_table(const ctx_t *c, json_t *obj, const char *where, const char *key, hw_table *t) {
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", where, key);
+    json_t *f = json_object_get(obj, key);
+    if (!f) return perr(c, KV_EPARSE, "missing field '%s'%s", full, "");
+    if (!json_is_object(f))
+        return perr(c, KV_EPARSE, "field '%s' must be {\"table\": [[x, eff], ...], \"source\": \"...\"}%s", full, "");
+    static const char *const keys[] = {"table", "source", NULL};
+    char sub[140];
+    snprintf(sub, sizeof sub, "%s.", full);
+    kv_status st = check_keys(c, f, sub, keys);
+    if (st) return st;
+    json_t *a = json_object_get(f, "table");
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > HW_TABLE_MAX)
+        return perr(c, KV_EPARSE, "field '%s.table' must be an array of 1 to 32 [x, efficiency] pairs%s", full, "");
+    t->n = (int)json_array_size(a);
+    for (int i = 0; i < t->n; i++) {
+        json_t *p = json_array_get(a, (size_t)i);
+        char idx[160];
+        snprintf(idx, sizeof idx, "%s.table[%d]", full, i);
+        if (!json_is_array(p) || json_array_size(p) != 2 || !json_is_number(json_array_get(p, 0)) ||
+            !json_is_number(json_array_get(p, 1)))
+            return perr(c, KV_EPARSE, "'%s' must be a pair of numbers [x, efficiency]%s", idx, "");
+        t->x[i] = json_number_value(json_array_get(p, 0));
+        t->y[i] = json_number_value(json_array_get(p, 1));
+        if (!isfinite(t->x[i]) || !(t->x[i] > 0)) return perr(c, KV_EINVAL, "'%s': x must be > 0%s", idx, "");
+        if (!isfinite(t->y[i]) || !(t->y[i] > 0 && t->y[i] <= 1))
+            return perr(c, KV_EINVAL, "'%s': efficiency must be in (0, 1]%s", idx, "");
+        if (i > 0 && !(t->x[i] > t->x[i - 1]))
+            return perr(c, KV_EINVAL, "'%s': table is not monotone: x must be strictly increasing%s", idx, "");
+        if (i > 0 && t->y[i] < t->y[i - 1])
+            return perr(c, KV_EINVAL, "'%s': table is not monotone: efficiency must not decrease as x grows%s", idx, "");
+    }
+    return get_str(c, f, sub, "source", t->source, sizeof t->source);
+}
+
+#define GB 1e9
+#define TFLOP 1e12
+#define GIB 1073741824.0
+#define US 1e-6
+
+static kv_status parse_dir(const ctx_t *c, json_t *link, const char *name, hw_link_dir *d) {
+    kv_status st = KV_OK;
+    char where[64];
+    snprintf(where, sizeof where, "link.%s.", name);
+    json_t *o = need_obj(c, link, "link.", name, &st);
+    if (st) return st;
+    static const char *const keys[] = {"bandwidth_gbps", "overhead_us", "pageable_gbps", "duplex_factor",
+                                       "size_efficiency", NULL};
+    if ((st = check_keys(c, o, where, keys)) || (st = get_val(c, o, where, "bandwidth_gbps", GB, 'p', &d->bandwidth)) ||
+        (st = get_val(c, o, where, "overhead_us", US, 'z', &d->overhead)) ||
+        (st = get_val(c, o, where, "pageable_gbps", GB, 'p', &d->pageable)) ||
+        (st = get_val(c, o, where, "duplex_factor", 1, 'e', &d->duplex)) ||
+        (st = get_table(c, o, where, "size_efficiency", &d->size_eff)))
+        return st;
+    if (d->pageable.value > d->bandwidth.value)
+        return perr(c, KV_EINVAL, "field '%spageable_gbps' exceeds the pinned bandwidth%s", where, "");
+    return KV_OK;
+}
+
+static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
+    kv_status st = KV_OK;
+    memset(p, 0, sizeof *p);
+    if (!json_is_object(root)) return perr(c, KV_EPARSE, "top level must be a JSON object%s%s", "", "");
+    static const char *const top[] = {"name", "description", "gpu", "link", "cpu", NULL};
+    static const char *const gk[] = {"name", "peak_fp16_tflops", "hbm_gbps", "memory_gib", "launch_us",
+                                     "attention_bw_efficiency", "gemm_efficiency", "memory_floor", NULL};
+    static const char *const lk[] = {"name", "h2d", "d2h", NULL};
+    static const char *const ck[] = {"name", "mem_bw_gbps", "memory_gib", "attn_tflops", NULL};
+    if ((st = check_keys(c, root, "", top)) || (st = get_str(c, root, "", "name", p->name, sizeof p->name)))
+        return st;
+    json_t *d = json_object_get(root, "description");
+    if (d && json_is_string(d)) snprintf(p->description, sizeof p->description, "%s", json_string_value(d));
+
+    json_t *g = need_obj(c, root, "", "gpu", &st);
+    if (st || (st = check_keys(c, g, "gpu.", gk)) || (st = get_str(c, g, "gpu.", "name", p->gpu.name, sizeof p->gpu.name)) ||
+        (st = get_val(c, g, "gpu.", "peak_fp16_tflops", TFLOP, 'p', &p->gpu.peak_flops)) ||
+        (st = get_val(c, g, "gpu.", "hbm_gbps", GB, 'p', &p->gpu.hbm_bw)) ||
+        (st = get_val(c, g, "gpu.", "memory_gib", GIB, 'p', &p->gpu.mem_bytes)) ||
+        (st = get_val(c, g, "gpu.", "launch_us", US, 'z', &p->gpu.launch)) ||
+        (st = get_val(c, g, "gpu.", "attention_bw_efficiency", 1, 'e', &p->gpu.attn_eff)) ||
+        (st = get_table(c, g, "gpu.", "gemm_efficiency", &p->gpu.gemm_eff)))
+        return st;
+    json_t *mf = json_object_get(g, "memory_floor");
+    p->gpu.memory_floor = 1;
+    if (mf) {
+        if (!json_is_boolean(mf)) return perr(c, KV_EPARSE, "field 'gpu.memory_floor' must be true or false%s%s", "", "");
+        p->gpu.memory_floor = json_is_true(mf);
+    }
+
+    json_t *l = need_obj(c, root, "", "link", &st);
+    if (st || (st = check_keys(c, l, "link.", lk)) ||
+        (st = get_str(c, l, "link.", "name", p->link.name, sizeof p->link.name)) ||
+        (st = parse_dir(c, l, "h2d", &p->link.h2d)) || (st = parse_dir(c, l, "d2h", &p->link.d2h)))
+        return st;
+
+    json_t *cp = need_obj(c, root, "", "cpu", &st);
+    if (st || (st = check_keys(c, cp, "cpu.", ck)) || (st = get_str(c, cp, "cpu.", "name", p->cpu.name, sizeof p->cpu.name)) ||
+        (st = get_val(c, cp, "cpu.", "mem_bw_gbps", GB, 'p', &p->cpu.mem_bw)) ||
+        (st = get_val(c, cp, "cpu.", "memory_gib", GIB, 'p', &p->cpu.mem_bytes)) ||
+        (st = get_val(c, cp, "cpu.", "attn_tflops", TFLOP, 'p', &p->cpu.attn_flops)))
+        return st;
+    return KV_OK;
+}
+
+static kv_status load_json(json_t *root, json_error_t *je, const char *label, hw_profile *out) {
+    if (!root) {
+        if (je->line < 0) return kv_errorf(KV_ENOTFOUND, "%s: %s", label, je->text);
+        return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", label, je->line, je->column, je->text);
+    }
+    ctx_t c = {.label = label};
+    hw_profile p;
+    kv_status st = parse_root(&c, root, &p);
+    json_decref(root);
+    if (st == KV_OK) *out = p;
+    return st;
+}
+
+kv_status hw_profile_load(const char *path, hw_profile *out) {
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    return load_json(root, &je, path, out);
+}
+
+kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out) {
+    json_error_t je;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    return load_json(root, &je, label, out);
+}
+
+const char *hw_profile_dir(void) {
+    const char *e = getenv("KVPR_PROFILES");
+    return e && *e ? e : KVPR_DATADIR "/hwmodel/profiles";
+}
+
+kv_status hw_profile_resolve(const char *name, hw_profile *out) {
+    if (strchr(name, '/') || strstr(name, ".json")) return hw_profile_load(name, out);
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.'))
+            return kv_errorf(KV_EINVAL, "bad profile name '%s'", name);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.json", hw_profile_dir(), name);
+    kv_status st = hw_profile_load(path, out);
+    if (st == KV_ENOTFOUND)
+        return kv_errorf(KV_ENOTFOUND, "unknown hardware profile '%s' (see 'kvpr hw list', or give a .json path)", name);
+    return st;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+int hw_profile_list(char names[][64], int max) {
+    DIR *d = opendir(hw_profile_dir());
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        size_t len = strlen(e->d_name);
+        if (len > 5 && len < 64 && strcmp(e->d_name + len - 5, ".json") == 0) {
+            memcpy(names[n], e->d_name, len - 5);
+            names[n][len - 5] = 0;
+            n++;
+        }
+    }
+    closedir(d);
+    qsort(names, (size_t)n, 64, cmp_names);
+    return n;
+}
+
+double hw_table_eval(const hw_table *t, double x) {
+    if (t->n <= 0) return 1.0;
+    if (x <= t->x[0]) return t->y[0];
+    if (x >= t->x[t->n - 1]) return t->y[t->n - 1];
+    size_t i = gsl_interp_bsearch(t->x, x, 0, (size_t)t->n - 1);
+    double u = (log(x) - log(t->x[i])) / (log(t->x[i + 1]) - log(t->x[i]));
+    return t->y[i] + u * (t->y[i + 1] - t->y[i]);
+}
+
+static json_t *jval(const hw_val *v, double scale) {
+    return json_pack("{s:f,s:s}", "value", v->value / scale, "source", v->source);
+}
+static json_t *jtab(const hw_table *t) {
+    json_t *a = json_array();
+    for (int i = 0; i < t->n; i++) json_array_append_new(a, json_pack("[f,f]", t->x[i], t->y[i]));
+    return json_pack("{s:o,s:s}", "table", a, "source", t->source);
+}
+static json_t *jdir(const hw_link_dir *d) {
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "bandwidth_gbps", jval(&d->bandwidth, GB), "overhead_us",
+                     jval(&d->overhead, US), "pageable_gbps", jval(&d->pageable, GB), "duplex_factor",
+                     jval(&d->duplex, 1), "size_efficiency", jtab(&d->size_eff));
+}
+
+char *hw_profile_to_json(const hw_profile *p) {
+    json_t *g = json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "name", p->gpu.name, "peak_fp16_tflops",
+                          jval(&p->gpu.peak_flops, TFLOP), "hbm_gbps", jval(&p->gpu.hbm_bw, GB), "memory_gib",
+                          jval(&p->gpu.mem_bytes, GIB), "launch_us", jval(&p->gpu.launch, US),
+                          "attention_bw_efficiency", jval(&p->gpu.attn_eff, 1), "gemm_efficiency",
+                          jtab(&p->gpu.gemm_eff), "memory_floor", p->gpu.memory_floor);
+    json_t *l = json_pack("{s:s,s:o,s:o}", "name", p->link.name, "h2d", jdir(&p->link.h2d), "d2h", jdir(&p->link.d2h));
+    json_t *c = json_pack("{s:s,s:o,s:o,s:o}", "name", p->cpu.name, "mem_bw_gbps", jval(&p->cpu.mem_bw, GB),
+                          "memory_gib", jval(&p->cpu.mem_bytes, GIB), "attn_tflops", jval(&p->cpu.attn_flops, TFLOP));
+    json_t *root = json_pack("{s:s,s:s,s:o,s:o,s:o}", "name", p->name, "description", p->description, "gpu", g,
+                             "link", l, "cpu", c);
+    char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(root);
+    return s;
+}

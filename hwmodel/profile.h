@@ -1,0 +1,75 @@
+/* hw_profile: a machine's GPU, host link and CPU, every number with its provenance.
+ * Files are JSON in human units (GB/s, TFLOP/s, GiB, microseconds); in memory all
+ * values are SI (bytes/s, FLOP/s, bytes, seconds). The format is documented in
+ * hwmodel/profiles/README.md. */
+#ifndef HW_PROFILE_H
+#define HW_PROFILE_H
+
+#include "../core/kv_err.h"
+
+#define HW_TABLE_MAX 32
+#define HW_SRC_MAX 256
+
+typedef struct {
+    double value;
+    char source[HW_SRC_MAX];
+} hw_val;
+
+/* Piecewise-linear in log(x), clamped at both ends. x strictly increasing, y in (0,1]
+ * and non-decreasing (bigger copies and bigger GEMMs are never less efficient). */
+typedef struct {
+    int n;
+    double x[HW_TABLE_MAX];
+    double y[HW_TABLE_MAX];
+    char source[HW_SRC_MAX];
+} hw_table;
+
+typedef struct {
+    hw_val bandwidth;  /* pinned plateau, bytes/s */
+    hw_val overhead;   /* per-copy overhead alpha, s */
+    hw_val pageable;   /* pageable plateau, bytes/s */
+    hw_val duplex;     /* fraction of the plateau left while the other direction copies */
+    hw_table size_eff; /* efficiency of the bandwidth term against copy size in bytes */
+} hw_link_dir;
+
+typedef struct {
+    char name[64];
+    char description[512];
+    struct {
+        char name[64];
+        hw_val peak_flops;   /* dense fp16 tensor FLOP/s */
+        hw_val hbm_bw;       /* bytes/s */
+        hw_val mem_bytes;    /* capacity */
+        hw_val launch;       /* s per kernel */
+        hw_val attn_eff;     /* fraction of hbm_bw decode attention reaches */
+        hw_table gemm_eff;   /* efficiency against GEMM rows M */
+        int memory_floor;    /* 1: roofline max(compute, bytes/hbm_bw); 0: compute only */
+    } gpu;
+    struct {
+        char name[64];
+        hw_link_dir h2d, d2h;
+    } link;
+    struct {
+        char name[64];
+        hw_val mem_bw;     /* bytes/s */
+        hw_val mem_bytes;  /* capacity */
+        hw_val attn_flops; /* FLOP/s of decode attention on the CPU */
+    } cpu;
+} hw_profile;
+
+/* Loads and validates; errors name the file, and the line/column for syntax errors or
+ * the field path ("link.h2d.bandwidth_gbps") otherwise. */
+kv_status hw_profile_load(const char *path, hw_profile *out);
+kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out);
+/* A shipped profile name (looked up in $KVPR_PROFILES, then the install's profile dir)
+ * or a path to a JSON file. */
+kv_status hw_profile_resolve(const char *name_or_path, hw_profile *out);
+const char *hw_profile_dir(void);
+/* Names of the shipped profiles, sorted; returns count, fills up to max names. */
+int hw_profile_list(char names[][64], int max);
+/* Writes a profile back as JSON in the documented format (used by calibration). */
+char *hw_profile_to_json(const hw_profile *p);
+
+double hw_table_eval(const hw_table *t, double x);
+
+#endif

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kvpr builds and tests against. Idempotent: it asks dpkg
+# first and stays quiet when everything is there, so `make` can call it every time.
+set -eu
+pkgs="build-essential pkg-config libsqlite3-dev sqlite3 libgsl-dev libglpk-dev glpk-utils
+      libjansson-dev libcmocka-dev gnuplot-nox libopenblas-dev"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+echo "deps: done" >&2

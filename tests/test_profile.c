@@ -1,0 +1,146 @@
+/* Hardware profiles: every shipped profile loads with provenance; the paper's constants are
+ * exact; every kind of bad input is rejected with a message that says where. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "../hwmodel/profile.h"
+#include "tests.h"
+
+static void t_shipped(void **s) {
+    (void)s;
+    char names[64][64];
+    int n = hw_profile_list(names, 64);
+    assert_true(n >= 11);
+    const char *need[] = {"a100-40gb-pcie4", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "gh200",
+                          "t4", "l4", "rtx4090", "v100", "paper-a100"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        hw_profile p;
+        if (hw_profile_resolve(need[i], &p) != KV_OK) fail_msg("%s: %s", need[i], kv_errmsg());
+        assert_string_equal(p.name, need[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        hw_profile p;
+        if (hw_profile_resolve(names[i], &p) != KV_OK) fail_msg("%s: %s", names[i], kv_errmsg());
+        const hw_val *v[] = {&p.gpu.peak_flops, &p.gpu.hbm_bw, &p.gpu.mem_bytes, &p.gpu.launch, &p.gpu.attn_eff,
+                             &p.link.h2d.bandwidth, &p.link.d2h.bandwidth, &p.link.h2d.overhead, &p.cpu.mem_bw,
+                             &p.cpu.attn_flops};
+        for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) assert_true(strlen(v[k]->source) > 5);
+        /* provenance carries its label */
+        assert_true(strchr(p.link.h2d.bandwidth.source, '[') != NULL);
+    }
+}
+
+static void t_paper_constants(void **s) {
+    (void)s;
+    hw_profile p;
+    assert_int_equal(hw_profile_resolve("paper-a100", &p), KV_OK);
+    assert_true(p.link.h2d.bandwidth.value == 32e9);
+    assert_true(p.link.d2h.bandwidth.value == 32e9);
+    assert_true(p.gpu.peak_flops.value == 312e12);
+    assert_true(p.link.h2d.overhead.value == 0 && p.gpu.launch.value == 0);
+    assert_int_equal(p.gpu.memory_floor, 0);
+    assert_true(hw_table_eval(&p.gpu.gemm_eff, 7) == 1.0);
+    hw_profile a;
+    assert_int_equal(hw_profile_resolve("a100-40gb-pcie4", &a), KV_OK);
+    assert_true(a.gpu.memory_floor == 1);
+    assert_rel(a.link.h2d.overhead.value, 5e-6, 1e-12);
+    assert_rel(a.gpu.mem_bytes.value, 40.0 * 1073741824.0, 1e-12);
+}
+
+static void t_table_eval(void **s) {
+    (void)s;
+    hw_table t = {.n = 3, .x = {1e6, 1e7, 1e8}, .y = {0.5, 0.7, 0.9}};
+    assert_rel(hw_table_eval(&t, 1), 0.5, 1e-15);      /* clamped below */
+    assert_rel(hw_table_eval(&t, 1e12), 0.9, 1e-15);   /* clamped above */
+    assert_rel(hw_table_eval(&t, 1e7), 0.7, 1e-15);
+    assert_rel(hw_table_eval(&t, sqrt(1e13)), 0.6, 1e-12); /* linear in log x */
+    assert_rel(hw_table_eval(&t, pow(10, 7.25)), 0.75, 1e-12);
+}
+
+static void t_roundtrip(void **s) {
+    (void)s;
+    hw_profile a, b;
+    assert_int_equal(hw_profile_resolve("a100-40gb-pcie4", &a), KV_OK);
+    char *js = hw_profile_to_json(&a);
+    assert_non_null(js);
+    if (hw_profile_parse(js, "roundtrip", &b) != KV_OK) fail_msg("%s", kv_errmsg());
+    free(js);
+    assert_rel(b.link.h2d.bandwidth.value, a.link.h2d.bandwidth.value, 1e-9);
+    assert_rel(b.gpu.mem_bytes.value, a.gpu.mem_bytes.value, 1e-9);
+    assert_int_equal(b.link.h2d.size_eff.n, a.link.h2d.size_eff.n);
+    assert_string_equal(b.link.h2d.duplex.source, a.link.h2d.duplex.source);
+}
+
+/* Takes the a100 profile, sets (or with val NULL deletes) the field at a dotted path,
+ * and checks the parse error. */
+static void mutate(const char *path, const char *val, kv_status want, const char *needle) {
+    char f[512];
+    snprintf(f, sizeof f, "%s/hwmodel/profiles/a100-40gb-pcie4.json", src_dir());
+    json_error_t je;
+    json_t *root = json_load_file(f, 0, &je);
+    assert_non_null(root);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *o = root;
+    char *save, *tok = strtok_r(buf, ".", &save), *next;
+    while ((next = strtok_r(NULL, ".", &save))) {
+        o = json_object_get(o, tok);
+        assert_non_null(o);
+        tok = next;
+    }
+    if (val) {
+        json_t *v = json_loads(val, JSON_DECODE_ANY, &je);
+        assert_non_null(v);
+        json_object_set_new(o, tok, v);
+    } else json_object_del(o, tok);
+    char *text = json_dumps(root, JSON_INDENT(1));
+    json_decref(root);
+    hw_profile p;
+    kv_status st = hw_profile_parse(text, "bad.json", &p);
+    free(text);
+    if (st != want || !strstr(kv_errmsg(), needle))
+        fail_msg("%s=%s: got %d '%s', wanted %d with '%s'", path, val ? val : "(deleted)", st, kv_errmsg(), want, needle);
+}
+
+static void t_bad_profiles(void **s) {
+    (void)s;
+    mutate("gpu.hbm_gbs", "{\"value\": 1, \"source\": \"x\"}", KV_EPARSE, "unknown key 'gpu.hbm_gbs'");
+    mutate("link.h2d.bandwidth_gbps.units", "\"GB/s\"", KV_EPARSE, "unknown key 'link.h2d.bandwidth_gbps.units'");
+    mutate("gpu.hbm_gbps", NULL, KV_EPARSE, "missing field 'gpu.hbm_gbps'");
+    mutate("link.d2h", NULL, KV_EPARSE, "missing field 'link.d2h'");
+    mutate("cpu.mem_bw_gbps.source", NULL, KV_EPARSE, "missing field 'cpu.mem_bw_gbps.source'");
+    mutate("link.h2d.bandwidth_gbps.value", "-26", KV_EINVAL, "'link.h2d.bandwidth_gbps.value' must be > 0");
+    mutate("link.d2h.bandwidth_gbps.value", "0", KV_EINVAL, "'link.d2h.bandwidth_gbps.value' must be > 0");
+    mutate("gpu.launch_us.value", "-1", KV_EINVAL, "'gpu.launch_us.value' must be >= 0");
+    mutate("gpu.peak_fp16_tflops.value", "\"312\"", KV_EPARSE, "must be a number");
+    mutate("link.h2d.duplex_factor.value", "1.5", KV_EINVAL, "efficiency and must be in (0, 1]");
+    mutate("gpu.attention_bw_efficiency.value", "0", KV_EINVAL, "must be in (0, 1]");
+    mutate("gpu.gemm_efficiency.table", "[[1, 0.5], [64, 1.2]]", KV_EINVAL, "efficiency must be in (0, 1]");
+    mutate("gpu.gemm_efficiency.table", "[[1, 0.8], [64, 0.5]]", KV_EINVAL, "not monotone");
+    mutate("link.h2d.size_efficiency.table", "[[1e6, 0.5], [1e5, 0.6]]", KV_EINVAL, "not monotone");
+    mutate("link.h2d.size_efficiency.table", "[]", KV_EPARSE, "array of 1 to 32");
+    mutate("link.h2d.size_efficiency.table", "[[1, 0.5, 3]]", KV_EPARSE, "pair of numbers");
+    mutate("link.h2d.pageable_gbps.value", "100", KV_EINVAL, "exceeds the pinned bandwidth");
+    mutate("gpu.memory_floor", "1", KV_EPARSE, "true or false");
+    mutate("gpu.name", "\"\"", KV_EPARSE, "non-empty string");
+    mutate("link.h2d.overhead_us", "5", KV_EPARSE, "must be {\"value\"");
+    hw_profile p;
+    /* JSON has no NaN; a literal one is a syntax error with its position. */
+    assert_int_equal(hw_profile_parse("{\n  \"name\": \"x\",\n  \"gpu\": {\"hbm_gbps\": {\"value\": NaN}}}", "nan.json", &p),
+                     KV_EPARSE);
+    assert_non_null(strstr(kv_errmsg(), "nan.json:3:"));
+    assert_int_equal(hw_profile_parse("{\"name\": \"x\",\n\n   \"gpu\" {}}", "syn.json", &p), KV_EPARSE);
+    assert_non_null(strstr(kv_errmsg(), "syn.json:3:"));
+    assert_int_equal(hw_profile_parse("{\"name\": \"x\", \"name\": \"y\"}", "dup.json", &p), KV_EPARSE);
+    assert_int_equal(hw_profile_parse("{\"gpu\": {\"hbm_gbps\": {\"value\": 1e999}}}", "big.json", &p), KV_EPARSE);
+    assert_int_equal(hw_profile_resolve("no-such-gpu", &p), KV_ENOTFOUND);
+    assert_non_null(strstr(kv_errmsg(), "unknown hardware profile 'no-such-gpu'"));
+    assert_int_equal(hw_profile_resolve("../etc/passwd", &p), KV_ENOTFOUND);
+}
+
+void group_profile(tcount *c) {
+    const struct CMUnitTest t[] = {cmocka_unit_test(t_shipped), cmocka_unit_test(t_paper_constants),
+                                   cmocka_unit_test(t_table_eval), cmocka_unit_test(t_roundtrip),
+                                   cmocka_unit_test(t_bad_profiles)};
+    RUN_GROUP(c, "profile", t);
+}
