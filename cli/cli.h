@@ -16,5 +16,11 @@ kv_status cli_double(const char *opt, const char *s, double lo, double hi, doubl
 int cmd_model(int argc, char **argv);
 int cmd_hw(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
+
+#include "../core/plan.h"
+/* Parses the plan options shared by sim-like commands; returns -1 to go on, else an exit code. */
+int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const char **hw, const char **trace,
+                   const char **dbpath, int *js, const char *help);
 
 #endif

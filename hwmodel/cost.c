@@ -81,3 +81,8 @@ double hw_paper_lstar(const hw_profile *p, const kv_model *m, int ctx) {
     double vcom = p->link.h2d.bandwidth.value, vgpu = p->gpu.peak_flops.value;
     return ctx * pe * vgpu / (2.0 * h * vcom + pe * vgpu);
 }
+
+int hw_paper_runtime_split(const hw_profile *p, const kv_model *m, int prompt, int gen) {
+    double l = floor(hw_paper_lstar(p, m, prompt + gen) + 0.5);
+    return l < prompt ? (int)l : prompt;
+}

@@ -44,4 +44,8 @@ hw_paper_cost hw_paper_layer(const hw_profile *p, const kv_model *m, int batch, 
 /* l* = s p v_gpu / (2 h v_com + p v_gpu), real-valued. */
 double hw_paper_lstar(const hw_profile *p, const kv_model *m, int ctx);
 
+
+/* The split the authors' runtime uses: l* from the final length (prompt + gen), rounded, and
+ * capped at the prompt (only prompt tokens have stored activations). */
+int hw_paper_runtime_split(const hw_profile *p, const kv_model *m, int prompt, int gen);
 #endif

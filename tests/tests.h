@@ -39,5 +39,6 @@ void group_profile(tcount *c);
 void group_cost(tcount *c);
 void group_db(tcount *c);
 void group_cli(tcount *c);
+void group_sim(tcount *c);
 
 #endif

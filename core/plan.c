@@ -1,0 +1,99 @@
+/* kv_plan: names, parsing, validation of decode plans. */
+#include "plan.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const op_names[KV_OP_COUNT] = {"w_h2d",  "wkv_h2d", "act_h2d", "kv_h2d",   "recompute", "qkv",
+                                                  "attn",   "ffn",     "kv_d2h",  "q_d2h",    "cpu_attn",  "o_h2d"};
+static const char *const res_names[KV_RES_COUNT] = {"h2d", "d2h", "gpu", "cpu"};
+static const char *const pol_names[KV_POL_COUNT] = {"gpu", "offload", "kvpr", "recompute", "cpu-attn"};
+
+const char *kv_op_name(kv_op op) { return (unsigned)op < KV_OP_COUNT ? op_names[op] : "?"; }
+const char *kv_res_name(kv_resource r) { return (unsigned)r < KV_RES_COUNT ? res_names[r] : "?"; }
+const char *kv_mode_name(kv_mode m) { return m == KV_MODE_THROUGHPUT ? "throughput" : "latency"; }
+const char *kv_policy_name(kv_policy p) { return (unsigned)p < KV_POL_COUNT ? pol_names[p] : "?"; }
+
+kv_status kv_mode_parse(const char *s, kv_mode *out) {
+    if (!strcmp(s, "latency")) *out = KV_MODE_LATENCY;
+    else if (!strcmp(s, "throughput")) *out = KV_MODE_THROUGHPUT;
+    else return kv_errorf(KV_EINVAL, "unknown mode '%s' (latency, throughput)", s);
+    return KV_OK;
+}
+
+kv_status kv_policy_parse(const char *s, kv_policy *out) {
+    for (int i = 0; i < KV_POL_COUNT; i++)
+        if (!strcmp(s, pol_names[i])) {
+            *out = (kv_policy)i;
+            return KV_OK;
+        }
+    return kv_errorf(KV_EINVAL, "unknown policy '%s' (gpu, offload, kvpr, recompute, cpu-attn)", s);
+}
+
+void kv_plan_defaults(kv_plan *p) {
+    memset(p, 0, sizeof *p);
+    p->mode = KV_MODE_LATENCY;
+    p->policy = KV_POL_KVPR;
+    p->nb = 1;
+    p->split = -1;
+    p->prefetch = 2;
+}
+
+int kv_plan_steps(const kv_plan *p) { return p->gen - 1; }
+int kv_plan_layers(const kv_plan *p, const kv_model *m) {
+    return p->layers > 0 && p->layers < m->n_layers ? p->layers : m->n_layers;
+}
+
+int kv_plan_act_avail(const kv_plan *p, int step) { return p->keep_act ? p->prompt + step : p->prompt; }
+
+int kv_plan_split_at(const kv_plan *p, int step) {
+    int avail = kv_plan_act_avail(p, step), l;
+    switch (p->policy) {
+    case KV_POL_KVPR: l = p->split_steps ? p->split_steps[step] : p->split; break;
+    case KV_POL_RECOMPUTE: l = avail; break;
+    default: return 0;
+    }
+    if (l < 0) l = 0;
+    return l < avail ? l : avail;
+}
+
+kv_status kv_plan_validate(const kv_plan *p, const kv_model *m) {
+    if (p->batch < 1 || p->batch > (1 << 20)) return kv_errorf(KV_EINVAL, "batch must be in [1, 1048576], got %d", p->batch);
+    if (p->nb < 1 || p->nb > 4096) return kv_errorf(KV_EINVAL, "micro-batches (nb) must be in [1, 4096], got %d", p->nb);
+    if (p->mode == KV_MODE_LATENCY && p->nb != 1)
+        return kv_errorf(KV_EINVAL, "latency mode runs one batch: --nb must be 1, got %d", p->nb);
+    if (p->prompt < 1 || p->prompt > (1 << 24)) return kv_errorf(KV_EINVAL, "prompt must be in [1, 16777216], got %d", p->prompt);
+    if (p->gen < 2 || p->gen > (1 << 24))
+        return kv_errorf(KV_EINVAL, "gen must be in [2, 16777216] (gen - 1 decode steps), got %d", p->gen);
+    if (p->prefetch < 1 || p->prefetch > 64) return kv_errorf(KV_EINVAL, "prefetch depth must be in [1, 64], got %d", p->prefetch);
+    if (p->policy == KV_POL_KVPR && !p->split_steps && p->split > p->prompt + p->gen)
+        return kv_errorf(KV_EINVAL, "split %d exceeds the final context %d", p->split, p->prompt + p->gen);
+    if (p->policy != KV_POL_KVPR && p->split > 0)
+        return kv_errorf(KV_EINVAL, "--split applies to the kvpr policy only (policy %s)", kv_policy_name(p->policy));
+    if (p->layers < 0) return kv_errorf(KV_EINVAL, "layers must be >= 0, got %d", p->layers);
+    /* Every size the executor will compute: the whole KV cache must fit 64 bits. */
+    uint64_t seq, tok, kv;
+    kv_status st;
+    if ((st = kv_mul_u64((uint64_t)p->batch, (uint64_t)p->nb, &seq, "sequences (batch x micro-batches)")) ||
+        (st = kv_mul_u64(seq, (uint64_t)p->prompt + (uint64_t)p->gen, &tok, "tokens (sequences x context)")) ||
+        (st = kv_mul_u64(tok, kv_model_kv_bytes_token_layer(m), &kv, "KV cache bytes per layer")) ||
+        (st = kv_mul_u64(kv, (uint64_t)m->n_layers, &kv, "KV cache bytes")))
+        return st;
+    return KV_OK;
+}
+
+char *kv_plan_json(const kv_plan *p) {
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:b,s:i}", "mode", kv_mode_name(p->mode),
+                          "policy", kv_policy_name(p->policy), "batch", p->batch, "nb", p->nb, "prompt", p->prompt,
+                          "gen", p->gen, "split", p->split, "prefetch", p->prefetch, "keep_act", p->keep_act,
+                          "wkv_first", p->wkv_first, "pageable", p->pageable, "paper_model", p->paper_model, "layers",
+                          p->layers);
+    if (o && p->split_steps) {
+        json_t *a = json_array();
+        for (int i = 0; i < kv_plan_steps(p); i++) json_array_append_new(a, json_integer(p->split_steps[i]));
+        json_object_set_new(o, "split_steps", a);
+    }
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return s;
+}

@@ -1,0 +1,424 @@
+/* Simulator: known answers on hand-built graphs, the paper-model formula on random
+ * configurations, invariants on random plans, memory accounting, determinism, exports. */
+#include <jansson.h>
+#include <sqlite3.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "../hwmodel/cost.h"
+#include "../sim/sim.h"
+#include "tests.h"
+
+/* ---- hand-built graphs on the core ----------------------------------------------- */
+
+static int32_t copy(sim_des *d, kv_resource r, double bytes, double alpha) {
+    int32_t id = sim_des_task(d, r == KV_RES_H2D ? KV_OP_KV_H2D : KV_OP_KV_D2H, r, 0, 0, 0);
+    sim_task *t = sim_des_get(d, id);
+    t->bytes = t->work = bytes;
+    t->fixed_s = alpha;
+    return id;
+}
+static int32_t comp(sim_des *d, double s) {
+    int32_t id = sim_des_task(d, KV_OP_RECOMPUTE, KV_RES_GPU, 0, 0, 0);
+    sim_des_get(d, id)->fixed_s = s;
+    return id;
+}
+static double run(sim_des *d) {
+    sim_des_stats st;
+    if (sim_des_run(d, &st) != KV_OK) fail_msg("%s", kv_errmsg());
+    return sim_to_s(st.makespan);
+}
+
+static void t_known_answers(void **s) {
+    (void)s;
+    sim_des *d = sim_des_new();
+    sim_link one = {1e9, 1}, half = {1e9, 0.5};
+    /* pure transfer: 1 GB at 1 GB/s */
+    sim_des_links(d, one, one);
+    copy(d, KV_RES_H2D, 1e9, 0);
+    assert_rel(run(d), 1.0, 1e-12);
+    /* pure compute */
+    sim_des_reset(d);
+    comp(d, 0.5);
+    assert_rel(run(d), 0.5, 1e-12);
+    /* perfect overlap: independent transfer and compute */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    copy(d, KV_RES_H2D, 1e9, 0);
+    comp(d, 1.0);
+    assert_rel(run(d), 1.0, 1e-12);
+    /* no overlap: compute needs the transfer */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    int32_t a = copy(d, KV_RES_H2D, 1e9, 0), b = comp(d, 1.0);
+    sim_des_dep(d, a, b);
+    assert_rel(run(d), 2.0, 1e-12);
+    assert_int_equal(sim_des_get(d, b)->crit, a);
+    /* per-copy overhead: 1 ms then 0.25 GB */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    copy(d, KV_RES_H2D, 0.25e9, 1e-3);
+    assert_rel(run(d), 0.251, 1e-12);
+    /* two copies on one direction share it: back to back */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    copy(d, KV_RES_H2D, 1e9, 0);
+    copy(d, KV_RES_H2D, 1e9, 0);
+    assert_rel(run(d), 2.0, 1e-12);
+    /* both directions, coupled: each runs at half rate while the other runs */
+    sim_des_reset(d);
+    sim_des_links(d, half, half);
+    copy(d, KV_RES_H2D, 1e9, 0);
+    copy(d, KV_RES_D2H, 1e9, 0);
+    assert_rel(run(d), 2.0, 1e-12);
+    /* asymmetric coupling, re-rated mid-flight: D2H (unaffected) 0.5 GB ends at 0.5 s; H2D moved
+     * 0.25 GB by then at half rate, the remaining 0.75 GB at full rate ends at 1.25 s */
+    sim_des_reset(d);
+    sim_des_links(d, half, one);
+    int32_t h = copy(d, KV_RES_H2D, 1e9, 0), dd = copy(d, KV_RES_D2H, 0.5e9, 0);
+    assert_rel(run(d), 1.25, 1e-12);
+    assert_rel(sim_to_s(sim_des_get(d, dd)->end), 0.5, 1e-12);
+    assert_rel(sim_to_s(sim_des_get(d, h)->end), 1.25, 1e-12);
+    /* a copy that starts while the other direction is in its overhead phase is slowed from the start */
+    sim_des_reset(d);
+    sim_des_links(d, half, half);
+    copy(d, KV_RES_D2H, 0.5e9, 0.5);   /* alpha 0.5 s, then 0.5 GB */
+    copy(d, KV_RES_H2D, 0.25e9, 0);    /* 0.25 GB at half rate: 0.5 s */
+    /* D2H: the H2D copy ends at 0.5 s, exactly as D2H's bytes start: D2H runs alone: 1.0 s */
+    assert_rel(run(d), 1.0, 1e-12);
+    sim_des_free(d);
+}
+
+static void t_program_order(void **s) {
+    (void)s;
+    sim_des *d = sim_des_new();
+    sim_link one = {1e9, 1};
+    sim_des_links(d, one, one);
+    /* GPU runs A (waits for a 1 s copy) before B (ready at 0): in-order, as a CUDA stream */
+    int32_t c = copy(d, KV_RES_H2D, 1e9, 0), A = comp(d, 0.5), B = comp(d, 0.25);
+    sim_des_dep(d, c, A);
+    assert_rel(run(d), 1.75, 1e-12);
+    assert_true(sim_des_get(d, B)->start == sim_des_get(d, A)->end);
+    /* a cycle leaves tasks unrun: reported, not hung */
+    sim_des_reset(d);
+    int32_t x = comp(d, 1), y = comp(d, 1);
+    sim_des_dep(d, y, x);
+    (void)x;
+    sim_des_stats st;
+    assert_int_equal(sim_des_run(d, &st), KV_EINVAL);
+    assert_non_null(strstr(kv_errmsg(), "never ran"));
+    sim_des_free(d);
+}
+
+static void t_memory_core(void **s) {
+    (void)s;
+    sim_des *d = sim_des_new();
+    sim_link one = {1e9, 1};
+    sim_des_links(d, one, one);
+    sim_des_memory(d, 10e9, 2e9);
+    int32_t a = copy(d, KV_RES_H2D, 1e9, 0), b = copy(d, KV_RES_H2D, 1e9, 0), g = comp(d, 1.5);
+    sim_des_get(d, a)->mem_alloc = 3e9;
+    sim_des_get(d, b)->mem_alloc = 4e9;
+    sim_des_get(d, g)->mem_free = 3e9; /* consumes a's buffer */
+    sim_des_dep(d, a, g);
+    sim_des_stats st;
+    assert_int_equal(sim_des_run(d, &st), KV_OK);
+    assert_rel(st.mem_peak, 9e9, 1e-15); /* 2 resident + 3 + 4 */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    sim_des_memory(d, 8e9, 2e9);
+    a = copy(d, KV_RES_H2D, 1e9, 0);
+    b = copy(d, KV_RES_H2D, 1e9, 0);
+    sim_des_get(d, a)->mem_alloc = 3e9;
+    sim_des_get(d, b)->mem_alloc = 4e9;
+    assert_int_equal(sim_des_run(d, &st), KV_ENOFIT);
+    assert_non_null(strstr(kv_errmsg(), "kv_h2d at step 0 layer 0"));
+    sim_des_free(d);
+}
+
+/* ---- whole plans ------------------------------------------------------------------ */
+
+static kv_model mdl(const char *n) {
+    kv_model m;
+    assert_int_equal(kv_model_find(n, &m), KV_OK);
+    return m;
+}
+static hw_profile hwp(const char *n) {
+    hw_profile p;
+    if (hw_profile_resolve(n, &p)) fail_msg("%s", kv_errmsg());
+    return p;
+}
+
+static void t_paper_formula(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "OPT-13B", "OPT-30B", "LLaMA-2-7B", "Llama-3-8B"};
+    const char *hws[] = {"paper-a100", "a100-40gb-pcie4", "h100-sxm", "t4", "gh200"};
+    srand(12345);
+    sim_ctx *sx = sim_new();
+    for (int it = 0; it < 200; it++) {
+        kv_model m = mdl(models[rand() % 7]);
+        hw_profile p = hwp(hws[rand() % 5]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.paper_model = 1;
+        pl.batch = 1 + rand() % 64;
+        pl.prompt = 16 + rand() % 2048;
+        pl.gen = 2 + rand() % 6;
+        pl.split = rand() % (pl.prompt + 1);
+        pl.layers = 1 + rand() % 4;
+        pl.policy = rand() % 5 == 0 ? KV_POL_OFFLOAD : KV_POL_KVPR;
+        if (pl.policy == KV_POL_OFFLOAD) pl.split = -1;
+        sim_result r;
+        if (sim_run(sx, &m, &p, &pl, &r)) fail_msg("%s", kv_errmsg());
+        double want = 0;
+        for (int t = 0; t < pl.gen - 1; t++)
+            want += pl.layers * hw_paper_layer(&p, &m, pl.batch, pl.prompt + t, kv_plan_split_at(&pl, t)).total;
+        assert_rel(r.decode_s, want, 1e-9);
+    }
+    sim_free(sx);
+}
+
+static void t_two_layer_by_hand(void **s) {
+    (void)s;
+    /* paper-a100, OPT-125M (h 768), b 1, s 1000, l 600, two layers, one step:
+     * t_act = 600*768*2/32e9 = 28.8 us, t_kv = 2*400*768*2/32e9 = 38.4 us, t_rec = 4*600*768^2/312e12 */
+    kv_model m = mdl("OPT-125M");
+    hw_profile p = hwp("paper-a100");
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.paper_model = 1, pl.batch = 1, pl.prompt = 1000, pl.gen = 2, pl.split = 600, pl.layers = 2;
+    sim_ctx *sx = sim_new();
+    sim_result r;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
+    assert_rel(r.decode_s, 2 * (28.8e-6 + 38.4e-6), 1e-12);
+    /* recompute faster than the K/V transfer: kv is on the critical path, recompute not */
+    assert_rel(r.crit_s[KV_OP_KV_H2D], 2 * 38.4e-6, 1e-12);
+    assert_true(r.crit_s[KV_OP_RECOMPUTE] == 0);
+    assert_rel(r.op_s[KV_OP_RECOMPUTE], 2 * 4.0 * 600 * 768.0 * 768 / 312e12, 1e-9); /* femtosecond rounding */
+    /* offload: 2 * 2*1000*768*2/32e9 = 192 us */
+    pl.policy = KV_POL_OFFLOAD;
+    pl.split = -1;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
+    assert_rel(r.decode_s, 2 * 96e-6, 1e-12);
+    /* with prefetch (not the paper model) and a link-bound run, the two layers' K/V stream back to
+     * back: decode = 2 copies + what follows the last copy (attention and ffn of layer 1) */
+    pl.paper_model = 0;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
+    sim_des *d = sim_last_des(sx);
+    double last_kv_end = 0, tail = 0;
+    for (int32_t i = 0; i < sim_des_count(d); i++) {
+        sim_task *t = sim_des_get(d, i);
+        if (t->op == KV_OP_KV_H2D && sim_to_s(t->end) > last_kv_end) last_kv_end = sim_to_s(t->end);
+    }
+    assert_rel(last_kv_end, 2 * 96e-6, 1e-12);
+    for (int32_t i = 0; i < sim_des_count(d); i++) {
+        sim_task *t = sim_des_get(d, i);
+        if (t->layer == 1 && (t->op == KV_OP_ATTN || t->op == KV_OP_FFN)) tail += t->fixed_s;
+    }
+    assert_rel(r.decode_s, last_kv_end + tail, 1e-9);
+    sim_free(sx);
+}
+
+static void check_invariants(sim_des *d, const sim_result *r) {
+    int32_t n = sim_des_count(d);
+    double sum = 0, busy[KV_RES_COUNT] = {0};
+    sim_time last_end[KV_RES_COUNT];
+    for (int k = 0; k < KV_RES_COUNT; k++) last_end[k] = 0;
+    for (int32_t i = 0; i < n; i++) {
+        sim_task *t = sim_des_get(d, i);
+        assert_true(t->start >= 0 && t->end >= t->start); /* ran, once */
+        sum += sim_to_s(t->end - t->start);
+        busy[t->res] += sim_to_s(t->end - t->start);
+        int32_t ns;
+        const int32_t *succ = sim_des_succ(d, i, &ns);
+        for (int32_t k = 0; k < ns; k++) assert_true(sim_des_get(d, succ[k])->start >= t->end);
+    }
+    /* program order on every resource: tasks in creation order never overlap */
+    for (int32_t i = 0; i < n; i++) {
+        sim_task *t = sim_des_get(d, i);
+        assert_true(t->start >= last_end[t->res]);
+        last_end[t->res] = t->end;
+    }
+    for (int k = 0; k < KV_RES_COUNT; k++) assert_true(r->decode_s >= busy[k] * (1 - 1e-12));
+    assert_true(r->decode_s <= sum * (1 + 1e-12));
+    assert_true(r->crit_wait_s < 1e-12);
+    double cs = 0;
+    for (int k = 0; k < KV_OP_COUNT; k++) cs += r->crit_s[k];
+    assert_rel(cs, r->decode_s, 1e-9); /* the critical path covers the whole run */
+}
+
+static void t_invariants(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090"};
+    srand(777);
+    sim_ctx *sx = sim_new();
+    int ran = 0;
+    for (int it = 0; it < 150; it++) {
+        kv_model m = mdl(models[rand() % 5]);
+        hw_profile p = hwp(hws[rand() % 6]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+        pl.policy = (kv_policy)(rand() % KV_POL_COUNT);
+        pl.batch = 1 + rand() % 32;
+        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
+        pl.prompt = 8 + rand() % 512;
+        pl.gen = 2 + rand() % 5;
+        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
+        pl.prefetch = 1 + rand() % 3;
+        pl.keep_act = rand() % 2;
+        pl.wkv_first = rand() % 2;
+        pl.pageable = rand() % 4 == 0;
+        pl.layers = 1 + rand() % 3;
+        sim_result r;
+        kv_status st = sim_run(sx, &m, &p, &pl, &r);
+        if (st == KV_ENOFIT) continue;
+        if (st) fail_msg("%s", kv_errmsg());
+        ran++;
+        check_invariants(sim_last_des(sx), &r);
+        if (pl.policy == KV_POL_GPU) assert_true(r.op_s[KV_OP_KV_H2D] == 0 && r.op_s[KV_OP_KV_D2H] == 0);
+        if (pl.policy == KV_POL_CPU_ATTN) assert_true(r.op_s[KV_OP_CPU_ATTN] > 0 && r.op_s[KV_OP_ATTN] == 0);
+    }
+    assert_true(ran > 100);
+    sim_free(sx);
+}
+
+static void t_policy_relations(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-6.7B");
+    hw_profile p = hwp("a100-40gb-pcie4");
+    sim_ctx *sx = sim_new();
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.batch = 16, pl.prompt = 256, pl.gen = 4, pl.layers = 4;
+    sim_result a, b;
+    pl.policy = KV_POL_OFFLOAD;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_OK);
+    pl.policy = KV_POL_KVPR, pl.split = 0;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &b), KV_OK);
+    assert_true(a.decode_s == b.decode_s); /* kvpr at l = 0 is offloading */
+    pl.split = 256;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_OK);
+    pl.policy = KV_POL_RECOMPUTE, pl.split = -1;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &b), KV_OK);
+    assert_true(a.decode_s == b.decode_s); /* recompute is kvpr at l = every stored activation */
+    assert_int_equal(b.split0, 256);
+    /* the split never exceeds the stored activations: prompt only, unless kept */
+    pl.policy = KV_POL_KVPR, pl.split = 10000;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_EINVAL);
+    pl.split = 258, pl.keep_act = 0;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_OK);
+    assert_int_equal(a.split_last, 256);
+    pl.keep_act = 1;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_OK);
+    assert_int_equal(a.split_last, 258);
+    /* per-step splits */
+    int steps[3] = {0, 100, 200};
+    pl.keep_act = 0, pl.split_steps = steps;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &a), KV_OK);
+    assert_int_equal(a.split0, 0);
+    assert_int_equal(a.split_last, 200);
+    sim_free(sx);
+}
+
+static void t_memory_plans(void **s) {
+    (void)s;
+    sim_ctx *sx = sim_new();
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    sim_result r;
+    kv_model m = mdl("OPT-66B");
+    hw_profile p = hwp("a100-40gb-pcie4");
+    pl.batch = 1, pl.prompt = 64, pl.gen = 2, pl.policy = KV_POL_OFFLOAD;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT); /* 123 GiB of weights */
+    assert_non_null(strstr(kv_errmsg(), "resident"));
+    m = mdl("OPT-6.7B");
+    pl.policy = KV_POL_GPU, pl.batch = 64, pl.prompt = 1024, pl.gen = 32;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT); /* 12.4 GiB + 33 GiB of KV */
+    pl.batch = 8;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
+    /* a buffer that does not fit mid-run names the op */
+    pl.policy = KV_POL_OFFLOAD, pl.batch = 512, pl.prompt = 4096, pl.gen = 2, pl.layers = 2;
+    hw_profile big = p;
+    big.cpu.mem_bytes.value = 1e15;
+    assert_int_equal(sim_run(sx, &m, &big, &pl, &r), KV_ENOFIT);
+    assert_non_null(strstr(kv_errmsg(), "kv_h2d at step 0"));
+    /* CPU memory */
+    pl.batch = 4096, pl.prompt = 8192, pl.gen = 2, pl.layers = 1;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT);
+    assert_non_null(strstr(kv_errmsg(), "CPU memory"));
+    /* peak: weights + at most prefetch+1 layers of K/V buffers in flight */
+    pl.batch = 16, pl.prompt = 512, pl.gen = 3, pl.layers = 8, pl.prefetch = 2;
+    assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
+    double kvl = 16.0 * 514 * 16384;
+    assert_true(r.mem_peak >= (double)kv_model_bytes_total(&m) + 16.0 * 512 * 16384);
+    assert_true(r.mem_peak <= (double)kv_model_bytes_total(&m) + 3 * kvl);
+    sim_free(sx);
+}
+
+static void t_determinism_and_exports(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-1.3B");
+    hw_profile p = hwp("a100-40gb-pcie4");
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.mode = KV_MODE_THROUGHPUT, pl.batch = 8, pl.nb = 3, pl.prompt = 200, pl.gen = 4, pl.split = 120, pl.wkv_first = 1;
+    char f1[512], f2[512], dbp[512];
+    snprintf(f1, sizeof f1, "%s/t1.json", tmp_dir());
+    snprintf(f2, sizeof f2, "%s/t2.json", tmp_dir());
+    snprintf(dbp, sizeof dbp, "%s/sim.db", tmp_dir());
+    sim_ctx *a = sim_new(), *b = sim_new();
+    sim_result ra, rb;
+    assert_int_equal(sim_run(a, &m, &p, &pl, &ra), KV_OK);
+    assert_int_equal(sim_write_trace(a, f1), KV_OK);
+    /* a context reused after another run gives the same answer as a fresh one */
+    kv_plan other = pl;
+    other.nb = 1, other.mode = KV_MODE_LATENCY;
+    assert_int_equal(sim_run(b, &m, &p, &other, &rb), KV_OK);
+    assert_int_equal(sim_run(b, &m, &p, &pl, &rb), KV_OK);
+    assert_int_equal(sim_write_trace(b, f2), KV_OK);
+    char *t1 = read_text(f1), *t2 = read_text(f2);
+    assert_non_null(t1);
+    assert_non_null(t2);
+    assert_string_equal(t1, t2);
+    char *j1 = sim_result_json(&ra, &m, &p, &pl), *j2 = sim_result_json(&rb, &m, &p, &pl);
+    assert_string_equal(j1, j2);
+    free(j1), free(j2), free(t2);
+    /* the trace is valid JSON with one X event per task */
+    json_error_t je;
+    json_t *tr = json_loads(t1, 0, &je);
+    free(t1);
+    assert_non_null(tr);
+    size_t nx = 0, i;
+    json_t *e;
+    json_array_foreach(json_object_get(tr, "traceEvents"), i, e) nx += !strcmp(json_string_value(json_object_get(e, "ph")), "X");
+    json_decref(tr);
+    assert_int_equal(nx, ra.tasks);
+    /* results.db: one run, every span, the metrics */
+    kv_db *db;
+    unlink(dbp);
+    assert_int_equal(db_open(dbp, 1000, &db), KV_OK);
+    int64_t id;
+    assert_int_equal(sim_write_db(a, db, &m, &p, &pl, &ra, "k", &id), KV_OK);
+    sqlite3_stmt *q;
+    sqlite3_prepare_v2(db_handle(db), "SELECT (SELECT count(*) FROM spans), (SELECT value FROM metrics WHERE name='decode_s'),"
+                                      " (SELECT max(end_ps) FROM spans)", -1, &q, NULL);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), ra.tasks);
+    assert_rel(sqlite3_column_double(q, 1), ra.decode_s, 1e-12);
+    assert_rel((double)sqlite3_column_int64(q, 2) * 1e-12, ra.decode_s, 1e-9);
+    sqlite3_finalize(q);
+    db_close(db);
+    sim_free(a);
+    sim_free(b);
+}
+
+void group_sim(tcount *c) {
+    const struct CMUnitTest t[] = {cmocka_unit_test(t_known_answers),   cmocka_unit_test(t_program_order),
+                                   cmocka_unit_test(t_memory_core),     cmocka_unit_test(t_paper_formula),
+                                   cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
+                                   cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
+                                   cmocka_unit_test(t_determinism_and_exports)};
+    RUN_GROUP(c, "sim", t);
+}
