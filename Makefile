@@ -28,7 +28,7 @@ TESTSRC := $(wildcard tests/*.c)
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
 CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
 TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
-DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d)
+DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(BUILD)/bench/bench.d
 
 .PHONY: all deps test run bench asan clean
 all: deps $(BUILD)/kvpr $(BUILD)/kvpr-tests
@@ -47,6 +47,9 @@ $(BUILD)/libkvpr.a: $(LIBOBJ)
 $(BUILD)/kvpr: $(CLIOBJ) $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $(CLIOBJ) $(BUILD)/libkvpr.a $(LIBS)
 
+$(BUILD)/kvpr-bench: $(BUILD)/bench/bench.o $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(BUILD)/kvpr-tests: $(TESTOBJ) $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(BUILD)/libkvpr.a $(LIBS) $(TESTLIBS)
 
@@ -56,8 +59,8 @@ test: all
 run: all
 	./scripts/run.sh $(BUILD)/kvpr
 
-bench: all
-	@echo "no benchmarks yet"
+bench: all $(BUILD)/kvpr-bench
+	$(BUILD)/kvpr-bench
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test

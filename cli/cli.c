@@ -1,5 +1,6 @@
 /* cli: error reporting and strict number parsing shared by the subcommands. */
 #include "cli.h"
+#include "../core/db.h"
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -43,4 +44,14 @@ kv_status cli_double(const char *opt, const char *s, double lo, double hi, doubl
     if (v < lo || v > hi) return kv_errorf(KV_EINVAL, "%s must be in [%g, %g], got %g", opt, lo, hi, v);
     *out = v;
     return KV_OK;
+}
+
+kv_status cli_db_open(const char *path, kv_db **db) {
+    int ms = 5000;
+    const char *e = getenv("KVPR_DB_TIMEOUT_MS");
+    if (e && *e) {
+        kv_status st = cli_int("KVPR_DB_TIMEOUT_MS", e, 0, 3600000, &ms);
+        if (st) return st;
+    }
+    return db_open(path, ms, db);
 }

@@ -13,6 +13,10 @@ int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 kv_status cli_int(const char *opt, const char *s, long lo, long hi, int *out);
 kv_status cli_double(const char *opt, const char *s, double lo, double hi, double *out);
 
+#include "../core/db.h"
+/* Opens a results database with the lock timeout of $KVPR_DB_TIMEOUT_MS (default 5000 ms). */
+kv_status cli_db_open(const char *path, kv_db **db);
+
 int cmd_model(int argc, char **argv);
 int cmd_hw(int argc, char **argv);
 int cmd_cost(int argc, char **argv);

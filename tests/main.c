@@ -34,7 +34,7 @@ int run_cmd(char *out, size_t n, const char *fmt, ...) {
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     char full[4200];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    snprintf(full, sizeof full, "(%s) 2>&1", cmd);
     FILE *p = popen(full, "r");
     if (!p) return -1;
     size_t len = fread(out, 1, n - 1, p);

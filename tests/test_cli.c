@@ -1,5 +1,6 @@
 /* The kvpr command: real output for good input; for bad input a one-line message and exit 2. */
 #include <stdio.h>
+#include <stdlib.h>
 #include "tests.h"
 
 static char out[1 << 16];
@@ -69,8 +70,46 @@ static void t_cost_cmd(void **s) {
     expect(2, "unknown command 'smi'", "smi");
 }
 
+static void t_sim_cmd(void **s) {
+    (void)s;
+    char a[2000], tr[400], db[400];
+    snprintf(tr, sizeof tr, "%s/cli-trace.json", tmp_dir());
+    snprintf(db, sizeof db, "%s/cli.db", tmp_dir());
+    snprintf(a, sizeof a, "sim --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 128 --gen 4 --trace %s --db %s", tr, db);
+    expect(0, "policy kvpr, split l = 98", a); /* paper runtime rule: l* of 132 tokens = 98.5 -> 98 */
+    char *t = read_text(tr);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "\"traceEvents\""));
+    free(t);
+    char q[800];
+    snprintf(q, sizeof q, "sqlite3 %s 'SELECT count(*) FROM runs; SELECT count(*) > 100 FROM spans;'", db);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", q), 0);
+    assert_string_equal(out, "1\n1\n");
+    expect(0, "\"decode_s\"", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --mode throughput --nb 2 --json --no-db");
+    expect(0, "(paper model)", "sim --model OPT-1.3B --hw paper-a100 --batch 4 --prompt 64 --gen 3 --paper-model --no-db");
+    expect(0, "cpu_attn", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --policy cpu-attn --no-db");
+    expect(2, "unknown mode 'fast'", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --mode fast");
+    expect(2, "unknown policy 'magic'", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --policy magic");
+    expect(2, "--gen must be in [2, 16777216], got 1", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 1");
+    expect(2, "split 500 exceeds the final context 67", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 500");
+    expect(2, "--nb must be 1", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --nb 4");
+    expect(2, "does not fit in GPU memory", "sim --model OPT-175B --hw a100-40gb-pcie4 --batch 1 --prompt 64 --gen 3 --no-db");
+    expect(2, "does not fit in CPU memory", "sim --model OPT-6.7B --hw t4 --batch 1024 --prompt 8192 --gen 3 --no-db");
+    expect(2, "overflows 64 bits", "sim --model OPT-175B --hw t4 --batch 1048576 --nb 4096 --mode throughput --prompt 16777216 --gen 3 --no-db");
+    expect(2, "are required", "sim --model OPT-1.3B");
+    /* a locked database: clear error, exit 1, and the earlier run is still there */
+    snprintf(a, sizeof a, "((echo 'BEGIN EXCLUSIVE; SELECT 1;'; sleep 3) | sqlite3 %s >/dev/null) & sleep 1; "
+             "KVPR_DB_TIMEOUT_MS=200 %s sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --db %s; rc=$?; wait; exit $rc",
+             db, kvpr_bin(), db);
+    int rc = run_cmd(out, sizeof out, "%s", a);
+    if (rc != 1 || !strstr(out, "is locked by another process")) fail_msg("locked db: exit %d: %s", rc, out);
+    snprintf(q, sizeof q, "sqlite3 %s 'SELECT count(*) FROM runs; PRAGMA integrity_check;'", db);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", q), 0);
+    assert_string_equal(out, "1\nok\n");
+}
+
 void group_cli(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_model_cmd), cmocka_unit_test(t_hw_cmd),
-                                   cmocka_unit_test(t_cost_cmd)};
+                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd)};
     RUN_GROUP(c, "cli", t);
 }
