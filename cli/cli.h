@@ -21,6 +21,7 @@ int cmd_model(int argc, char **argv);
 int cmd_hw(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #include "../core/plan.h"
 /* Parses the plan options shared by sim-like commands; returns -1 to go on, else an exit code. */

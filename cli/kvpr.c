@@ -14,6 +14,8 @@ static void usage(FILE *f) {
             "  cost --model M --hw H --batch B --ctx S       per-layer costs and the paper's split\n"
             "  sim --model M --hw H --batch B --prompt P --gen G [--policy P] [--mode M]\n"
             "                                                 simulate a decode plan (timeline, metrics, trace)\n"
+            "  plan --model M --hw H --batch B --prompt P --gen G [--scheduler paper|pipelined|dynamic]\n"
+            "                                                 choose the split with a linear program\n"
             "  version                                        print the version\n"
             "\n"
             "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
@@ -37,5 +39,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "hw")) return cmd_hw(argc - 1, argv + 1);
     if (!strcmp(c, "cost")) return cmd_cost(argc - 1, argv + 1);
     if (!strcmp(c, "sim")) return cmd_sim(argc - 1, argv + 1);
+    if (!strcmp(c, "plan")) return cmd_plan(argc - 1, argv + 1);
     return cli_usage("unknown command '%s' (see 'kvpr --help')", c);
 }

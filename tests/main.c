@@ -80,6 +80,7 @@ int main(void) {
     group_cost(&c);
     group_db(&c);
     group_sim(&c);
+    group_sched(&c);
     group_cli(&c);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir());

@@ -40,5 +40,6 @@ void group_cost(tcount *c);
 void group_db(tcount *c);
 void group_cli(tcount *c);
 void group_sim(tcount *c);
+void group_sched(tcount *c);
 
 #endif

@@ -1,0 +1,89 @@
+/* kvpr plan: choose the split with a scheduler and say what it predicts. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../sched/sched.h"
+#include "cli.h"
+
+static const char *plan_help =
+    "usage: kvpr plan --model M --hw H --batch B --prompt P --gen G [options]\n"
+    "  --scheduler paper|pipelined|dynamic   (default pipelined)\n"
+    "  --mode latency|throughput --nb N      as for 'kvpr sim' (--batch is the GPU batch)\n"
+    "  --prefetch D --keep-act --pageable    as for 'kvpr sim'\n"
+    "  --write-lp FILE                        write the (first) LP in CPLEX LP format; 'glpsol --lp FILE' solves it\n"
+    "  --json                                 one JSON object\n";
+
+int cmd_plan(int argc, char **argv) {
+    sched_kind k = SCHED_PIPELINED;
+    const char *lpf = NULL;
+    kv_status st;
+    /* take out the options of this command, hand the rest to the shared plan parser */
+    char **rest = malloc((size_t)(argc + 1) * sizeof *rest);
+    if (!rest) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "--scheduler") || !strcmp(argv[i], "--write-lp")) && i + 1 >= argc) {
+            free(rest);
+            return cli_usage("%s needs a value", argv[i]);
+        }
+        if (!strcmp(argv[i], "--scheduler")) {
+            if ((st = sched_parse(argv[++i], &k))) {
+                free(rest);
+                return cli_fail(st);
+            }
+        } else if (!strcmp(argv[i], "--write-lp")) lpf = argv[++i];
+        else rest[n++] = argv[i];
+    }
+    rest[n] = NULL;
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = NULL;
+    int js = 0;
+    int rc = cli_parse_plan(n, rest, &pl, &model, &hw, &trace, &dbpath, &js, plan_help);
+    free(rest);
+    if (rc >= 0) return rc;
+    kv_model m;
+    hw_profile p;
+    if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
+    sched_result r;
+    if ((st = sched_plan(k, &m, &p, &pl, lpf, &r))) return cli_fail(st);
+    double speed = r.predicted_s > 0 ? r.offload_s / r.predicted_s : 0;
+    if (js) {
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:i,s:f,s:f,s:{s:i,s:i,s:i}}", "scheduler",
+                              sched_name(k), "model", m.name, "hw", p.name, "mode", kv_mode_name(pl.mode), "batch",
+                              pl.batch, "nb", pl.nb, "prompt", pl.prompt, "gen", pl.gen, "split", r.split, "lmax", r.lmax,
+                              "predicted_s", r.predicted_s, "offload_s", r.offload_s, "speedup", speed, "kept_tokens",
+                              r.kept_tokens, "act_cpu_bytes", r.act_cpu_bytes, "solve_us", r.solve_us, "lp", "rows",
+                              r.rows, "cols", r.cols, "integer", r.ints);
+        if (k == SCHED_PAPER) json_object_set_new(o, "closed_form", json_real(r.closed_form));
+        if (r.splits) {
+            json_t *a = json_array();
+            for (int i = 0; i < r.nsteps; i++) json_array_append_new(a, json_integer(r.splits[i]));
+            json_object_set_new(o, "splits", a);
+        }
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(o);
+    } else {
+        printf("%s on %s, %s mode, batch %d x %d, prompt %d, gen %d: scheduler %s\n", m.name, p.name,
+               kv_mode_name(pl.mode), pl.batch, pl.nb, pl.prompt, pl.gen, sched_name(k));
+        if (r.splits) {
+            printf("  split        per step: l = %d at step 0", r.splits[0]);
+            for (int i = 1; i < r.nsteps; i++)
+                if (r.splits[i] != r.splits[i - 1]) printf(", %d from step %d", r.splits[i], i);
+            printf(" (at most %d allowed)\n", r.lmax);
+        } else
+            printf("  split        l = %d (at most %d allowed; l/prompt = %.3f)\n", r.split, r.lmax,
+                   (double)r.split / pl.prompt);
+        if (k == SCHED_PAPER)
+            printf("  closed form  l* = %.2f for s = %d, capped at the prompt\n", r.closed_form, pl.prompt + pl.gen);
+        printf("  predicted    decode %.4f s, offloading %.4f s: speed-up %.3fx (%.1f %% lower)\n", r.predicted_s,
+               r.offload_s, speed, 100 * (1 - r.predicted_s / r.offload_s));
+        printf("  activations  tokens [0, %d) of each sequence kept on the CPU: %.2f GiB\n", r.kept_tokens,
+               r.act_cpu_bytes / 1073741824.0);
+        printf("  solver       GLPK, %d rows x %d columns (%d integer), %.0f us\n", r.rows, r.cols, r.ints, r.solve_us);
+    }
+    sched_result_free(&r);
+    return 0;
+}
