@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <time.h>
 #include "../hwmodel/cost.h"
+#include "../sched/sched.h"
 #include "../sim/sim.h"
+#include <gsl/gsl_sort.h>
+#include <gsl/gsl_statistics_double.h>
 
 static double now(void) {
     struct timespec ts;
@@ -81,7 +84,43 @@ static int bench_sweep(void) {
     return 0;
 }
 
+/* Solve time per plan over a spread of workloads (the solver's own calls, not set-up). */
+static int bench_solve(void) {
+    const char *models[] = {"OPT-6.7B", "OPT-13B", "OPT-30B", "LLaMA-2-7B", "Llama-3-8B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "h100-sxm", "l4", "rtx4090"};
+    int batches[] = {8, 32, 64}, prompts[] = {128, 512, 1024};
+    double xs[SCHED_COUNT][256];
+    int n[SCHED_COUNT] = {0};
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 5; b++)
+            for (int c = 0; c < 3; c++)
+                for (int d = 0; d < 3; d++) {
+                    kv_model m;
+                    hw_profile p;
+                    if (kv_model_find(models[a], &m) || hw_profile_resolve(hws[b], &p)) return 1;
+                    kv_plan pl;
+                    kv_plan_defaults(&pl);
+                    pl.batch = batches[c], pl.prompt = prompts[d], pl.gen = 32;
+                    pl.mode = (a + b + c + d) % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+                    pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 8 : 1;
+                    for (int k = 0; k < SCHED_COUNT; k++) {
+                        sched_result r;
+                        if (sched_plan((sched_kind)k, &m, &p, &pl, NULL, &r)) continue;
+                        /* dynamic solves one MIP per step: report per plan, as the others */
+                        if (n[k] < 256) xs[k][n[k]++] = r.solve_us;
+                        sched_result_free(&r);
+                    }
+                }
+    for (int k = 0; k < SCHED_COUNT; k++) {
+        gsl_sort(xs[k], 1, (size_t)n[k]);
+        printf("solve: %-9s median %.0f us, p90 %.0f us per plan over %d plans (GLPK)\n", sched_name((sched_kind)k),
+               gsl_stats_median_from_sorted_data(xs[k], 1, (size_t)n[k]),
+               gsl_stats_quantile_from_sorted_data(xs[k], 1, (size_t)n[k], 0.9), n[k]);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 3000000;
-    return bench_core(n) || bench_sweep();
+    return bench_core(n) || bench_sweep() || bench_solve();
 }

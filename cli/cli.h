@@ -22,6 +22,12 @@ int cmd_hw(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+
+#ifndef KVPR_DATADIR
+#define KVPR_DATADIR "."
+#endif
+#define KVPR_DATADIR_STR KVPR_DATADIR
 
 #include "../core/plan.h"
 /* Parses the plan options shared by sim-like commands; returns -1 to go on, else an exit code. */

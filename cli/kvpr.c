@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "                                                 simulate a decode plan (timeline, metrics, trace)\n"
             "  plan --model M --hw H --batch B --prompt P --gen G [--scheduler paper|pipelined|dynamic]\n"
             "                                                 choose the split with a linear program\n"
+            "  validate [--grid FILE]                         each scheduler's regret against the simulated best split\n"
             "  version                                        print the version\n"
             "\n"
             "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
@@ -40,5 +41,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "cost")) return cmd_cost(argc - 1, argv + 1);
     if (!strcmp(c, "sim")) return cmd_sim(argc - 1, argv + 1);
     if (!strcmp(c, "plan")) return cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(c, "validate")) return cmd_validate(argc - 1, argv + 1);
     return cli_usage("unknown command '%s' (see 'kvpr --help')", c);
 }

@@ -31,7 +31,7 @@ static kv_status solve_mip(glp_prob *lp, const char *what) {
     glp_smcp sp;
     glp_init_smcp(&sp);
     sp.msg_lev = GLP_MSG_OFF;
-    sp.presolve = GLP_ON;
+    sp.presolve = GLP_OFF; /* tiny problems: the presolver costs more than it saves */
     int ret = glp_simplex(lp, &sp);
     if (ret != 0 && ret != GLP_ENOPFS && ret != GLP_ENODFS)
         return kv_errorf(KV_ESOLVER, "%s: GLPK glp_simplex failed (code %d)", what, ret);
@@ -102,6 +102,7 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
     if (l_ref > smid) l_ref = smid;
     double eff_a = hw_table_eval(&p->link.h2d.size_eff, (double)b * (l_ref > 0 ? l_ref : 1) * actb);
     double eff_k = hw_table_eval(&p->link.h2d.size_eff, (double)b * (smid - l_ref > 0 ? smid - l_ref : 1) * kvb);
+    pm->eff_a = eff_a, pm->eff_k = eff_k;
     pm->actc = US * b * actb / (B * eff_a);
     double kvc = US * b * kvb / (B * eff_k);
     pm->slope = pm->actc - kvc;
@@ -151,6 +152,22 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
         if (hi == lmax) break;
         lo = hi;
     }
+    /* Merge neighbours that lie on one line (the roofline's two sides are straight): fewer
+     * binaries, the same function. */
+    int w = 1;
+    for (int k = 1; k < pm->nseg; k++) {
+        if (w > 1) {
+            int j = w - 1;
+            double pred = pm->c0[j] + pm->c1[j] * pm->hi[k], real = pm->c0[k] + pm->c1[k] * pm->hi[k];
+            if (fabs(pred - real) <= 1e-9 * fabs(real)) {
+                pm->hi[j] = pm->hi[k];
+                continue;
+            }
+        }
+        pm->lo[w] = pm->lo[k], pm->hi[w] = pm->hi[k], pm->c0[w] = pm->c0[k], pm->c1[w] = pm->c1[k];
+        w++;
+    }
+    pm->nseg = w;
 }
 
 static double pipe_rec(const pipe_model *pm, int l) {

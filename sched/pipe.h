@@ -8,7 +8,7 @@
 #include "../hwmodel/profile.h"
 
 #define PIPE_MAX_SEG 40
-#define PIPE_MAX_BUCKETS 8
+#define PIPE_MAX_BUCKETS 4
 
 typedef struct {
     int nseg;
@@ -27,6 +27,7 @@ typedef struct {
     int depth;                                 /* prefetch depth */
     int layers;
     int lmax;
+    double eff_a, eff_k; /* copy efficiencies used (at l_ref) */
 } pipe_model;
 
 /* Builds the model for steps [t0, t1) with act/kv copy efficiency evaluated at split l_ref. */

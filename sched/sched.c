@@ -105,6 +105,10 @@ static kv_status pipe_fixed(const kv_model *m, const hw_profile *p, const kv_pla
         st = pipe_solve(&pm, it == 0 ? lpf : NULL, l, obj, &r->rows, &r->cols, &r->ints);
         r->solve_us += now_us() - a;
         if (st || *l == lref) break;
+        /* re-solve only if the efficiencies at the answer differ from those used */
+        pipe_model next;
+        pipe_build(&next, m, p, pl, t0, t1, 0, *l);
+        if (next.eff_a == pm.eff_a && next.eff_k == pm.eff_k) break;
         lref = *l;
     }
     return st;

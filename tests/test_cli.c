@@ -108,8 +108,42 @@ static void t_sim_cmd(void **s) {
     assert_string_equal(out, "1\nok\n");
 }
 
+static void t_plan_validate_cmd(void **s) {
+    (void)s;
+    char a[3000], f[600];
+    expect(0, "closed form  l* = 190.85 for s = 256", "plan --model OPT-6.7B --hw a100-40gb-pcie4 --batch 64 --prompt 128 --gen 128 --scheduler paper");
+    expect(0, "split        l = 0 ", "plan --model Llama-3-8B --hw a100-40gb-pcie4 --batch 64 --prompt 512 --gen 32");
+    expect(0, "\"splits\"", "plan --model OPT-1.3B --hw t4 --batch 8 --prompt 256 --gen 8 --scheduler dynamic --json");
+    snprintf(f, sizeof f, "%s/cli.lp", tmp_dir());
+    snprintf(a, sizeof a, "plan --model OPT-1.3B --hw t4 --batch 8 --prompt 256 --gen 8 --write-lp %s", f);
+    expect(0, "predicted", a);
+    snprintf(a, sizeof a, "glpsol --lp %s -o %s.sol > /dev/null && grep -c 'INTEGER OPTIMAL' %s.sol", f, f, f);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", a), 0);
+    expect(2, "unknown scheduler 'lucky'", "plan --model OPT-1.3B --hw t4 --batch 8 --prompt 256 --gen 8 --scheduler lucky");
+    expect(2, "does not fit in GPU memory", "plan --model OPT-175B --hw t4 --batch 8 --prompt 256 --gen 8");
+    expect(2, "--batch must be in [1, 1048576], got 0", "plan --model OPT-1.3B --hw t4 --batch 0 --prompt 256 --gen 8");
+    /* validate on a tiny grid */
+    snprintf(f, sizeof f, "%s/grid.json", tmp_dir());
+    write_text(f, "{\"models\": [\"OPT-1.3B\"], \"hardware\": [\"a100-40gb-pcie4\"], \"batch\": [8], \"prompt\": [64],"
+                  " \"gen\": [4], \"mode\": [\"latency\", \"throughput\"], \"nb\": 2, \"schedulers\": [\"paper\", \"pipelined\"]}");
+    snprintf(a, sizeof a, "validate --grid %s --no-db --quiet --plots %s/vplots", f, tmp_dir());
+    expect(0, "pipelined", a);
+    assert_non_null(strstr(out, "over 2 configurations"));
+    snprintf(a, sizeof a, "%s/vplots/validate-first.png", tmp_dir());
+    char *png = read_text(a);
+    assert_non_null(png); /* gnuplot drew it */
+    free(png);
+    write_text(f, "{\"models\": [\"OPT-1.3B\"], \"hw\": [\"t4\"]}");
+    snprintf(a, sizeof a, "validate --grid %s --no-db", f);
+    expect(2, "unknown key 'hw'", a);
+    write_text(f, "{\"models\": [\"OPT-1.3B\"], \"hardware\": [\"t4\"], \"batch\": [0]}");
+    expect(2, "'batch[0]' must be an integer in [1, 65536]", a);
+    write_text(f, "{\"models\": [\"OPT-1.3B\"],\n \"hardware\": [\"t4\"] \"batch\": [0]}");
+    expect(2, "grid.json:2:", a);
+}
+
 void group_cli(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_model_cmd), cmocka_unit_test(t_hw_cmd),
-                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd)};
+                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd), cmocka_unit_test(t_plan_validate_cmd)};
     RUN_GROUP(c, "cli", t);
 }

@@ -1,0 +1,277 @@
+/* kvpr validate: how far is each scheduler's split from the best split the simulator finds?
+ * For every configuration of a grid, simulate every fixed split l = 0..lmax, then each
+ * scheduler's choice; regret = T_sim(choice) / min_l T_sim(l) - 1. */
+#include <gsl/gsl_sort.h>
+#include <gsl/gsl_statistics_double.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "../sched/sched.h"
+#include "../sim/sim.h"
+#include "cli.h"
+
+#define MAXV 16
+
+typedef struct {
+    char models[MAXV][128], hws[MAXV][128];
+    int nm, nh, batch[MAXV], nbt, prompt[MAXV], np, gen[MAXV], ng, nbm;
+    kv_mode mode[2];
+    int nmode;
+    sched_kind sk[SCHED_COUNT];
+    int ns;
+} grid;
+
+typedef struct {
+    char cfg[160];
+    int sched, split, best_l;
+    double t, best, regret;
+} row;
+
+static kv_status jstrs(json_t *o, const char *f, const char *key, char dst[][128], int *n) {
+    json_t *a = json_object_get(o, key);
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > MAXV)
+        return kv_errorf(KV_EPARSE, "%s: '%s' must be an array of 1 to %d strings", f, key, MAXV);
+    *n = (int)json_array_size(a);
+    for (int i = 0; i < *n; i++) {
+        const char *s = json_string_value(json_array_get(a, (size_t)i));
+        if (!s) return kv_errorf(KV_EPARSE, "%s: '%s[%d]' must be a string", f, key, i);
+        snprintf(dst[i], 128, "%s", s);
+    }
+    return KV_OK;
+}
+
+static kv_status jints(json_t *o, const char *f, const char *key, int *dst, int *n, int lo, int hi) {
+    json_t *a = json_object_get(o, key);
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > MAXV)
+        return kv_errorf(KV_EPARSE, "%s: '%s' must be an array of 1 to %d integers", f, key, MAXV);
+    *n = (int)json_array_size(a);
+    for (int i = 0; i < *n; i++) {
+        json_t *v = json_array_get(a, (size_t)i);
+        if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+            return kv_errorf(KV_EINVAL, "%s: '%s[%d]' must be an integer in [%d, %d]", f, key, i, lo, hi);
+        dst[i] = (int)json_integer_value(v);
+    }
+    return KV_OK;
+}
+
+static kv_status load_grid(const char *f, grid *g) {
+    json_error_t je;
+    json_t *o = json_load_file(f, JSON_REJECT_DUPLICATES, &je);
+    if (!o) return je.line < 0 ? kv_errorf(KV_ENOTFOUND, "%s: %s", f, je.text)
+                               : kv_errorf(KV_EPARSE, "%s:%d:%d: %s", f, je.line, je.column, je.text);
+    memset(g, 0, sizeof *g);
+    kv_status st = KV_OK;
+    static const char *const keys[] = {"about", "models", "hardware", "batch", "prompt", "gen", "mode", "nb", "schedulers", NULL};
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        int ok = 0;
+        for (const char *const *a = keys; *a; a++) ok |= !strcmp(*a, k);
+        if (!ok) {
+            st = kv_errorf(KV_EPARSE, "%s: unknown key '%s'", f, k);
+            goto done;
+        }
+    }
+    char tmp[MAXV][128];
+    int n;
+    if ((st = jstrs(o, f, "models", g->models, &g->nm)) || (st = jstrs(o, f, "hardware", g->hws, &g->nh)) ||
+        (st = jints(o, f, "batch", g->batch, &g->nbt, 1, 1 << 16)) || (st = jints(o, f, "prompt", g->prompt, &g->np, 1, 1 << 16)) ||
+        (st = jints(o, f, "gen", g->gen, &g->ng, 2, 1 << 16)) || (st = jstrs(o, f, "mode", tmp, &n)))
+        goto done;
+    if (n > 2) {
+        st = kv_errorf(KV_EPARSE, "%s: 'mode' has at most 2 entries", f);
+        goto done;
+    }
+    g->nmode = n;
+    for (int i = 0; i < n; i++)
+        if ((st = kv_mode_parse(tmp[i], &g->mode[i]))) goto ctx;
+    if ((st = jstrs(o, f, "schedulers", tmp, &n))) goto done;
+    if (n > SCHED_COUNT) {
+        st = kv_errorf(KV_EPARSE, "%s: too many schedulers", f);
+        goto done;
+    }
+    g->ns = n;
+    for (int i = 0; i < n; i++)
+        if ((st = sched_parse(tmp[i], &g->sk[i]))) goto ctx;
+    json_t *nb = json_object_get(o, "nb");
+    g->nbm = nb ? (int)json_integer_value(nb) : 8;
+    if (g->nbm < 1 || g->nbm > 64) st = kv_errorf(KV_EINVAL, "%s: 'nb' must be an integer in [1, 64]", f);
+    goto done;
+ctx:
+    kv_errctx(st, "%s: ", f);
+done:
+    json_decref(o);
+    return st;
+}
+
+static int cmp_row(const void *a, const void *b) {
+    double x = ((const row *)a)->regret, y = ((const row *)b)->regret;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* decode time against l with each scheduler's choice marked */
+static void plot(const char *dir, const char *name, const char *title, const double *ts, int n, const row *chosen, int nc) {
+    char dat[600], gp[700];
+    snprintf(dat, sizeof dat, "%s/%s.dat", dir, name);
+    snprintf(gp, sizeof gp, "%s/%s.gp", dir, name);
+    FILE *f = fopen(dat, "w");
+    if (!f) return;
+    fprintf(f, "# l decode_s\n");
+    for (int l = 0; l < n; l++) fprintf(f, "%d %.9g\n", l, ts[l]);
+    for (int i = 0; i < nc; i++) fprintf(f, "\n\n# %s: l decode_s\n%d %.9g\n", sched_name((sched_kind)chosen[i].sched), chosen[i].split, chosen[i].t);
+    fclose(f);
+    f = fopen(gp, "w");
+    if (!f) return;
+    for (int fmt = 0; fmt < 2; fmt++) {
+        fprintf(f, "set terminal %s size 900,540\nset output '%s/%s.%s'\n", fmt ? "svg" : "pngcairo", dir, name, fmt ? "svg" : "png");
+        fprintf(f, "set title '%s' noenhanced\nset xlabel 'split l (tokens recomputed)'\nset ylabel 'simulated decode time (s)'\n"
+                   "set grid\nset key top right\nplot '%s' index 0 with lines lw 2 title 'simulated, every l'",
+                title, dat);
+        static const int pts[] = {7, 9, 5};
+        static const double ps[] = {2.2, 1.6, 1.0};
+        for (int i = 0; i < nc; i++)
+            fprintf(f, ", '%s' index %d with points pt %d ps %.1f title '%s: l = %d'", dat, i + 1, pts[i % 3], ps[i % 3],
+                    sched_name((sched_kind)chosen[i].sched), chosen[i].split);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gp);
+    if (system(cmd) != 0) fprintf(stderr, "kvpr: gnuplot failed on %s (figure skipped)\n", gp);
+}
+
+int cmd_validate(int argc, char **argv) {
+    const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots/out";
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kvpr validate [--grid FILE] [--db FILE | --no-db] [--plots DIR] [--quiet]\n"
+                   "Simulates every split of every grid configuration and reports each scheduler's regret\n"
+                   "T_sim(chosen) / min_l T_sim(l) - 1. Default grid: %s\n", gridf);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--no-db")) dbpath = NULL;
+        else if (!strcmp(argv[i], "--quiet")) quiet = 1;
+        else if (i + 1 < argc && !strcmp(argv[i], "--grid")) gridf = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--db")) dbpath = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--plots")) plots = argv[++i];
+        else return cli_usage("validate: unknown or incomplete option '%s'", argv[i]);
+    }
+    grid g;
+    kv_status st = load_grid(gridf, &g);
+    if (st) return cli_fail(st);
+    kv_db *db = NULL;
+    if (dbpath && (st = cli_db_open(dbpath, &db))) return cli_fail(st);
+    mkdir("plots", 0755);
+    mkdir(plots, 0755);
+    int cap = g.nm * g.nh * g.nbt * g.np * g.ng * g.nmode * g.ns, nr = 0, skipped = 0;
+    row *rows = calloc((size_t)cap + 1, sizeof *rows);
+    double *ts = malloc(sizeof(double) * (1 << 16) + 8);
+    double worst_paper = -1;
+    sim_ctx *sx = sim_new();
+    if (!rows || !ts || !sx) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    for (int a = 0; a < g.nm; a++)
+        for (int b = 0; b < g.nh; b++)
+            for (int c = 0; c < g.nbt; c++)
+                for (int d = 0; d < g.np; d++)
+                    for (int e = 0; e < g.ng; e++)
+                        for (int f = 0; f < g.nmode; f++) {
+                            kv_model m;
+                            hw_profile p;
+                            if ((st = kv_model_resolve(g.models[a], &m)) || (st = hw_profile_resolve(g.hws[b], &p))) goto fail;
+                            kv_plan pl;
+                            kv_plan_defaults(&pl);
+                            pl.mode = g.mode[f], pl.batch = g.batch[c], pl.prompt = g.prompt[d], pl.gen = g.gen[e];
+                            pl.nb = pl.mode == KV_MODE_THROUGHPUT ? g.nbm : 1;
+                            char cfg[160];
+                            snprintf(cfg, sizeof cfg, "%s %s b%dx%d p%d g%d %s", m.name, p.name, pl.batch, pl.nb, pl.prompt,
+                                     pl.gen, kv_mode_name(pl.mode));
+                            int lmax = sched_lmax(&m, &p, &pl);
+                            if (lmax < 0) {
+                                if (!quiet) printf("skip   %-58s %s\n", cfg, kv_errmsg());
+                                skipped++;
+                                continue;
+                            }
+                            double best = 1e300;
+                            int bl = 0;
+                            sim_result r;
+                            for (int l = 0; l <= lmax; l++) {
+                                pl.split = l;
+                                if ((st = sim_run(sx, &m, &p, &pl, &r))) goto fail;
+                                ts[l] = r.decode_s;
+                                if (r.decode_s < best) best = r.decode_s, bl = l;
+                            }
+                            row chosen[SCHED_COUNT];
+                            for (int k = 0; k < g.ns; k++) {
+                                sched_result sr;
+                                if ((st = sched_plan(g.sk[k], &m, &p, &pl, NULL, &sr))) goto fail;
+                                pl.split = sr.split;
+                                pl.split_steps = sr.splits;
+                                st = sim_run(sx, &m, &p, &pl, &r);
+                                pl.split_steps = NULL;
+                                row *w = &rows[nr++];
+                                snprintf(w->cfg, sizeof w->cfg, "%s", cfg);
+                                w->sched = g.sk[k], w->split = sr.split, w->t = st ? 0 : r.decode_s, w->best = best, w->best_l = bl;
+                                w->regret = w->t / best - 1;
+                                chosen[k] = *w;
+                                if (sr.splits) w->split = sr.splits[sr.nsteps - 1];
+                                sched_result_free(&sr);
+                                if (st) goto fail;
+                                if (db) {
+                                    char key[256], plan[128];
+                                    snprintf(key, sizeof key, "validate/%s/%s", cfg, sched_name(g.sk[k]));
+                                    snprintf(plan, sizeof plan, "{\"scheduler\":\"%s\",\"split\":%d}", sched_name(g.sk[k]), w->split);
+                                    db_run_info in = {.kind = "sim", .model = m.name, .hardware = p.name, .workload = cfg,
+                                                      .plan = plan, .run_key = key};
+                                    int64_t id;
+                                    if ((st = db_run_begin(db, &in, &id)) || (st = db_run_metric(db, id, "decode_s", w->t, "s")) ||
+                                        (st = db_run_metric(db, id, "best_decode_s", best, "s")) ||
+                                        (st = db_run_metric(db, id, "best_split", bl, "tokens")) ||
+                                        (st = db_run_metric(db, id, "split", w->split, "tokens")) ||
+                                        (st = db_run_metric(db, id, "regret", w->regret, "")) || (st = db_run_commit(db)))
+                                        goto fail;
+                                }
+                                if (!quiet)
+                                    printf("%-9s %-58s l=%-5d best l=%-5d regret %6.2f %%\n", sched_name(g.sk[k]), cfg, w->split, bl,
+                                           100 * w->regret);
+                                if (g.sk[k] == SCHED_PAPER && w->regret > worst_paper) {
+                                    worst_paper = w->regret;
+                                    plot(plots, "validate-worst-paper", cfg, ts, lmax + 1, chosen, 1);
+                                }
+                            }
+                            if (nr == g.ns) plot(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns);
+                        }
+    printf("\nregret = T_sim(chosen split) / min over every split of T_sim - 1, over %d configurations (%d skipped: do not fit)\n",
+           nr / (g.ns ? g.ns : 1), skipped);
+    printf("%-10s %9s %9s %9s %9s\n", "scheduler", "median", "p90", "max", "mean");
+    double *x = malloc(sizeof(double) * (size_t)(nr + 1));
+    for (int k = 0; k < g.ns; k++) {
+        int n = 0;
+        for (int i = 0; i < nr; i++)
+            if (rows[i].sched == (int)g.sk[k]) x[n++] = rows[i].regret;
+        if (!n) continue;
+        gsl_sort(x, 1, (size_t)n);
+        printf("%-10s %8.2f%% %8.2f%% %8.2f%% %8.2f%%\n", sched_name(g.sk[k]), 100 * gsl_stats_median_from_sorted_data(x, 1, (size_t)n),
+               100 * gsl_stats_quantile_from_sorted_data(x, 1, (size_t)n, 0.9), 100 * x[n - 1], 100 * gsl_stats_mean(x, 1, (size_t)n));
+    }
+    free(x);
+    qsort(rows, (size_t)nr, sizeof *rows, cmp_row);
+    printf("\nworst cases:\n");
+    for (int i = 0; i < nr && i < 6; i++)
+        printf("  %-9s %-58s l=%-5d best l=%-5d regret %6.2f %%\n", sched_name((sched_kind)rows[i].sched), rows[i].cfg,
+               rows[i].split, rows[i].best_l, 100 * rows[i].regret);
+    printf("\nfigures: %s/validate-first.{png,svg}, %s/validate-worst-paper.{png,svg}\n", plots, plots);
+    free(rows);
+    free(ts);
+    sim_free(sx);
+    db_close(db);
+    return 0;
+fail:
+    free(rows);
+    free(ts);
+    sim_free(sx);
+    db_close(db);
+    return cli_fail(st);
+}
