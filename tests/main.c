@@ -66,6 +66,18 @@ int write_text(const char *path, const char *text) {
     return fclose(f);
 }
 
+kv_model mdl(const char *name) {
+    kv_model m;
+    if (kv_model_find(name, &m) != KV_OK) fail_msg("%s", kv_errmsg());
+    return m;
+}
+
+hw_profile hwp(const char *name) {
+    hw_profile p;
+    if (hw_profile_resolve(name, &p) != KV_OK) fail_msg("%s", kv_errmsg());
+    return p;
+}
+
 void tgroup(tcount *c, const char *name, const struct CMUnitTest *t, size_t n) {
     int failed = _cmocka_run_group_tests(name, t, n, NULL, NULL);
     c->run += (int)n;

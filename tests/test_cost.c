@@ -2,20 +2,10 @@
 #include "../hwmodel/cost.h"
 #include "tests.h"
 
-static hw_profile prof(const char *n) {
-    hw_profile p;
-    if (hw_profile_resolve(n, &p) != KV_OK) fail_msg("%s", kv_errmsg());
-    return p;
-}
-static kv_model model(const char *n) {
-    kv_model m;
-    assert_int_equal(kv_model_find(n, &m), KV_OK);
-    return m;
-}
 
 static void t_copy(void **s) {
     (void)s;
-    hw_profile pp = prof("paper-a100"), a = prof("a100-40gb-pcie4");
+    hw_profile pp = hwp("paper-a100"), a = hwp("a100-40gb-pcie4");
     assert_rel(hw_copy_time(&pp, HW_H2D, 32e9, 0, 0), 1.0, 1e-15);
     assert_rel(hw_copy_time(&pp, HW_D2H, 16e6, 0, 1), 0.5e-3, 1e-15);
     assert_true(hw_copy_time(&pp, HW_H2D, 0, 0, 0) == 0);
@@ -33,7 +23,7 @@ static void t_copy(void **s) {
 
 static void t_gemm(void **s) {
     (void)s;
-    hw_profile pp = prof("paper-a100"), a = prof("a100-40gb-pcie4");
+    hw_profile pp = hwp("paper-a100"), a = hwp("a100-40gb-pcie4");
     /* paper: pure compute, no launch */
     assert_rel(hw_gemm_time(&pp, 8192, 8192, 8192, 2), 2.0 * 8192 * 8192 * 8192 / 312e12, 1e-15);
     assert_rel(hw_gemm_time(&pp, 1, 4096, 4096, 2), 2.0 * 4096 * 4096 / 312e12, 1e-15);
@@ -47,22 +37,22 @@ static void t_gemm(void **s) {
 
 static void t_attention(void **s) {
     (void)s;
-    hw_profile a = prof("a100-40gb-pcie4");
-    kv_model o = model("OPT-6.7B");
+    hw_profile a = hwp("a100-40gb-pcie4");
+    kv_model o = mdl("OPT-6.7B");
     /* reads K and V of 1024 + 1 positions, 16 KiB each, for 8 sequences, at 0.8 of 1555 GB/s */
     double kv = 8.0 * 1025 * 16384;
     assert_rel(hw_attn_time(&a, &o, 8, 1024), kv / (1555e9 * 0.8) + 3e-6, 1e-12);
     /* CPU: 164 GB/s and 0.164 TFLOP/s at 1 FLOP/byte: both limits agree */
     assert_rel(hw_cpu_attn_time(&a, &o, 8, 1024), fmax(4.0 * 8 * 1025 * 4096 / 0.164e12, kv / 164e9), 1e-12);
-    hw_profile t4 = prof("t4");
+    hw_profile t4 = hwp("t4");
     /* FlexGen's T4 host: its fitted 0.0123 TFLOP/s dominates */
     assert_rel(hw_cpu_attn_time(&t4, &o, 8, 1024), 4.0 * 8 * 1025 * 4096 / 0.0123e12, 1e-12);
 }
 
 static void t_recompute_and_layer(void **s) {
     (void)s;
-    hw_profile pp = prof("paper-a100"), a = prof("a100-40gb-pcie4");
-    kv_model o = model("OPT-6.7B");
+    hw_profile pp = hwp("paper-a100"), a = hwp("a100-40gb-pcie4");
+    kv_model o = mdl("OPT-6.7B");
     /* paper: t_rec = 4 b l h^2 / v_gpu */
     assert_rel(hw_recompute_time(&pp, &o, 64, 448), 4.0 * 64 * 448 * 4096.0 * 4096 / 312e12, 1e-15);
     assert_true(hw_recompute_time(&pp, &o, 64, 0) == 0);
@@ -72,24 +62,24 @@ static void t_recompute_and_layer(void **s) {
     assert_rel(c.mlp, hw_gemm_time(&a, 64, 4096, 16384, 2) + hw_gemm_time(&a, 64, 16384, 4096, 2), 1e-15);
     assert_rel(c.attn, hw_attn_time(&a, &o, 64, 512), 1e-15);
     /* a gated MLP reads the gate and up matrices */
-    kv_model l3 = model("Llama-3-8B");
+    kv_model l3 = mdl("Llama-3-8B");
     hw_layer_cost g = hw_decode_layer(&a, &l3, 64, 512);
     assert_rel(g.mlp, hw_gemm_time(&a, 64, 4096, 2 * 14336, 2) + hw_gemm_time(&a, 64, 14336, 4096, 2), 1e-15);
 }
 
 static void t_paper_model(void **s) {
     (void)s;
-    hw_profile pp = prof("paper-a100");
+    hw_profile pp = hwp("paper-a100");
     /* method.md: l*:s ~ 0.70 (6.7B), 0.66 (13B), 0.58 (30B) at 32 GB/s and 312 TFLOP/s */
     struct { const char *m; double r; } k[] = {{"OPT-6.7B", 0.70}, {"OPT-13B", 0.66}, {"OPT-30B", 0.58}};
     for (int i = 0; i < 3; i++) {
-        kv_model m = model(k[i].m);
+        kv_model m = mdl(k[i].m);
         double ls = hw_paper_lstar(&pp, &m, 1000);
         assert_true(fabs(ls / 1000 - k[i].r) < 0.006);
         hw_paper_cost c = hw_paper_layer(&pp, &m, 64, 1000, 700);
         assert_rel(c.total, c.t_act + fmax(c.t_rec, c.t_kv), 1e-15);
     }
-    kv_model o = model("OPT-6.7B");
+    kv_model o = mdl("OPT-6.7B");
     /* exact closed form for h = 4096: l* = s * 624e12 / (2*4096*32e9 + 624e12) */
     assert_rel(hw_paper_lstar(&pp, &o, 640), 640 * 624e12 / (2.0 * 4096 * 32e9 + 624e12), 1e-14);
     /* at the real-valued l*, t_rec == t_kv: check through T at neighbouring integers */

@@ -4,11 +4,6 @@
 #include "../core/model.h"
 #include "tests.h"
 
-static kv_model get(const char *n) {
-    kv_model m;
-    assert_int_equal(kv_model_find(n, &m), KV_OK);
-    return m;
-}
 
 /* Parameter counts as published for the checkpoints (Hugging Face model cards / summaries). */
 static void t_param_counts(void **s) {
@@ -18,7 +13,7 @@ static void t_param_counts(void **s) {
         {"LLaMA-2-13B", 13015864320ull}, {"LLaMA-2-70B", 68976648192ull}, {"Llama-3-8B", 8030261248ull},
         {"Llama-3-70B", 70553706496ull}, {"Mistral-7B", 7241732096ull}};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
-        kv_model m = get(k[i].n);
+        kv_model m = mdl(k[i].n);
         if (kv_model_params_total(&m) != k[i].p)
             fail_msg("%s: %llu params, expected %llu", k[i].n, (unsigned long long)kv_model_params_total(&m),
                      (unsigned long long)k[i].p);
@@ -32,7 +27,7 @@ static void t_opt_shapes(void **s) {
                       {40, 5120, 40, 20480},   {48, 7168, 56, 28672},  {64, 9216, 72, 36864}, {96, 12288, 96, 49152}};
     const char *names[8] = {"OPT-125M", "OPT-1.3B", "OPT-2.7B", "OPT-6.7B", "OPT-13B", "OPT-30B", "OPT-66B", "OPT-175B"};
     for (int i = 0; i < 8; i++) {
-        kv_model m = get(names[i]);
+        kv_model m = mdl(names[i]);
         assert_int_equal(m.n_layers, want[i][0]);
         assert_int_equal(m.hidden, want[i][1]);
         assert_int_equal(m.n_heads, want[i][2]);
@@ -46,13 +41,13 @@ static void t_opt_shapes(void **s) {
 
 static void t_kv_sizes(void **s) {
     (void)s;
-    kv_model o = get("opt-6.7b"), l3 = get("Llama-3-8B"), l2 = get("LLaMA-2-7B");
+    kv_model o = mdl("opt-6.7b"), l3 = mdl("Llama-3-8B"), l2 = mdl("LLaMA-2-7B");
     assert_int_equal(kv_model_kv_bytes_token_layer(&o), 16384);   /* 16 KiB */
     assert_int_equal(kv_model_act_bytes_token(&o), 8192);
     assert_int_equal(kv_model_kv_bytes_token_layer(&l3), 4096);   /* 4 KiB: GQA, 8 KV heads */
     assert_int_equal(kv_model_act_bytes_token(&l3), 8192);        /* activation > K+V */
     assert_int_equal(kv_model_kv_bytes_token_layer(&l2), 16384);
-    kv_model f = get("OPT-175B");
+    kv_model f = mdl("OPT-175B");
     double gib = (double)kv_model_bytes_total(&f) / 1073741824.0;
     assert_true(gib > 325.0 && gib < 325.5); /* "about 325 GiB" */
     /* bytes per layer: 12 h^2 + biases (5h + ffn) + two LayerNorms (4h), times 2 bytes */
@@ -61,7 +56,7 @@ static void t_kv_sizes(void **s) {
 
 static void t_flops(void **s) {
     (void)s;
-    kv_model o = get("OPT-6.7B"), l3 = get("Llama-3-8B");
+    kv_model o = mdl("OPT-6.7B"), l3 = mdl("Llama-3-8B");
     /* 2 FLOPs per weight of the 12 h^2 matrices, + 4 h per attended position */
     assert_rel(kv_model_decode_flops_layer(&o, 1, 0), 24.0 * 4096 * 4096 + 4.0 * 4096, 1e-15);
     assert_rel(kv_model_decode_flops_layer(&o, 8, 1023), 8 * (24.0 * 4096 * 4096 + 4.0 * 1024 * 4096), 1e-15);
@@ -76,7 +71,7 @@ static void t_flops(void **s) {
 static void t_hf_loader(void **s) {
     (void)s;
     char p[512];
-    kv_model m, b = get("OPT-6.7B");
+    kv_model m, b = mdl("OPT-6.7B");
     snprintf(p, sizeof p, "%s/tests/data/opt-6.7b-config.json", src_dir());
     assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
     assert_int_equal(m.hidden, b.hidden);
@@ -85,7 +80,7 @@ static void t_hf_loader(void **s) {
     assert_int_equal(m.bias, 1);
     assert_int_equal(kv_model_params_total(&m), kv_model_params_total(&b));
     snprintf(p, sizeof p, "%s/tests/data/llama-3-8b-config.json", src_dir());
-    b = get("Llama-3-8B");
+    b = mdl("Llama-3-8B");
     assert_int_equal(kv_model_resolve(p, &m), KV_OK);
     assert_int_equal(m.n_kv_heads, 8);
     assert_int_equal(m.gated_mlp, 1);

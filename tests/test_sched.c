@@ -10,16 +10,6 @@
 static const char *MODELS[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "OPT-13B", "OPT-30B", "LLaMA-2-7B", "Llama-3-8B", "Mistral-7B"};
 static const char *HWS[] = {"paper-a100", "a100-40gb-pcie4", "h100-sxm", "h100-pcie", "t4", "l4", "gh200", "rtx4090"};
 
-static kv_model mdl(const char *n) {
-    kv_model m;
-    assert_int_equal(kv_model_find(n, &m), KV_OK);
-    return m;
-}
-static hw_profile hwp(const char *n) {
-    hw_profile p;
-    if (hw_profile_resolve(n, &p)) fail_msg("%s", kv_errmsg());
-    return p;
-}
 
 static void t_paper_vs_oracle(void **s) {
     (void)s;

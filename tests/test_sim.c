@@ -138,16 +138,6 @@ static void t_memory_core(void **s) {
 
 /* ---- whole plans ------------------------------------------------------------------ */
 
-static kv_model mdl(const char *n) {
-    kv_model m;
-    assert_int_equal(kv_model_find(n, &m), KV_OK);
-    return m;
-}
-static hw_profile hwp(const char *n) {
-    hw_profile p;
-    if (hw_profile_resolve(n, &p)) fail_msg("%s", kv_errmsg());
-    return p;
-}
 
 static void t_paper_formula(void **s) {
     (void)s;

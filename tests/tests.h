@@ -9,6 +9,8 @@
 #include <cmocka.h>
 #include <math.h>
 #include <string.h>
+#include "../core/model.h"
+#include "../hwmodel/profile.h"
 
 /* Relative comparison with a stated tolerance. */
 #define assert_rel(a, b, tol)                                                                          \
@@ -27,6 +29,10 @@ const char *tmp_dir(void);
 /* Reads a whole file (malloc'ed) or returns NULL. */
 char *read_text(const char *path);
 int write_text(const char *path, const char *text);
+
+/* A built-in model or a shipped profile; fails the test if it does not resolve. */
+kv_model mdl(const char *name);
+hw_profile hwp(const char *name);
 
 typedef struct {
     int run, failed;
