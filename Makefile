@@ -22,7 +22,7 @@ LDFLAGS := $(SAN)
 LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lgslcblas -lm -lpthread
 TESTLIBS:= -lcmocka
 
-LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c)
+LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c exp/*.c)
 CLISRC  := $(wildcard cli/*.c)
 TESTSRC := $(wildcard tests/*.c)
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)

@@ -23,6 +23,9 @@ int cmd_cost(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #ifndef KVPR_DATADIR
 #define KVPR_DATADIR "."

@@ -115,7 +115,7 @@ int cmd_sim(int argc, char **argv) {
     if ((st = sim_run(s, &m, &p, &pl, &r))) goto fail;
     if (trace && (st = sim_write_trace(s, trace))) goto fail;
     if (dbpath) {
-        if ((st = cli_db_open(dbpath, &db)) || (st = sim_write_db(s, db, &m, &p, &pl, &r, NULL, NULL))) goto fail;
+        if ((st = cli_db_open(dbpath, &db)) || (st = sim_write_db(s, db, &m, &p, &pl, &r, NULL, 1, NULL))) goto fail;
         db_close(db);
         db = NULL;
     }

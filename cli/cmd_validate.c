@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "../sched/sched.h"
+#include "../exp/exp.h"
 #include "../sim/sim.h"
 #include "cli.h"
 
@@ -111,37 +112,6 @@ static int cmp_row(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* decode time against l with each scheduler's choice marked */
-static void plot(const char *dir, const char *name, const char *title, const double *ts, int n, const row *chosen, int nc) {
-    char dat[600], gp[700];
-    snprintf(dat, sizeof dat, "%s/%s.dat", dir, name);
-    snprintf(gp, sizeof gp, "%s/%s.gp", dir, name);
-    FILE *f = fopen(dat, "w");
-    if (!f) return;
-    fprintf(f, "# l decode_s\n");
-    for (int l = 0; l < n; l++) fprintf(f, "%d %.9g\n", l, ts[l]);
-    for (int i = 0; i < nc; i++) fprintf(f, "\n\n# %s: l decode_s\n%d %.9g\n", sched_name((sched_kind)chosen[i].sched), chosen[i].split, chosen[i].t);
-    fclose(f);
-    f = fopen(gp, "w");
-    if (!f) return;
-    for (int fmt = 0; fmt < 2; fmt++) {
-        fprintf(f, "set terminal %s size 900,540\nset output '%s/%s.%s'\n", fmt ? "svg" : "pngcairo", dir, name, fmt ? "svg" : "png");
-        fprintf(f, "set title '%s' noenhanced\nset xlabel 'split l (tokens recomputed)'\nset ylabel 'simulated decode time (s)'\n"
-                   "set grid\nset key top right\nplot '%s' index 0 with lines lw 2 title 'simulated, every l'",
-                title, dat);
-        static const int pts[] = {7, 9, 5};
-        static const double ps[] = {2.2, 1.6, 1.0};
-        for (int i = 0; i < nc; i++)
-            fprintf(f, ", '%s' index %d with points pt %d ps %.1f title '%s: l = %d'", dat, i + 1, pts[i % 3], ps[i % 3],
-                    sched_name((sched_kind)chosen[i].sched), chosen[i].split);
-        fprintf(f, "\n");
-    }
-    fclose(f);
-    char cmd[800];
-    snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>/dev/null", gp);
-    if (system(cmd) != 0) fprintf(stderr, "kvpr: gnuplot failed on %s (figure skipped)\n", gp);
-}
-
 int cmd_validate(int argc, char **argv) {
     const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots/out";
     int quiet = 0;
@@ -203,7 +173,7 @@ int cmd_validate(int argc, char **argv) {
                                 ts[l] = r.decode_s;
                                 if (r.decode_s < best) best = r.decode_s, bl = l;
                             }
-                            row chosen[SCHED_COUNT];
+                            exp_mark chosen[SCHED_COUNT];
                             for (int k = 0; k < g.ns; k++) {
                                 sched_result sr;
                                 if ((st = sched_plan(g.sk[k], &m, &p, &pl, NULL, &sr))) goto fail;
@@ -215,7 +185,7 @@ int cmd_validate(int argc, char **argv) {
                                 snprintf(w->cfg, sizeof w->cfg, "%s", cfg);
                                 w->sched = g.sk[k], w->split = sr.split, w->t = st ? 0 : r.decode_s, w->best = best, w->best_l = bl;
                                 w->regret = w->t / best - 1;
-                                chosen[k] = *w;
+                                chosen[k] = (exp_mark){sched_name(g.sk[k]), sr.split, w->t};
                                 if (sr.splits) w->split = sr.splits[sr.nsteps - 1];
                                 sched_result_free(&sr);
                                 if (st) goto fail;
@@ -238,10 +208,10 @@ int cmd_validate(int argc, char **argv) {
                                            100 * w->regret);
                                 if (g.sk[k] == SCHED_PAPER && w->regret > worst_paper) {
                                     worst_paper = w->regret;
-                                    plot(plots, "validate-worst-paper", cfg, ts, lmax + 1, chosen, 1);
+                                    exp_plot_sweep(plots, "validate-worst-paper", cfg, ts, lmax + 1, &chosen[k], 1);
                                 }
                             }
-                            if (nr == g.ns) plot(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns);
+                            if (nr == g.ns) exp_plot_sweep(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns);
                         }
     printf("\nregret = T_sim(chosen split) / min over every split of T_sim - 1, over %d configurations (%d skipped: do not fit)\n",
            nr / (g.ns ? g.ns : 1), skipped);

@@ -17,6 +17,9 @@ static void usage(FILE *f) {
             "  plan --model M --hw H --batch B --prompt P --gen G [--scheduler paper|pipelined|dynamic]\n"
             "                                                 choose the split with a linear program\n"
             "  validate [--grid FILE]                         each scheduler's regret against the simulated best split\n"
+            "  run EXPERIMENT [--jobs N] [--shard K/N]        run a sweep of experiments/, print its tables, draw its figures\n"
+            "  report EXPERIMENT                              tables and figures from results.db\n"
+            "  merge OUT.db SHARD.db...                       merge shard databases\n"
             "  version                                        print the version\n"
             "\n"
             "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
@@ -42,5 +45,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "sim")) return cmd_sim(argc - 1, argv + 1);
     if (!strcmp(c, "plan")) return cmd_plan(argc - 1, argv + 1);
     if (!strcmp(c, "validate")) return cmd_validate(argc - 1, argv + 1);
+    if (!strcmp(c, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(c, "report")) return cmd_report(argc - 1, argv + 1);
+    if (!strcmp(c, "merge")) return cmd_merge(argc - 1, argv + 1);
     return cli_usage("unknown command '%s' (see 'kvpr --help')", c);
 }

@@ -219,7 +219,53 @@ const char *hw_profile_dir(void) {
     return e && *e ? e : KVPR_DATADIR "/hwmodel/profiles";
 }
 
+const char *hw_links_dir(void) {
+    const char *e = getenv("KVPR_LINKS");
+    return e && *e ? e : KVPR_DATADIR "/hwmodel/links";
+}
+
+kv_status hw_link_load(const char *name, hw_profile *p) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.json", hw_links_dir(), name);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        if (je.line < 0) return kv_errorf(KV_ENOTFOUND, "unknown link '%s' (files in %s)", name, hw_links_dir());
+        return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    }
+    ctx_t c = {.label = path};
+    static const char *const lk[] = {"name", "h2d", "d2h", NULL};
+    kv_status st = KV_OK;
+    hw_profile q = *p;
+    if (!json_is_object(root)) st = perr(&c, KV_EPARSE, "top level must be a JSON object%s%s", "", "");
+    if (!st) st = check_keys(&c, root, "link.", lk);
+    if (!st) st = get_str(&c, root, "link.", "name", q.link.name, sizeof q.link.name);
+    if (!st) st = parse_dir(&c, root, "h2d", &q.link.h2d);
+    if (!st) st = parse_dir(&c, root, "d2h", &q.link.d2h);
+    json_decref(root);
+    if (st) return st;
+    *p = q;
+    return KV_OK;
+}
+
+/* NAME@LINK: the profile with its host link replaced (what if this GPU sat on that link?). */
+static kv_status resolve_variant(const char *name, hw_profile *out) {
+    char base[128];
+    const char *at = strchr(name, '@');
+    snprintf(base, sizeof base, "%.*s", (int)(at - name), name);
+    hw_profile p;
+    kv_status st = hw_profile_resolve(base, &p);
+    if (st) return st;
+    if ((st = hw_link_load(at + 1, &p))) return st;
+    snprintf(p.name, sizeof p.name, "%.63s", name);
+    size_t dl = strlen(p.description);
+    snprintf(p.description + dl, sizeof p.description - dl, " [link replaced by %s]", p.link.name);
+    *out = p;
+    return KV_OK;
+}
+
 kv_status hw_profile_resolve(const char *name, hw_profile *out) {
+    if (strchr(name, '@')) return resolve_variant(name, out);
     if (strchr(name, '/') || strstr(name, ".json")) return hw_profile_load(name, out);
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.'))

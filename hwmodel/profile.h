@@ -65,6 +65,10 @@ kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out)
  * or a path to a JSON file. */
 kv_status hw_profile_resolve(const char *name_or_path, hw_profile *out);
 const char *hw_profile_dir(void);
+/* Host links for what-if studies (hwmodel/links/NAME.json, $KVPR_LINKS): "h100-sxm@gen3" is the
+ * H100 SXM profile with its link replaced by PCIe Gen3's. hw_link_load replaces p's link. */
+const char *hw_links_dir(void);
+kv_status hw_link_load(const char *name, hw_profile *p);
 /* Names of the shipped profiles, sorted; returns count, fills up to max names. */
 int hw_profile_list(char names[][64], int max);
 /* Writes a profile back as JSON in the documented format (used by calibration). */

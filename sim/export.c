@@ -55,7 +55,7 @@ char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *
 }
 
 kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *pl,
-                       const sim_result *r, const char *run_key, int64_t *run_id) {
+                       const sim_result *r, const char *run_key, int spans, int64_t *run_id) {
     json_t *w = workload_json(pl);
     char *wl = json_dumps(w, JSON_COMPACT | JSON_PRESERVE_ORDER), *plan = kv_plan_json(pl);
     json_decref(w);
@@ -66,7 +66,7 @@ kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profil
     free(plan);
     if (st) return st;
     sim_des *d = sim_last_des(s);
-    int32_t n = sim_des_count(d);
+    int32_t n = spans ? sim_des_count(d) : 0;
     for (int32_t i = 0; i < n && !st; i++) {
         sim_task *t = sim_des_get(d, i);
         kv_span sp = {t->step, t->layer, t->mb, kv_op_name((kv_op)t->op), kv_res_name((kv_resource)t->res),

@@ -221,8 +221,13 @@ static double cpu_bytes(const kv_model *m, const kv_plan *pl) {
     if (pl->policy == KV_POL_GPU) return 0;
     double seqs = (double)pl->batch * pl->nb, ctx = (double)pl->prompt + pl->gen, L = m->n_layers;
     double b = seqs * ctx * (double)kv_model_kv_bytes_token_layer(m) * L;
-    if (pl->policy == KV_POL_KVPR || pl->policy == KV_POL_RECOMPUTE)
-        b += seqs * (pl->keep_act ? ctx : pl->prompt) * (double)kv_model_act_bytes_token(m) * L;
+    /* activations are kept only for the tokens some step recomputes: [0, max split) */
+    int kept = 0;
+    for (int t = 0; t < kv_plan_steps(pl); t++) {
+        int l = kv_plan_split_at(pl, t);
+        kept = l > kept ? l : kept;
+    }
+    b += seqs * kept * (double)kv_model_act_bytes_token(m) * L;
     if (pl->mode == KV_MODE_THROUGHPUT) b += (double)kv_model_bytes_total(m);
     return b;
 }

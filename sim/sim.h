@@ -35,9 +35,9 @@ kv_status sim_run(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_p
 /* The tasks of the last run (for tests and exporters). */
 sim_des *sim_last_des(sim_ctx *s);
 kv_status sim_write_trace(sim_ctx *s, const char *path);
-/* Writes the last run with all its spans and metrics as one transaction. */
+/* Writes the last run with its metrics (and all its spans if `spans`) as one transaction. */
 kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *plan,
-                       const sim_result *r, const char *run_key, int64_t *run_id);
+                       const sim_result *r, const char *run_key, int spans, int64_t *run_id);
 char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *plan);
 
 #endif

@@ -93,6 +93,7 @@ int main(void) {
     group_db(&c);
     group_sim(&c);
     group_sched(&c);
+    group_exp(&c);
     group_cli(&c);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir());

@@ -142,8 +142,32 @@ static void t_plan_validate_cmd(void **s) {
     expect(2, "grid.json:2:", a);
 }
 
+static void t_run_cmd(void **s) {
+    (void)s;
+    char f[600], a[1500];
+    snprintf(f, sizeof f, "%s/cli-bad.exp", tmp_dir());
+    write_text(f, "name = x\nmodels = OPT-125M\nhardwear = t4\n");
+    snprintf(a, sizeof a, "run %s --db %s/cli-run.db", f, tmp_dir());
+    expect(2, "cli-bad.exp:3: unknown key 'hardwear'", a);
+    expect(2, "no experiment 'nope'", "run nope");
+    expect(2, "--shard K must be in [1, 2], got 3", "run paper-latency --shard 3/2");
+    expect(2, "--shard expects K/N", "run paper-latency --shard 3");
+    expect(2, "which experiment", "run");
+    snprintf(a, sizeof a, "report paper-latency --db %s/none.db", tmp_dir());
+    expect(2, "no results database", a);
+    snprintf(a, sizeof a, "merge %s/out.db %s/none.db", tmp_dir(), tmp_dir());
+    expect(2, "no shard database", a);
+    /* a small real run through the command, then its report from the database */
+    write_text(f, "name = cli\nmodels = OPT-125M\nhardware = t4\nbatch = 2\nprompt = 32\ngen = 3\n"
+                  "claim latency_reduction = 10  # invented for the test\n");
+    snprintf(a, sizeof a, "run %s --db %s/cli-run.db --plots %s/cli-plots --jobs 2", f, tmp_dir(), tmp_dir());
+    expect(0, "invented for the test", a);
+    snprintf(a, sizeof a, "report %s --db %s/cli-run.db --plots %s/cli-plots", f, tmp_dir(), tmp_dir());
+    expect(0, "OPT-125M t4 latency b2 p32 g3", a);
+}
+
 void group_cli(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_model_cmd), cmocka_unit_test(t_hw_cmd),
-                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd), cmocka_unit_test(t_plan_validate_cmd)};
+                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd), cmocka_unit_test(t_plan_validate_cmd), cmocka_unit_test(t_run_cmd)};
     RUN_GROUP(c, "cli", t);
 }

@@ -390,7 +390,7 @@ static void t_determinism_and_exports(void **s) {
     unlink(dbp);
     assert_int_equal(db_open(dbp, 1000, &db), KV_OK);
     int64_t id;
-    assert_int_equal(sim_write_db(a, db, &m, &p, &pl, &ra, "k", &id), KV_OK);
+    assert_int_equal(sim_write_db(a, db, &m, &p, &pl, &ra, "k", 1, &id), KV_OK);
     sqlite3_stmt *q;
     sqlite3_prepare_v2(db_handle(db), "SELECT (SELECT count(*) FROM spans), (SELECT value FROM metrics WHERE name='decode_s'),"
                                       " (SELECT max(end_ps) FROM spans)", -1, &q, NULL);

@@ -47,5 +47,6 @@ void group_db(tcount *c);
 void group_cli(tcount *c);
 void group_sim(tcount *c);
 void group_sched(tcount *c);
+void group_exp(tcount *c);
 
 #endif

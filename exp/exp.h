@@ -1,0 +1,96 @@
+/* exp: experiments. A small line-based file describes a sweep (models x profiles x modes x
+ * batch x prompt x gen x policies x schedulers) and the published numbers it is compared with;
+ * exp runs it (in parallel, or one shard of it) into results.db and reports from the database,
+ * so that shards run anywhere and merge into one report. Format: experiments/README.md. */
+#ifndef EXP_H
+#define EXP_H
+
+#include "../core/db.h"
+#include "../core/plan.h"
+#include <stdio.h>
+#include "../hwmodel/profile.h"
+#include "../sched/sched.h"
+
+#define EXP_MAXV 24
+#define EXP_MAXF 8
+
+typedef struct {
+    char key[16], val[128];
+} exp_filter;
+
+typedef struct {
+    exp_filter f[EXP_MAXF];
+    int n;
+} exp_filters;
+
+typedef struct {
+    char metric[32];
+    exp_filters where;
+    double value; /* the published number */
+    char text[256];
+    int line;
+} exp_claim;
+
+typedef struct {
+    char name[64], title[256], path[512];
+    char models[EXP_MAXV][128], hws[EXP_MAXV][128];
+    int nmodels, nhws;
+    kv_mode modes[2];
+    int nmodes;
+    int batch[EXP_MAXV], prompt[EXP_MAXV], gen[EXP_MAXV];
+    int nbatch, nprompt, ngen;
+    kv_policy pols[KV_POL_COUNT];
+    int npols;
+    sched_kind scheds[SCHED_COUNT];
+    int nscheds;
+    int nb, prefetch, keep_act;
+    int fig_bars, fig_heatmap;
+    exp_filters sweep, timeline;
+    int has_sweep, has_timeline;
+    exp_claim claims[32];
+    int nclaims;
+} exp_spec;
+
+/* One run of the sweep: indices into the spec; sched is -1 for policies without a split. */
+typedef struct {
+    int model, hw, mode, batch, prompt, gen, sched;
+    kv_policy pol;
+} exp_run;
+
+/* Finds a spec: a path, the path + ".exp", or NAME in the shipped experiments/ folder. */
+kv_status exp_find(const char *name, char *path, size_t n);
+/* Parses; errors carry "file:line: ...". */
+kv_status exp_parse(const char *path, exp_spec *s);
+/* Every run of the spec, in a fixed order (sharding slices it). Caller frees *runs. */
+kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n);
+void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n);
+/* Does run r satisfy every filter? */
+int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f);
+/* The plan of run r; for kvpr its scheduler picks the split. *steps (dynamic) is malloc'ed. */
+kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps);
+
+/* Figures (gnuplot, PNG and SVG into dir): decode time against the split with marked choices. */
+typedef struct {
+    const char *label;
+    int l;
+    double t;
+} exp_mark;
+void exp_plot_sweep(const char *dir, const char *name, const char *title, const double *ts, int n, const exp_mark *m, int nm);
+/* Runs gnuplot on a script; a missing gnuplot is reported, not fatal. */
+int exp_gnuplot(const char *script);
+
+typedef struct {
+    int jobs;          /* worker processes */
+    int shard, nshard; /* run only runs i with i % nshard == shard - 1 */
+    int progress;      /* draw a progress bar on stderr */
+    const char *db;    /* results database */
+} exp_opts;
+
+/* Runs the (selected) runs into the database; returns how many ran and how many did not fit. */
+kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit);
+
+/* Reads the experiment's runs back from the database and prints the tables; draws the figures
+ * into plots_dir (gnuplot; PNG and SVG). */
+kv_status exp_report(const exp_spec *s, const char *db, const char *plots_dir, FILE *out);
+
+#endif

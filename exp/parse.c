@@ -1,0 +1,273 @@
+/* exp parse: the experiment file format, line by line so that every error names its line. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include "exp.h"
+
+#ifndef KVPR_DATADIR
+#define KVPR_DATADIR "."
+#endif
+
+kv_status exp_find(const char *name, char *path, size_t n) {
+    const char *tries[3] = {"%s", "%s.exp", KVPR_DATADIR "/experiments/%s.exp"};
+    for (int i = 0; i < 3; i++) {
+        if (i == 2 && strchr(name, '/')) break;
+        snprintf(path, n, tries[i], name);
+        if (access(path, R_OK) == 0) return KV_OK;
+    }
+    return kv_errorf(KV_ENOTFOUND, "no experiment '%s' (a file, or one of %s/experiments/*.exp)", name, KVPR_DATADIR);
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+#define PERR(...) (kv_errorf(KV_EPARSE, __VA_ARGS__))
+
+/* Splits on blanks into words; returns the count or -1 if more than max. */
+static int words(char *s, char **w, int max) {
+    int n = 0;
+    for (char *t = strtok(s, " \t"); t; t = strtok(NULL, " \t")) {
+        if (n == max) return -1;
+        w[n++] = t;
+    }
+    return n;
+}
+
+static kv_status ints(const char *f, int ln, const char *key, char *v, int *dst, int *n, int lo, int hi) {
+    char *w[EXP_MAXV];
+    int k = words(v, w, EXP_MAXV);
+    if (k <= 0) return PERR("%s:%d: '%s' needs 1 to %d integers", f, ln, key, EXP_MAXV);
+    for (int i = 0; i < k; i++) {
+        char *e;
+        errno = 0;
+        long x = strtol(w[i], &e, 10);
+        if (*e || errno || x < lo || x > hi)
+            return kv_errorf(KV_EINVAL, "%s:%d: '%s' value '%s' is not an integer in [%d, %d]", f, ln, key, w[i], lo, hi);
+        dst[i] = (int)x;
+    }
+    *n = k;
+    return KV_OK;
+}
+
+static kv_status strs(const char *f, int ln, const char *key, char *v, char dst[][128], int *n) {
+    char *w[EXP_MAXV];
+    int k = words(v, w, EXP_MAXV);
+    if (k <= 0) return PERR("%s:%d: '%s' needs 1 to %d names", f, ln, key, EXP_MAXV);
+    for (int i = 0; i < k; i++) snprintf(dst[i], 128, "%s", w[i]);
+    *n = k;
+    return KV_OK;
+}
+
+static const char *const filter_keys[] = {"model", "hw", "mode", "batch", "prompt", "gen", "policy", "scheduler", NULL};
+
+static kv_status filters(const char *f, int ln, char *v, exp_filters *out) {
+    char *w[EXP_MAXF + 1];
+    int k = words(v, w, EXP_MAXF);
+    if (k < 0) return PERR("%s:%d: at most %d filters", f, ln, EXP_MAXF);
+    out->n = 0;
+    for (int i = 0; i < k; i++) {
+        char *eq = strchr(w[i], '=');
+        if (!eq) return PERR("%s:%d: filter '%s' is not key=value", f, ln, w[i]);
+        *eq = 0;
+        int ok = 0;
+        for (const char *const *a = filter_keys; *a; a++) ok |= !strcmp(*a, w[i]);
+        if (!ok) return PERR("%s:%d: unknown filter key '%s' (model, hw, mode, batch, prompt, gen, policy, scheduler)", f, ln, w[i]);
+        snprintf(out->f[out->n].key, sizeof out->f[0].key, "%s", w[i]);
+        snprintf(out->f[out->n].val, sizeof out->f[0].val, "%s", eq + 1);
+        out->n++;
+    }
+    return KV_OK;
+}
+
+static const char *const metrics[] = {"latency_reduction", "max_latency_reduction", "throughput_gain", "kv_share",
+                                      "gpu_compute_share", "gpu_util", NULL};
+
+/* claim METRIC [key=value ...] = NUMBER   # text */
+static kv_status claim(const char *f, int ln, char *rest, const char *comment, exp_spec *s) {
+    if (s->nclaims == 32) return PERR("%s:%d: at most 32 claims", f, ln);
+    exp_claim *c = &s->claims[s->nclaims];
+    memset(c, 0, sizeof *c);
+    c->line = ln;
+    /* the value follows the last " = " (filters are key=value without blanks) */
+    char *eq = NULL;
+    for (char *q = strstr(rest, " = "); q; q = strstr(q + 1, " = ")) eq = q + 1;
+    if (!eq) return PERR("%s:%d: a claim reads 'claim METRIC [key=value ...] = NUMBER # text'", f, ln);
+    *eq = 0;
+    char *val = trim(eq + 1), *e;
+    errno = 0;
+    c->value = strtod(val, &e);
+    if (!*val || *trim(e) || errno || !isfinite(c->value)) return kv_errorf(KV_EINVAL, "%s:%d: claim value '%s' is not a number", f, ln, val);
+    char *head = trim(rest);
+    char *m = strtok(head, " \t");
+    int ok = 0;
+    for (const char *const *a = metrics; *a; a++) ok |= !strcmp(*a, m);
+    if (!ok)
+        return PERR("%s:%d: unknown claim metric '%s' (latency_reduction, max_latency_reduction, throughput_gain, kv_share, "
+                    "gpu_compute_share, gpu_util)", f, ln, m);
+    snprintf(c->metric, sizeof c->metric, "%s", m);
+    char *fl = strtok(NULL, "");
+    kv_status st = filters(f, ln, fl ? fl : (char[]){0}, &c->where);
+    if (st) return st;
+    snprintf(c->text, sizeof c->text, "%s", comment ? comment : "");
+    s->nclaims++;
+    return KV_OK;
+}
+
+kv_status exp_parse(const char *path, exp_spec *s) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return kv_errorf(KV_ENOTFOUND, "cannot read experiment %s", path);
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    s->nb = 8, s->prefetch = 2, s->fig_bars = 1;
+    s->modes[0] = KV_MODE_LATENCY, s->nmodes = 1;
+    s->pols[0] = KV_POL_OFFLOAD, s->pols[1] = KV_POL_KVPR, s->npols = 2;
+    s->scheds[0] = SCHED_PIPELINED, s->nscheds = 1;
+    char line[1024];
+    int ln = 0;
+    kv_status st = KV_OK;
+    unsigned seen = 0;
+    while (fgets(line, sizeof line, fp)) {
+        ln++;
+        if (!strchr(line, '\n') && !feof(fp)) {
+            st = PERR("%s:%d: line longer than %zu characters", path, ln, sizeof line - 2);
+            break;
+        }
+        char *hash = strchr(line, '#'), *comment = NULL;
+        if (hash) *hash = 0, comment = trim(hash + 1);
+        char *t = trim(line);
+        if (!*t) continue;
+        if (!strncmp(t, "claim", 5) && isspace((unsigned char)t[5])) {
+            if ((st = claim(path, ln, t + 6, comment, s))) break;
+            continue;
+        }
+        char *eq = strchr(t, '=');
+        if (!eq) {
+            st = PERR("%s:%d: expected 'key = value', got '%s'", path, ln, t);
+            break;
+        }
+        *eq = 0;
+        char *k = trim(t), *v = trim(eq + 1), *w[EXP_MAXV];
+        int n;
+        static const char *const keys[] = {"name", "title", "models", "hardware", "mode", "batch", "prompt", "gen", "policies",
+                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", NULL};
+        int idx = -1;
+        for (int i = 0; keys[i]; i++)
+            if (!strcmp(keys[i], k)) idx = i;
+        if (idx < 0) {
+            st = PERR("%s:%d: unknown key '%s'", path, ln, k);
+            break;
+        }
+        if (seen & (1u << idx)) {
+            st = PERR("%s:%d: '%s' given twice", path, ln, k);
+            break;
+        }
+        seen |= 1u << idx;
+        if (!*v && idx != 14 && idx != 15) {
+            st = PERR("%s:%d: '%s' has no value", path, ln, k);
+            break;
+        }
+        switch (idx) {
+        case 0: snprintf(s->name, sizeof s->name, "%s", v); break;
+        case 1: snprintf(s->title, sizeof s->title, "%s", v); break;
+        case 2: st = strs(path, ln, k, v, s->models, &s->nmodels); break;
+        case 3: st = strs(path, ln, k, v, s->hws, &s->nhws); break;
+        case 4:
+            n = words(v, w, 2);
+            if (n <= 0) { st = PERR("%s:%d: 'mode' is latency, throughput or both", path, ln); break; }
+            for (int i = 0; i < n && !st; i++)
+                if ((st = kv_mode_parse(w[i], &s->modes[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            s->nmodes = n;
+            break;
+        case 5: st = ints(path, ln, k, v, s->batch, &s->nbatch, 1, 1 << 16); break;
+        case 6: st = ints(path, ln, k, v, s->prompt, &s->nprompt, 1, 1 << 20); break;
+        case 7: st = ints(path, ln, k, v, s->gen, &s->ngen, 2, 1 << 20); break;
+        case 8:
+            n = words(v, w, KV_POL_COUNT);
+            if (n <= 0) { st = PERR("%s:%d: 'policies' lists 1 to %d policies", path, ln, KV_POL_COUNT); break; }
+            for (int i = 0; i < n && !st; i++)
+                if ((st = kv_policy_parse(w[i], &s->pols[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            s->npols = n;
+            break;
+        case 9:
+            n = words(v, w, SCHED_COUNT);
+            if (n <= 0) { st = PERR("%s:%d: 'schedulers' lists 1 to %d schedulers", path, ln, SCHED_COUNT); break; }
+            for (int i = 0; i < n && !st; i++)
+                if ((st = sched_parse(w[i], &s->scheds[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            s->nscheds = n;
+            break;
+        case 10: st = ints(path, ln, k, v, &s->nb, &n, 1, 256); if (!st && n != 1) st = PERR("%s:%d: 'nb' is one integer", path, ln); break;
+        case 11: st = ints(path, ln, k, v, &s->prefetch, &n, 1, 16); if (!st && n != 1) st = PERR("%s:%d: 'prefetch' is one integer", path, ln); break;
+        case 12:
+            if (!strcmp(v, "yes")) s->keep_act = 1;
+            else if (!strcmp(v, "no")) s->keep_act = 0;
+            else st = PERR("%s:%d: 'keep_act' is yes or no", path, ln);
+            break;
+        case 13:
+            s->fig_bars = s->fig_heatmap = 0;
+            n = words(v, w, 4);
+            for (int i = 0; i < n && !st; i++) {
+                if (!strcmp(w[i], "bars")) s->fig_bars = 1;
+                else if (!strcmp(w[i], "heatmap")) s->fig_heatmap = 1;
+                else st = PERR("%s:%d: unknown figure '%s' (bars, heatmap; sweep and timeline have their own keys)", path, ln, w[i]);
+            }
+            break;
+        case 14: st = filters(path, ln, v, &s->sweep); s->has_sweep = 1; break;
+        case 15: st = filters(path, ln, v, &s->timeline); s->has_timeline = 1; break;
+        }
+        if (st) break;
+    }
+    fclose(fp);
+    if (st) return st;
+    static const char *const need[] = {"name", "models", "hardware", "batch", "prompt", "gen"};
+    static const int need_idx[] = {0, 2, 3, 5, 6, 7};
+    for (int i = 0; i < 6; i++)
+        if (!(seen & (1u << need_idx[i]))) return PERR("%s: missing required key '%s'", path, need[i]);
+    for (int i = 0; i < s->nclaims; i++)
+        if ((!strcmp(s->claims[i].metric, "kv_share") || !strcmp(s->claims[i].metric, "gpu_compute_share") ||
+             !strcmp(s->claims[i].metric, "gpu_util"))) {
+            int has = 0;
+            for (int j = 0; j < s->claims[i].where.n; j++) has |= !strcmp(s->claims[i].where.f[j].key, "policy");
+            if (!has) return PERR("%s:%d: claim '%s' needs a policy=... filter", path, s->claims[i].line, s->claims[i].metric);
+        }
+    return KV_OK;
+}
+
+kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n) {
+    int has_kvpr = 0;
+    for (int i = 0; i < s->npols; i++) has_kvpr |= s->pols[i] == KV_POL_KVPR;
+    long per = s->npols + (has_kvpr ? s->nscheds - 1 : 0);
+    long total = (long)s->nmodels * s->nhws * s->nmodes * s->nbatch * s->nprompt * s->ngen * per;
+    if (total > 1000000) return kv_errorf(KV_EINVAL, "%s: %ld runs is too many for one experiment (limit 1000000)", s->path, total);
+    exp_run *r = malloc((size_t)(total ? total : 1) * sizeof *r);
+    if (!r) return kv_errorf(KV_ENOMEM, "out of memory");
+    int k = 0;
+    for (int a = 0; a < s->nmodels; a++)
+        for (int b = 0; b < s->nhws; b++)
+            for (int c = 0; c < s->nmodes; c++)
+                for (int d = 0; d < s->nbatch; d++)
+                    for (int e = 0; e < s->nprompt; e++)
+                        for (int f = 0; f < s->ngen; f++)
+                            for (int g = 0; g < s->npols; g++) {
+                                int ns = s->pols[g] == KV_POL_KVPR ? s->nscheds : 1;
+                                for (int h = 0; h < ns; h++)
+                                    r[k++] = (exp_run){a, b, c, d, e, f, s->pols[g] == KV_POL_KVPR ? (int)s->scheds[h] : -1, s->pols[g]};
+                            }
+    *runs = r;
+    *n = k;
+    return KV_OK;
+}
+
+void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n) {
+    snprintf(key, n, "exp/%s/%s/%s/%s/%d/%d/%d/%s/%s", s->name, s->models[r->model], s->hws[r->hw],
+             kv_mode_name(s->modes[r->mode]), s->batch[r->batch], s->prompt[r->prompt], s->gen[r->gen],
+             kv_policy_name(r->pol), r->sched >= 0 ? sched_name((sched_kind)r->sched) : "-");
+}

@@ -1,0 +1,451 @@
+/* exp report: tables and figures of an experiment, from what results.db holds. */
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "../sim/sim.h"
+#include "exp.h"
+
+typedef struct {
+    int present, fits;
+    double decode_s, thr, util_gpu, split0, split_last;
+    double busy[KV_OP_COUNT];
+    int64_t id;
+} res_t;
+
+typedef struct {
+    const exp_spec *s;
+    exp_run *runs;
+    res_t *res;
+    int n;
+} rep;
+
+static kv_status load(rep *R, kv_db *db) {
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db_handle(db),
+                           "SELECT r.id, m.name, m.value FROM runs r LEFT JOIN metrics m ON m.run_id = r.id WHERE r.run_key = ?",
+                           -1, &q, NULL) != SQLITE_OK)
+        return kv_errorf(KV_EDB, "report: %s", sqlite3_errmsg(db_handle(db)));
+    for (int i = 0; i < R->n; i++) {
+        char key[512];
+        exp_run_key(R->s, &R->runs[i], key, sizeof key);
+        sqlite3_reset(q);
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_TRANSIENT);
+        res_t *x = &R->res[i];
+        memset(x, 0, sizeof *x);
+        x->fits = 1;
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            x->present = 1;
+            x->id = sqlite3_column_int64(q, 0);
+            const char *nm = (const char *)sqlite3_column_text(q, 1);
+            double v = sqlite3_column_double(q, 2);
+            if (!nm) continue;
+            if (!strcmp(nm, "fits")) x->fits = v > 0;
+            else if (!strcmp(nm, "decode_s")) x->decode_s = v;
+            else if (!strcmp(nm, "throughput")) x->thr = v;
+            else if (!strcmp(nm, "util_gpu")) x->util_gpu = v;
+            else if (!strcmp(nm, "split_first")) x->split0 = v;
+            else if (!strcmp(nm, "split_last")) x->split_last = v;
+            else if (!strncmp(nm, "busy_", 5))
+                for (int k = 0; k < KV_OP_COUNT; k++)
+                    if (!strcmp(nm + 5, kv_op_name((kv_op)k))) x->busy[k] = v;
+        }
+    }
+    sqlite3_finalize(q);
+    return KV_OK;
+}
+
+static int same_cfg(const exp_run *a, const exp_run *b) {
+    return a->model == b->model && a->hw == b->hw && a->mode == b->mode && a->batch == b->batch && a->prompt == b->prompt &&
+           a->gen == b->gen;
+}
+
+static int ok(const rep *R, int i) { return i >= 0 && R->res[i].present && R->res[i].fits && R->res[i].decode_s > 0; }
+
+/* The run of config c (an index of any run of it) with policy pol (and scheduler sched). */
+static int find(const rep *R, int c, kv_policy pol, int sched) {
+    for (int i = 0; i < R->n; i++)
+        if (same_cfg(&R->runs[i], &R->runs[c]) && R->runs[i].pol == pol && (pol != KV_POL_KVPR || R->runs[i].sched == sched)) return i;
+    return -1;
+}
+
+static void cfg_label(const rep *R, int i, char *b, size_t n) {
+    const exp_spec *s = R->s;
+    const exp_run *r = &R->runs[i];
+    snprintf(b, n, "%s %s %s b%d%s p%d g%d", s->models[r->model], s->hws[r->hw], kv_mode_name(s->modes[r->mode]),
+             s->batch[r->batch], s->modes[r->mode] == KV_MODE_THROUGHPUT ? "x" : "", s->prompt[r->prompt], s->gen[r->gen]);
+    if (s->modes[r->mode] == KV_MODE_THROUGHPUT) {
+        char t[160];
+        snprintf(t, sizeof t, "%s %s throughput b%dx%d p%d g%d", s->models[r->model], s->hws[r->hw], s->batch[r->batch],
+                 s->nb, s->prompt[r->prompt], s->gen[r->gen]);
+        snprintf(b, n, "%s", t);
+    }
+}
+
+/* only the dimensions the experiment varies: short enough for an axis */
+static void short_label(const rep *R, int i, char *b, size_t n) {
+    const exp_spec *s = R->s;
+    const exp_run *r = &R->runs[i];
+    size_t l = 0;
+    b[0] = 0;
+#define ADD(...) (l += (size_t)snprintf(b + l, l < n ? n - l : 0, __VA_ARGS__))
+    if (s->nmodels > 1) ADD("%s ", s->models[r->model]);
+    if (s->nhws > 1) ADD("%s ", s->hws[r->hw]);
+    if (s->nmodes > 1) ADD("%s ", kv_mode_name(s->modes[r->mode]));
+    if (s->nbatch > 1) ADD("b%d ", s->batch[r->batch]);
+    if (s->nprompt > 1) ADD("p%d ", s->prompt[r->prompt]);
+    if (s->ngen > 1) ADD("g%d ", s->gen[r->gen]);
+#undef ADD
+    if (l && l < n) b[l - 1] = 0;
+    if (!b[0]) cfg_label(R, i, b, n);
+}
+
+static void col_label(const exp_run *r, char *b, size_t n) {
+    if (r->pol == KV_POL_KVPR) snprintf(b, n, "kvpr/%s", sched_name((sched_kind)r->sched));
+    else snprintf(b, n, "%s", kv_policy_name(r->pol));
+}
+
+/* runs per configuration: the first configuration's runs give the columns */
+static int ncols(const rep *R) {
+    int k = 0;
+    while (k < R->n && same_cfg(&R->runs[k], &R->runs[0])) k++;
+    return k;
+}
+
+static void main_table(const rep *R, FILE *o) {
+    int nc = ncols(R);
+    char lab[64];
+    int thr = 0;
+    for (int i = 0; i < R->n; i++) thr |= R->s->modes[R->runs[i].mode] == KV_MODE_THROUGHPUT;
+    fprintf(o, "%-52s", "configuration");
+    for (int c = 0; c < nc; c++) {
+        col_label(&R->runs[c], lab, sizeof lab);
+        fprintf(o, " %18s", lab);
+    }
+    fprintf(o, "   speed-up of kvpr over offload\n");
+    for (int i = 0; i < R->n; i += nc) {
+        char cl[200];
+        cfg_label(R, i, cl, sizeof cl);
+        fprintf(o, "%-52s", cl);
+        int th = R->s->modes[R->runs[i].mode] == KV_MODE_THROUGHPUT;
+        for (int c = 0; c < nc; c++) {
+            const res_t *x = &R->res[i + c];
+            char cell[64];
+            if (!x->present) snprintf(cell, sizeof cell, "not run");
+            else if (!x->fits) snprintf(cell, sizeof cell, "does not fit");
+            else if (th) snprintf(cell, sizeof cell, "%.1f tok/s", x->thr);
+            else snprintf(cell, sizeof cell, "%.3f s", x->decode_s);
+            if (x->present && x->fits && R->runs[i + c].pol == KV_POL_KVPR) {
+                size_t l = strlen(cell);
+                if (x->split_last != x->split0) snprintf(cell + l, sizeof cell - l, " l%.0f-%.0f", x->split0, x->split_last);
+                else snprintf(cell + l, sizeof cell - l, " l=%.0f", x->split0);
+            }
+            fprintf(o, " %18s", cell);
+        }
+        int off = find(R, i, KV_POL_OFFLOAD, -1);
+        for (int c = 0; c < nc; c++)
+            if (R->runs[i + c].pol == KV_POL_KVPR && ok(R, off) && ok(R, i + c))
+                fprintf(o, "  %.3fx", R->res[off].decode_s / R->res[i + c].decode_s);
+        fprintf(o, "\n");
+    }
+    (void)thr;
+}
+
+/* A claim's value under our runs, for kvpr with scheduler sched; NAN if nothing matches. */
+static double claim_value(const rep *R, const exp_claim *c, int sched) {
+    int red = !strcmp(c->metric, "latency_reduction") || !strcmp(c->metric, "max_latency_reduction");
+    int gain = !strcmp(c->metric, "throughput_gain");
+    double best = -INFINITY, sum = 0;
+    int n = 0;
+    for (int i = 0; i < R->n; i++) {
+        const exp_run *r = &R->runs[i];
+        if (!exp_match(R->s, r, &c->where) || !ok(R, i)) continue;
+        if (red || gain) {
+            if (r->pol != KV_POL_KVPR || r->sched != sched) continue;
+            int off = find(R, i, KV_POL_OFFLOAD, -1);
+            if (!ok(R, off)) continue;
+            double v = red ? 100 * (1 - R->res[i].decode_s / R->res[off].decode_s) : 100 * (R->res[i].thr / R->res[off].thr - 1);
+            best = fmax(best, v);
+            n++;
+        } else {
+            if (r->pol == KV_POL_KVPR && r->sched != sched) continue;
+            const res_t *x = &R->res[i];
+            double v = !strcmp(c->metric, "kv_share") ? 100 * x->busy[KV_OP_KV_H2D] / x->decode_s
+                       : !strcmp(c->metric, "gpu_util") ? 100 * x->util_gpu
+                       : 100 * (x->busy[KV_OP_RECOMPUTE] + x->busy[KV_OP_QKV] + x->busy[KV_OP_ATTN] + x->busy[KV_OP_FFN]) / x->decode_s;
+            sum += v;
+            n++;
+        }
+    }
+    if (!n) return NAN;
+    return red || gain ? best : sum / n;
+}
+
+static void claims_table(const rep *R, FILE *o) {
+    const exp_spec *s = R->s;
+    if (!s->nclaims) return;
+    int has_kvpr = 0;
+    for (int i = 0; i < s->npols; i++) has_kvpr |= s->pols[i] == KV_POL_KVPR;
+    fprintf(o, "\n%-64s %8s", "published claim (paper)", "paper");
+    for (int k = 0; k < (has_kvpr ? s->nscheds : 1); k++) fprintf(o, " %11s %8s", has_kvpr ? sched_name(s->scheds[k]) : "ours", "diff");
+    fprintf(o, "\n");
+    for (int i = 0; i < s->nclaims; i++) {
+        const exp_claim *c = &s->claims[i];
+        char t[80];
+        snprintf(t, sizeof t, "%.63s", c->text[0] ? c->text : c->metric);
+        fprintf(o, "%-64s %7.1f%%", t, c->value);
+        for (int k = 0; k < (has_kvpr ? s->nscheds : 1); k++) {
+            double v = claim_value(R, c, has_kvpr ? (int)s->scheds[k] : -1);
+            if (isnan(v)) fprintf(o, " %11s %8s", "n/a", "");
+            else fprintf(o, " %10.1f%% %+7.1f", v, v - c->value);
+        }
+        fprintf(o, "\n");
+    }
+    fprintf(o, "(ours: over the matching configurations, the largest reduction or gain, the mean share; diff in points)\n");
+}
+
+/* bars: one cluster per configuration, one bar per policy/scheduler */
+static void fig_bars(const rep *R, const char *dir) {
+    int nc = ncols(R);
+    for (int mode = 0; mode < 2; mode++) {
+        char dat[700], gp[700];
+        snprintf(dat, sizeof dat, "%s/%s-%s.dat", dir, R->s->name, mode ? "throughput" : "latency");
+        FILE *f = NULL;
+        int rows = 0;
+        for (int i = 0; i < R->n; i += nc) {
+            if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
+            if (!f && !(f = fopen(dat, "w"))) return;
+            if (!rows) {
+                fprintf(f, "config");
+                for (int c = 0; c < nc; c++) {
+                    char lab[64];
+                    col_label(&R->runs[c], lab, sizeof lab);
+                    fprintf(f, " \"%s\"", lab);
+                }
+                fprintf(f, "\n");
+            }
+            char cl[200];
+            short_label(R, i, cl, sizeof cl);
+            fprintf(f, "\"%s\"", cl);
+            for (int c = 0; c < nc; c++) {
+                const res_t *x = &R->res[i + c];
+                if (!ok(R, i + c)) fprintf(f, " NaN");
+                else fprintf(f, " %.6g", mode ? x->thr : x->decode_s);
+            }
+            fprintf(f, "\n");
+            rows++;
+        }
+        if (!f) continue;
+        fclose(f);
+        snprintf(gp, sizeof gp, "%s/%s-%s.gp", dir, R->s->name, mode ? "throughput" : "latency");
+        if (!(f = fopen(gp, "w"))) return;
+        for (int fmt = 0; fmt < 2; fmt++) {
+            fprintf(f, "set terminal %s size %d,600\nset output '%s/%s-%s.%s'\n", fmt ? "svg" : "pngcairo",
+                    rows * 45 + 300 > 1800 ? 1800 : rows * 45 + 300, dir, R->s->name, mode ? "throughput" : "latency", fmt ? "svg" : "png");
+            fprintf(f, "set title '%s' noenhanced\nset style data histograms\nset style histogram clustered gap 1\n"
+                       "set style fill solid 0.85 border -1\nset xtics rotate by -35 noenhanced font ',9'\nset key top left noenhanced\n"
+                       "set grid ytics\nset ylabel '%s'\nset bmargin 10\nset yrange [0:*]\n",
+                    R->s->title[0] ? R->s->title : R->s->name, mode ? "decode throughput (tokens/s)" : "decode time (s)");
+            fprintf(f, "plot for [c=2:%d] '%s' using c:xtic(1) title columnheader(c)\n", nc + 1, dat);
+        }
+        fclose(f);
+        exp_gnuplot(gp);
+    }
+}
+
+/* the decode time of every split of the sweep configuration(s), each scheduler's choice marked */
+static void fig_sweep(const rep *R, const char *dir) {
+    int done = 0;
+    sim_ctx *sx = sim_new();
+    for (int i = 0; i < R->n && done < 2 && sx; i++) {
+        const exp_run *r = &R->runs[i];
+        if (r->pol != KV_POL_KVPR || !exp_match(R->s, r, &R->s->sweep) || !ok(R, i)) continue;
+        int first = find(R, i, KV_POL_KVPR, (int)R->s->scheds[0]);
+        if (first != i) continue; /* once per configuration */
+        kv_model m;
+        hw_profile p;
+        kv_plan pl;
+        int *steps;
+        if (exp_plan(R->s, r, &m, &p, &pl, &steps)) continue;
+        free(steps);
+        pl.split_steps = NULL;
+        int lmax = sched_lmax(&m, &p, &pl);
+        if (lmax < 0) continue;
+        double *ts = malloc(sizeof(double) * (size_t)(lmax + 1));
+        sim_result sr;
+        int bad = !ts;
+        for (int l = 0; l <= lmax && !bad; l++) {
+            pl.split = l;
+            bad = sim_run(sx, &m, &p, &pl, &sr) != KV_OK;
+            if (!bad) ts[l] = sr.decode_s;
+        }
+        if (!bad) {
+            exp_mark mk[SCHED_COUNT];
+            int nm = 0;
+            for (int k = 0; k < R->s->nscheds; k++) {
+                int j = find(R, i, KV_POL_KVPR, (int)R->s->scheds[k]);
+                if (ok(R, j)) mk[nm++] = (exp_mark){sched_name(R->s->scheds[k]), (int)R->res[j].split0, R->res[j].decode_s};
+            }
+            char name[128], cl[200];
+            snprintf(name, sizeof name, "%s-sweep%d", R->s->name, done + 1);
+            cfg_label(R, i, cl, sizeof cl);
+            exp_plot_sweep(dir, name, cl, ts, lmax + 1, mk, nm);
+            done++;
+        }
+        free(ts);
+    }
+    sim_free(sx);
+}
+
+/* heat-map of kvpr's speed-up (first scheduler) over hardware x model, with the split l/s */
+static void heat(const rep *R, const char *dir, FILE *o) {
+    const exp_spec *s = R->s;
+    fprintf(o, "\n%-26s %-20s %8s %8s %10s %9s %6s   (kvpr/%s, %s b%d p%d g%d)\n", "hardware", "model", "H2D GB/s", "TFLOP/s",
+            "B/F B/kFLOP", "speed-up", "l/s", sched_name(s->scheds[0]), kv_mode_name(s->modes[0]), s->batch[0], s->prompt[0], s->gen[0]);
+    char dat[700], gp[700];
+    snprintf(dat, sizeof dat, "%s/%s-heatmap.dat", dir, s->name);
+    FILE *f = fopen(dat, "w");
+    if (!f) return;
+    for (int h = 0; h < s->nhws; h++) {
+        for (int m = 0; m < s->nmodels; m++) {
+            double v = NAN, ls = NAN;
+            for (int i = 0; i < R->n; i++) {
+                const exp_run *r = &R->runs[i];
+                if (r->hw != h || r->model != m || r->mode || r->batch || r->prompt || r->gen || r->pol != KV_POL_KVPR ||
+                    r->sched != (int)s->scheds[0] || !ok(R, i))
+                    continue;
+                int off = find(R, i, KV_POL_OFFLOAD, -1);
+                if (ok(R, off)) v = R->res[off].decode_s / R->res[i].decode_s, ls = R->res[i].split0 / s->prompt[0];
+            }
+            hw_profile p;
+            double bw = 0, tf = 0;
+            if (hw_profile_resolve(s->hws[h], &p) == KV_OK) bw = p.link.h2d.bandwidth.value / 1e9, tf = p.gpu.peak_flops.value / 1e12;
+            fprintf(o, "%-26s %-20s %8.1f %8.0f %10.3f ", s->hws[h], s->models[m], bw, tf, bw / tf); /* GB/s per TFLOP/s = B/kFLOP */
+            if (isnan(v)) fprintf(o, "%9s %6s\n", "n/a", "");
+            else fprintf(o, "%8.3fx %6.2f\n", v, ls);
+            if (isnan(v)) fprintf(f, "%d %d NaN \"does not fit\"\n", m, h);
+            else fprintf(f, "%d %d %.6g \"%.2fx\"\n", m, h, v, v);
+        }
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    snprintf(gp, sizeof gp, "%s/%s-heatmap.gp", dir, s->name);
+    if (!(f = fopen(gp, "w"))) return;
+    for (int fmt = 0; fmt < 2; fmt++) {
+        fprintf(f, "set terminal %s size %d,%d\nset output '%s/%s-heatmap.%s'\n", fmt ? "svg" : "pngcairo", 420 + 150 * s->nmodels,
+                200 + 40 * s->nhws, dir, s->name, fmt ? "svg" : "png");
+        fprintf(f, "set title 'speed-up of kvpr (%s) over offloading' noenhanced\nset view map\nset palette defined (0 'white', 0.5 'orange', 1 'red')\nset cbrange [1:2]\n"
+                   "set cblabel 'speed-up'\nset xtics (",
+                sched_name(s->scheds[0]));
+        for (int m = 0; m < s->nmodels; m++) fprintf(f, "%s'%s' %d", m ? ", " : "", s->models[m], m);
+        fprintf(f, ") noenhanced\nset ytics (");
+        for (int h = 0; h < s->nhws; h++) fprintf(f, "%s'%s' %d", h ? ", " : "", s->hws[h], h);
+        fprintf(f, ") noenhanced\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\nset lmargin 28\n", s->nmodels - 0.5, s->nhws - 0.5);
+        fprintf(f, "plot '%s' using 1:2:3 with image notitle, '%s' using 1:2:4 with labels notitle\n", dat, dat);
+    }
+    fclose(f);
+    exp_gnuplot(gp);
+}
+
+/* one decode step (the middle one) of the timeline configuration, per policy: bars per resource */
+static void fig_timeline(const rep *R, kv_db *db, const char *dir) {
+    int c = -1;
+    for (int i = 0; i < R->n && c < 0; i++)
+        if (exp_match(R->s, &R->runs[i], &R->s->timeline) && ok(R, i)) c = i;
+    if (c < 0) return;
+    int nc = ncols(R), base = c - (c % nc);
+    char dat[700], gp[700];
+    snprintf(dat, sizeof dat, "%s/%s-timeline.dat", dir, R->s->name);
+    FILE *f = fopen(dat, "w");
+    if (!f) return;
+    int step = R->s->gen[R->runs[c].gen] / 2 - 1, rows = 0;
+    if (step < 0) step = 0;
+    char ytics[2048] = "";
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db_handle(db),
+                           "SELECT op, resource, start_ps, end_ps FROM spans WHERE run_id = ? AND step = ? ORDER BY start_ps", -1, &q,
+                           NULL) != SQLITE_OK) {
+        fclose(f);
+        return;
+    }
+    for (int k = 0; k < nc; k++) {
+        int i = base + k;
+        if (!ok(R, i)) continue;
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, R->res[i].id);
+        sqlite3_bind_int(q, 2, step);
+        int64_t t0 = -1;
+        char lab[64];
+        col_label(&R->runs[i], lab, sizeof lab);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            const char *op = (const char *)sqlite3_column_text(q, 0), *res = (const char *)sqlite3_column_text(q, 1);
+            int64_t a = sqlite3_column_int64(q, 2), b = sqlite3_column_int64(q, 3);
+            if (t0 < 0) t0 = a;
+            int ri = 0, oi = 0;
+            for (int x = 0; x < KV_RES_COUNT; x++) if (!strcmp(res, kv_res_name((kv_resource)x))) ri = x;
+            for (int x = 0; x < KV_OP_COUNT; x++) if (!strcmp(op, kv_op_name((kv_op)x))) oi = x;
+            double y = rows * 5 + ri;
+            fprintf(f, "%.6f %.1f %.6f %.6f %.2f %.2f %d\n", (a - t0) / 1e9, y, (a - t0) / 1e9, (b - t0) / 1e9, y - 0.4, y + 0.4, oi + 1);
+        }
+        size_t l = strlen(ytics);
+        for (int x = 0; x < KV_RES_COUNT && l < sizeof ytics - 80; x++) {
+            snprintf(ytics + l, sizeof ytics - l, "%s'%s %s' %d", l ? ", " : "", lab, kv_res_name((kv_resource)x), rows * 5 + x);
+            l = strlen(ytics);
+        }
+        rows++;
+    }
+    sqlite3_finalize(q);
+    fclose(f);
+    if (!rows) return;
+    snprintf(gp, sizeof gp, "%s/%s-timeline.gp", dir, R->s->name);
+    if (!(f = fopen(gp, "w"))) return;
+    char cl[200];
+    cfg_label(R, c, cl, sizeof cl);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        fprintf(f, "set terminal %s size 1100,%d\nset output '%s/%s-timeline.%s'\n", fmt ? "svg" : "pngcairo", 160 + 110 * rows, dir,
+                R->s->name, fmt ? "svg" : "png");
+        fprintf(f, "set title 'decode step %d of %s, per policy' noenhanced\nset xlabel 'time in the step (ms)'\n"
+                   "set ytics (%s) noenhanced\nset grid xtics\nset style fill solid 0.9 border -1\nset key outside right noenhanced\n"
+                   "set lmargin 26\nset yrange [-1:%d]\nplot ",
+                step, cl, ytics, rows * 5 - 1);
+        static const char *const col[KV_OP_COUNT] = {"#7b3294", "#c2a5cf", "#4dac26", "#e66101", "#fdb863", "#92c5de",
+                                                     "#0571b0", "#404040", "#ca0020", "#f4a582", "#b8e186", "#5e3c99"};
+        for (int k = 0; k < KV_OP_COUNT; k++)
+            fprintf(f, "%s'%s' using 1:($7==%d?$2:1/0):3:4:5:6 with boxxyerror lc rgb '%s' title '%s'", k ? ", " : "", dat, k + 1,
+                    col[k], kv_op_name((kv_op)k));
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    exp_gnuplot(gp);
+}
+
+kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FILE *o) {
+    rep R = {.s = s};
+    kv_status st = exp_runs(s, &R.runs, &R.n);
+    if (st) return st;
+    R.res = calloc((size_t)(R.n ? R.n : 1), sizeof *R.res);
+    kv_db *db = NULL;
+    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!st) st = db_open(dbpath, 30000, &db);
+    if (!st) st = load(&R, db);
+    if (!dir) dir = "plots";
+    mkdir(dir, 0755);
+    if (!st) {
+        int missing = 0;
+        for (int i = 0; i < R.n; i++) missing += !R.res[i].present;
+        fprintf(o, "== %s: %s\n", s->name, s->title);
+        if (missing) fprintf(o, "(%d of %d runs are not in %s yet: run the missing shards and merge them)\n", missing, R.n, dbpath);
+        main_table(&R, o);
+        claims_table(&R, o);
+        if (s->fig_heatmap) heat(&R, dir, o);
+        if (s->fig_bars) fig_bars(&R, dir);
+        if (s->has_sweep) fig_sweep(&R, dir);
+        if (s->has_timeline) fig_timeline(&R, db, dir);
+    }
+    db_close(db);
+    free(R.runs);
+    free(R.res);
+    return st;
+}

@@ -1,0 +1,239 @@
+/* exp run: executes an experiment's runs into results.db: in parallel worker processes that
+ * each write their own database file (merged at the end, as shards are), or one shard of the
+ * sweep for a cluster's job array. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "../sim/sim.h"
+#include <sqlite3.h>
+#include "exp.h"
+
+int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f) {
+    for (int i = 0; i < f->n; i++) {
+        const char *k = f->f[i].key, *v = f->f[i].val;
+        char num[32];
+        const char *have = NULL;
+        if (!strcmp(k, "model")) have = s->models[r->model];
+        else if (!strcmp(k, "hw")) have = s->hws[r->hw];
+        else if (!strcmp(k, "mode")) have = kv_mode_name(s->modes[r->mode]);
+        else if (!strcmp(k, "policy")) have = kv_policy_name(r->pol);
+        else if (!strcmp(k, "scheduler")) have = r->sched >= 0 ? sched_name((sched_kind)r->sched) : "-";
+        else {
+            int x = !strcmp(k, "batch") ? s->batch[r->batch] : !strcmp(k, "prompt") ? s->prompt[r->prompt] : s->gen[r->gen];
+            snprintf(num, sizeof num, "%d", x);
+            have = num;
+        }
+        if (strcasecmp(have, v) != 0) return 0;
+    }
+    return 1;
+}
+
+kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps) {
+    kv_status st;
+    *steps = NULL;
+    if ((st = kv_model_resolve(s->models[r->model], m)) || (st = hw_profile_resolve(s->hws[r->hw], p))) return st;
+    kv_plan_defaults(pl);
+    pl->mode = s->modes[r->mode];
+    pl->policy = r->pol;
+    pl->batch = s->batch[r->batch];
+    pl->nb = pl->mode == KV_MODE_THROUGHPUT ? s->nb : 1;
+    pl->prompt = s->prompt[r->prompt];
+    pl->gen = s->gen[r->gen];
+    pl->prefetch = s->prefetch;
+    pl->keep_act = s->keep_act;
+    if (r->pol != KV_POL_KVPR) return KV_OK;
+    sched_result sr;
+    if ((st = sched_plan((sched_kind)r->sched, m, p, pl, NULL, &sr))) return st;
+    pl->split = sr.split;
+    pl->split_steps = *steps = sr.splits; /* ownership moves to the caller */
+    return KV_OK;
+}
+
+static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db *db) {
+    kv_model m;
+    hw_profile p;
+    kv_plan pl;
+    int *steps;
+    char key[512];
+    exp_run_key(s, r, key, sizeof key);
+    kv_status st = exp_plan(s, r, &m, &p, &pl, &steps);
+    sim_result res;
+    if (!st) st = sim_run(sx, &m, &p, &pl, &res);
+    if (st == KV_ENOFIT) {
+        /* recorded, so that a report over merged shards can say which configurations do not fit */
+        char plan[1200];
+        snprintf(plan, sizeof plan, "{\"nofit\": \"%.1000s\"}", kv_errmsg());
+        for (char *c = plan + 11; *c; c++)
+            if (*c == '\\') *c = '/';
+        db_run_info in = {.kind = "sim", .model = s->models[r->model], .hardware = s->hws[r->hw], .workload = "{}",
+                          .plan = plan, .run_key = key};
+        int64_t id;
+        free(steps);
+        if ((st = db_run_begin(db, &in, &id)) || (st = db_run_metric(db, id, "fits", 0, "")) || (st = db_run_commit(db)))
+            return st;
+        return KV_ENOFIT;
+    }
+    if (!st) {
+        int spans = s->has_timeline && exp_match(s, r, &s->timeline);
+        st = sim_write_db(sx, db, &m, &p, &pl, &res, key, spans, NULL);
+    }
+    free(steps);
+    if (st) return kv_errctx(st, "%s: ", key);
+    return KV_OK;
+}
+
+static void bar(int done, int total) {
+    int w = 40, k = total ? done * w / total : w;
+    fprintf(stderr, "\r  [");
+    for (int i = 0; i < w; i++) fputc(i < k ? '=' : i == k ? '>' : ' ', stderr);
+    fprintf(stderr, "] %d/%d runs", done, total);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Runs the selected runs (indices sel[0..n)) in this process; reports each finished run as a
+ * byte on fd (or -1). */
+static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel, int n, const char *dbpath, int fd,
+                          int *ran, int *nofit) {
+    kv_db *db;
+    kv_status st = db_open(dbpath, 30000, &db);
+    if (st) return st;
+    sim_ctx *sx = sim_new();
+    if (!sx) {
+        db_close(db);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        st = run_one(s, &runs[sel[i]], sx, db);
+        if (st == KV_ENOFIT) (*nofit)++, st = KV_OK;
+        else if (!st) (*ran)++;
+        if (st) break;
+        if (fd >= 0 && write(fd, "x", 1) != 1) break;
+    }
+    sim_free(sx);
+    db_close(db);
+    return st;
+}
+
+static void unlink_db(const char *path) {
+    char p[1024];
+    unlink(path);
+    snprintf(p, sizeof p, "%.1000s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%.1000s-shm", path);
+    unlink(p);
+}
+
+kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit) {
+    exp_run *runs;
+    int n;
+    kv_status st = exp_runs(s, &runs, &n);
+    if (st) return st;
+    int *sel = malloc((size_t)(n ? n : 1) * sizeof *sel), ns = 0;
+    if (!sel) {
+        free(runs);
+        return kv_errorf(KV_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        if (o->nshard <= 1 || i % o->nshard == o->shard - 1) sel[ns++] = i;
+    *ran = *nofit = 0;
+    int jobs = o->jobs < 1 ? 1 : o->jobs > ns ? (ns ? ns : 1) : o->jobs;
+    if (jobs == 1) {
+        int done = 0;
+        if (o->progress) bar(0, ns);
+        for (int i = 0; i < ns && !st; i++) {
+            st = run_list(s, runs, sel + i, 1, o->db, -1, ran, nofit);
+            if (o->progress) bar(++done, ns);
+        }
+        free(runs);
+        free(sel);
+        return st;
+    }
+    /* Workers: worker w takes every jobs-th run and writes its own database, merged at the end. */
+    int pfd[2];
+    if (pipe(pfd)) {
+        free(runs);
+        free(sel);
+        return kv_errorf(KV_EIO, "pipe failed");
+    }
+    pid_t pids[64];
+    char paths[64][600];
+    if (jobs > 64) jobs = 64;
+    int *part = malloc((size_t)ns * sizeof *part);
+    for (int w = 0; w < jobs; w++) {
+        int k = 0;
+        for (int i = w; i < ns; i += jobs) part[k++] = sel[i];
+        snprintf(paths[w], sizeof paths[w], "%s.job%d-%d", o->db, (int)getpid(), w);
+        unlink_db(paths[w]);
+        fflush(NULL);
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            close(pfd[0]);
+            int r = 0, nf = 0;
+            kv_status ws = run_list(s, runs, part, k, paths[w], pfd[1], &r, &nf);
+            if (ws) fprintf(stderr, "\nkvpr: %s\n", kv_errmsg());
+            /* exit status carries "did not fit" counts back: ran and nofit travel through the db */
+            _exit(ws ? 1 : 0);
+        }
+        if (pids[w] < 0) {
+            st = kv_errorf(KV_EIO, "fork failed");
+            jobs = w;
+            break;
+        }
+    }
+    free(part);
+    close(pfd[1]);
+    char buf[256];
+    int done = 0;
+    ssize_t got;
+    if (o->progress) bar(0, ns);
+    while ((got = read(pfd[0], buf, sizeof buf)) > 0) {
+        done += (int)got;
+        if (o->progress) bar(done, ns);
+    }
+    close(pfd[0]);
+    int failed = 0;
+    for (int w = 0; w < jobs; w++) {
+        int wst;
+        if (waitpid(pids[w], &wst, 0) != pids[w] || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) failed = 1;
+    }
+    if (!st && failed) st = kv_errorf(KV_EIO, "a worker failed (its message is above); completed runs are kept in %s.job*", o->db);
+    if (!st) {
+        kv_db *db;
+        if (!(st = db_open(o->db, 30000, &db))) {
+            for (int w = 0; w < jobs && !st; w++) st = db_merge(db, paths[w]);
+            db_close(db);
+        }
+        if (!st)
+            for (int w = 0; w < jobs; w++) unlink_db(paths[w]);
+    }
+    /* count what landed */
+    if (!st) {
+        kv_db *db;
+        if (!(st = db_open(o->db, 30000, &db))) {
+            for (int i = 0; i < ns; i++) {
+                char key[512];
+                exp_run_key(s, &runs[sel[i]], key, sizeof key);
+                sqlite3_stmt *q;
+                if (sqlite3_prepare_v2(db_handle(db),
+                                       "SELECT coalesce((SELECT value FROM metrics m WHERE m.run_id = r.id AND name = 'fits'), 1)"
+                                       " FROM runs r WHERE run_key = ?", -1, &q, NULL) != SQLITE_OK)
+                    continue;
+                sqlite3_bind_text(q, 1, key, -1, SQLITE_TRANSIENT);
+                if (sqlite3_step(q) == SQLITE_ROW) {
+                    if (sqlite3_column_double(q, 0) > 0) (*ran)++;
+                    else (*nofit)++;
+                }
+                sqlite3_finalize(q);
+            }
+            db_close(db);
+        }
+    }
+    free(runs);
+    free(sel);
+    return st;
+}
