@@ -113,7 +113,7 @@ static int cmp_row(const void *a, const void *b) {
 }
 
 int cmd_validate(int argc, char **argv) {
-    const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots/out";
+    const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots";
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
