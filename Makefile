@@ -19,19 +19,34 @@ endif
 CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SAN) -DKVPR_VERSION='"$(VERSION)"' \
            -DKVPR_DATADIR='"$(CURDIR)"' -DKVPR_BUILD='"$(CURDIR)/$(BUILD)"'
 LDFLAGS := $(SAN)
-LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lgslcblas -lm -lpthread
+LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lopenblas -lm -lpthread
 TESTLIBS:= -lcmocka
+# CUDA: the engine's CUDA backend and kernels build wherever nvcc exists; without it kvpr-engine
+# has the host backend only. kvpr itself never links CUDA.
+CUDA_HOME ?= /usr/local/cuda
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
+CUARCH  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVFLAGS := -O2 -std=c++17 $(CUARCH) -Xcompiler -Wall,-Wextra $(if $(filter true,$(CI)),-Werror all-warnings,)
 
 LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c exp/*.c)
+ENGSRC  := engine/exec.c engine/host.c kernels/ref.c
+ENGOBJ  := $(ENGSRC:%.c=$(BUILD)/%.o)
+ifneq ($(NVCC),)
+CUOBJ   := $(BUILD)/engine/cuda.o $(BUILD)/kernels/attention.o $(BUILD)/kernels/activate.o
+CULIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+else
+CUOBJ   := $(BUILD)/engine/nocuda.o
+CULIBS  :=
+endif
 CLISRC  := $(wildcard cli/*.c)
 TESTSRC := $(wildcard tests/*.c)
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
 CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
 TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
-DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(BUILD)/bench/bench.d
+DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(ENGOBJ:.o=.d) $(BUILD)/bench/bench.d $(BUILD)/engine/main.d
 
 .PHONY: all deps test run bench asan clean
-all: deps $(BUILD)/kvpr $(BUILD)/kvpr-tests
+all: deps $(BUILD)/kvpr $(BUILD)/kvpr-engine $(BUILD)/kvpr-tests
 
 deps:
 	@./scripts/deps.sh
@@ -39,6 +54,13 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -I. -c $< -o $@
+
+$(BUILD)/kvpr-engine: $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(BUILD)/libkvpr.a $(LIBS) $(CULIBS)
 
 $(BUILD)/libkvpr.a: $(LIBOBJ)
 	@rm -f $@
@@ -50,8 +72,8 @@ $(BUILD)/kvpr: $(CLIOBJ) $(BUILD)/libkvpr.a
 $(BUILD)/kvpr-bench: $(BUILD)/bench/bench.o $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/kvpr-tests: $(TESTOBJ) $(BUILD)/libkvpr.a
-	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(BUILD)/libkvpr.a $(LIBS) $(TESTLIBS)
+$(BUILD)/kvpr-tests: $(TESTOBJ) $(ENGOBJ) $(BUILD)/engine/nocuda.o $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(ENGOBJ) $(BUILD)/engine/nocuda.o $(BUILD)/libkvpr.a $(LIBS) $(TESTLIBS)
 
 test: all
 	cd $(BUILD) && ./kvpr-tests

@@ -9,8 +9,10 @@ struct sim_ctx {
     sim_des *des;
     double *step_end, *step_s;
     int steps_cap;
-    int32_t *last_ffn; /* per (layer, mb) slot: index of the ffn task, to find buffer owners */
-    int32_t lf_cap;
+    int32_t *last_ffn; /* ring over (layer, mb) slots: the ffn task, to find buffer owners */
+    int32_t *last_wb;  /* same ring: the slot's write-back, which reads it after its ffn may be done */
+    int32_t *cache_wb; /* per (layer, mb): the last write-back into that host cache */
+    int32_t lf_cap, cw_cap;
 };
 
 sim_ctx *sim_new(void) {
@@ -30,6 +32,8 @@ void sim_free(sim_ctx *s) {
     free(s->step_end);
     free(s->step_s);
     free(s->last_ffn);
+    free(s->last_wb);
+    free(s->cache_wb);
     free(s);
 }
 
@@ -121,12 +125,20 @@ static kv_status expand(sim_ctx *sx, const kv_model *m, const hw_profile *p, con
     /* Ring of the last D*nb+nb ffn tasks in (layer, mb) order: the buffer owners. */
     int32_t ring = D * nb + nb + 1;
     if (ring > sx->lf_cap) {
-        int32_t *q = realloc(sx->last_ffn, (size_t)ring * sizeof *q);
-        if (!q) return kv_errorf(KV_ENOMEM, "sim: out of memory");
-        sx->last_ffn = q;
+        int32_t *q = realloc(sx->last_ffn, (size_t)ring * sizeof *q), *w = q ? realloc(sx->last_wb, (size_t)ring * sizeof *w) : NULL;
+        if (q) sx->last_ffn = q;
+        if (!w) return kv_errorf(KV_ENOMEM, "sim: out of memory");
+        sx->last_wb = w;
         sx->lf_cap = ring;
     }
-    for (int32_t i = 0; i < ring; i++) sx->last_ffn[i] = -1;
+    if (nslots > sx->cw_cap) {
+        int32_t *q = realloc(sx->cache_wb, (size_t)nslots * sizeof *q);
+        if (!q) return kv_errorf(KV_ENOMEM, "sim: out of memory");
+        sx->cache_wb = q;
+        sx->cw_cap = (int32_t)nslots;
+    }
+    for (int32_t i = 0; i < ring; i++) sx->last_ffn[i] = sx->last_wb[i] = -1;
+    for (int64_t i = 0; i < nslots; i++) sx->cache_wb[i] = -1;
     int64_t v = 0; /* running (step, layer, mb) index */
     step_cost c;
     for (int t = 0; t < T; t++) {
@@ -146,11 +158,17 @@ static kv_status expand(sim_ctx *sx, const kv_model *m, const hw_profile *p, con
             for (k = 0; k < nb; k++, v++) {
                 int32_t act = -1, kv = -1, qkv, rec = -1, attn = -1, ffn, wb = -1;
                 int32_t buf = v - D * (int64_t)nb >= 0 ? sx->last_ffn[(v - (int64_t)D * nb) % ring] : -1;
-                if (paper) buf = v - 1 >= 0 ? sx->last_ffn[(v - 1) % ring] : -1;
+                /* as the engine: a slot is free once its last user's write-back has read it, and a host
+                 * cache's rows once last step's write-back into it is done */
+                int32_t bufwb = v - D * (int64_t)nb >= 0 ? sx->last_wb[(v - (int64_t)D * nb) % ring] : -1;
+                int32_t cwb = sx->cache_wb[(int64_t)j * nb + k];
+                if (paper) buf = v - 1 >= 0 ? sx->last_ffn[(v - 1) % ring] : -1, bufwb = cwb = -1;
                 if (offl && c.l > 0) {
                     TASK(act, KV_OP_ACT_H2D, KV_RES_H2D);
                     set_copy(sim_des_get(d, act), c.act_b, c.act_w, c.a_h2d, c.act_b);
                     DEP(buf, act);
+                    DEP(bufwb, act);
+                    DEP(cwb, act);
                 }
                 if (w_on_cpu && k == 0) {
                     double wbytes = wkv >= 0 ? layer_bytes - wkv_bytes : layer_bytes, ww;
@@ -163,10 +181,13 @@ static kv_status expand(sim_ctx *sx, const kv_model *m, const hw_profile *p, con
                     TASK(kv, KV_OP_KV_H2D, KV_RES_H2D);
                     set_copy(sim_des_get(d, kv), c.kv_b, c.kv_w, c.a_h2d, c.kv_b);
                     DEP(buf, kv);
+                    DEP(bufwb, kv);
+                    DEP(cwb, kv);
                 }
                 TASK(qkv, KV_OP_QKV, KV_RES_GPU);
                 sim_des_get(d, qkv)->fixed_s = paper ? 0 : c.qkv;
                 DEP(w, qkv);
+                DEP(bufwb, qkv);
                 if (act >= 0) {
                     TASK(rec, KV_OP_RECOMPUTE, KV_RES_GPU);
                     sim_task *r = sim_des_get(d, rec);
@@ -209,8 +230,10 @@ static kv_status expand(sim_ctx *sx, const kv_model *m, const hw_profile *p, con
                     TASK(wb, KV_OP_KV_D2H, KV_RES_D2H);
                     set_copy(sim_des_get(d, wb), c.wb_b, c.wb_w, c.a_d2h, 0);
                     DEP(qkv, wb);
+                    sx->cache_wb[(int64_t)j * nb + k] = wb;
                 }
                 sx->last_ffn[v % ring] = ffn;
+                sx->last_wb[v % ring] = wb;
             }
         }
     }

@@ -37,6 +37,17 @@ hw_profile hwp(const char *name);
 typedef struct {
     int run, failed;
 } tcount;
+/* Marks the running test skipped (counted apart from passes), e.g. a GPU test without a GPU. */
+extern int tests_skipped;
+#define test_skip()          \
+    do {                     \
+        tests_skipped++;     \
+        skip();              \
+    } while (0)
+#ifndef KVPR_BUILD
+#define KVPR_BUILD "."
+#endif
+#define KVPR_BUILD_DIR KVPR_BUILD
 void tgroup(tcount *c, const char *name, const struct CMUnitTest *t, size_t n);
 #define RUN_GROUP(c, name, arr) tgroup(c, name, arr, sizeof(arr) / sizeof((arr)[0]))
 
@@ -48,5 +59,6 @@ void group_cli(tcount *c);
 void group_sim(tcount *c);
 void group_sched(tcount *c);
 void group_exp(tcount *c);
+void group_engine(tcount *c);
 
 #endif

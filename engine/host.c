@@ -1,0 +1,286 @@
+/* eng_host: the host backend. One thread per stream runs that stream's operations in order;
+ * events are timestamps with a flag, and a wait blocks its stream until the event is recorded,
+ * as cudaStreamWaitEvent does. Copies are memcpy, GEMMs OpenBLAS sgemm on fp32 copies of the
+ * fp16 operands (fp32 accumulate, as cuBLAS's GemmEx with CUBLAS_COMPUTE_32F). */
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "../kernels/ref.h"
+#include "backend.h"
+
+float eng_h2f(eng_half h) {
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    return (float)x;
+}
+
+eng_half eng_f2h(float f) {
+    _Float16 x = (_Float16)f;
+    eng_half h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+
+typedef enum { OP_COPY, OP_GEMM, OP_ATTN, OP_ACT, OP_NORM, OP_RECORD, OP_WAIT } op_kind;
+
+typedef struct {
+    op_kind k;
+    void *dst;
+    const void *src, *src2;
+    size_t bytes;
+    int M, N, K, ctx, nh, nkv, d, ev;
+    float beta;
+    eng_act act;
+} op_t;
+
+typedef struct {
+    pthread_t th;
+    op_t *q;
+    int head, tail, cap; /* ring */
+    int busy;
+    float *sa, *sb, *sc; /* sgemm scratch */
+    size_t na, nb, nc;
+} hstream;
+
+struct eng_backend {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* any change: new op, op done, event recorded */
+    hstream s[ENG_NSTREAMS];
+    int stop;
+    int nev;
+    int *ev_done;
+    double *ev_t; /* seconds, CLOCK_MONOTONIC */
+    kv_status err;
+    char errmsg[256];
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int ensure(float **p, size_t *n, size_t need) {
+    if (*n >= need) return 0;
+    float *q = realloc(*p, need * sizeof *q);
+    if (!q) return -1;
+    *p = q;
+    *n = need;
+    return 0;
+}
+
+static void run_gemm(hstream *st, const op_t *o) {
+    size_t mk = (size_t)o->M * o->K, kn = (size_t)o->K * o->N, mn = (size_t)o->M * o->N;
+    if (ensure(&st->sa, &st->na, mk) || ensure(&st->sb, &st->nb, kn) || ensure(&st->sc, &st->nc, mn)) abort();
+    const eng_half *A = o->src, *B = o->src2;
+    eng_half *C = o->dst;
+    for (size_t i = 0; i < mk; i++) st->sa[i] = eng_h2f(A[i]);
+    for (size_t i = 0; i < kn; i++) st->sb[i] = eng_h2f(B[i]);
+    if (o->beta != 0)
+        for (size_t i = 0; i < mn; i++) st->sc[i] = eng_h2f(C[i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o->M, o->N, o->K, 1.0f, st->sa, o->K, st->sb, o->N, o->beta,
+                st->sc, o->N);
+    for (size_t i = 0; i < mn; i++) C[i] = eng_f2h(st->sc[i]);
+}
+
+static void execute(eng_backend *b, hstream *st, const op_t *o) {
+    switch (o->k) {
+    case OP_COPY: memcpy(o->dst, o->src, o->bytes); break;
+    case OP_GEMM: run_gemm(st, o); break;
+    case OP_ATTN: kref_attention_f(o->src, o->src2, o->dst, o->M, o->ctx, o->nh, o->nkv, o->d); break;
+    case OP_ACT: kref_activate_f(o->src, o->dst, o->M, o->N, (int)o->act); break;
+    case OP_NORM: kref_rmsnorm_f(o->src, o->dst, o->M, o->N); break;
+    case OP_RECORD:
+        pthread_mutex_lock(&b->mu);
+        b->ev_t[o->ev] = now_s();
+        b->ev_done[o->ev] = 1;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        break;
+    case OP_WAIT:
+        pthread_mutex_lock(&b->mu);
+        while (!b->ev_done[o->ev] && !b->stop) pthread_cond_wait(&b->cv, &b->mu);
+        pthread_mutex_unlock(&b->mu);
+        break;
+    }
+}
+
+typedef struct {
+    eng_backend *b;
+    int i;
+} targ;
+
+static void *worker(void *arg) {
+    eng_backend *b = ((targ *)arg)->b;
+    hstream *st = &b->s[((targ *)arg)->i];
+    free(arg);
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (st->head == st->tail && !b->stop) pthread_cond_wait(&b->cv, &b->mu);
+        if (b->stop) break;
+        op_t o = st->q[st->head % st->cap];
+        st->busy = 1;
+        pthread_mutex_unlock(&b->mu);
+        execute(b, st, &o);
+        pthread_mutex_lock(&b->mu);
+        st->head++;
+        st->busy = 0;
+        pthread_cond_broadcast(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+static kv_status enqueue(eng_backend *b, int s, const op_t *o) {
+    if (s < 0 || s >= ENG_NSTREAMS) return kv_errorf(KV_EINVAL, "host backend: no stream %d", s);
+    hstream *st = &b->s[s];
+    pthread_mutex_lock(&b->mu);
+    if (st->tail - st->head == st->cap) {
+        /* grow the ring: copy the live part in order */
+        int nc = st->cap * 2;
+        op_t *q = malloc((size_t)nc * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&b->mu);
+            return kv_errorf(KV_ENOMEM, "host backend: out of memory");
+        }
+        for (int i = st->head; i < st->tail; i++) q[i - st->head] = st->q[i % st->cap];
+        st->tail -= st->head;
+        st->head = 0;
+        free(st->q);
+        st->q = q;
+        st->cap = nc;
+    }
+    if (o->k == OP_RECORD) b->ev_done[o->ev] = 0; /* a wait enqueued from now on waits for this record */
+    st->q[st->tail % st->cap] = *o;
+    st->tail++;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    return KV_OK;
+}
+
+static void h_close(eng_backend *b) {
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = 1;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < ENG_NSTREAMS; i++) {
+        if (b->s[i].q) pthread_join(b->s[i].th, NULL);
+        free(b->s[i].q);
+        free(b->s[i].sa), free(b->s[i].sb), free(b->s[i].sc);
+    }
+    free(b->ev_done);
+    free(b->ev_t);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+}
+
+static kv_status h_open(eng_backend **out, int device, int n_events) {
+    (void)device;
+    if (n_events < 1) return kv_errorf(KV_EINVAL, "host backend: need at least one event");
+    eng_backend *b = calloc(1, sizeof *b);
+    if (!b) return kv_errorf(KV_ENOMEM, "host backend: out of memory");
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->nev = n_events;
+    b->ev_done = calloc((size_t)n_events, sizeof *b->ev_done);
+    b->ev_t = calloc((size_t)n_events, sizeof *b->ev_t);
+    if (!b->ev_done || !b->ev_t) {
+        h_close(b);
+        return kv_errorf(KV_ENOMEM, "host backend: out of memory for %d events", n_events);
+    }
+    for (int i = 0; i < ENG_NSTREAMS; i++) {
+        b->s[i].cap = 1024;
+        b->s[i].q = malloc(1024 * sizeof(op_t));
+        targ *a = malloc(sizeof *a);
+        if (!b->s[i].q || !a || (a->b = b, a->i = i, pthread_create(&b->s[i].th, NULL, worker, a) != 0)) {
+            free(a);
+            free(b->s[i].q);
+            b->s[i].q = NULL;
+            h_close(b);
+            return kv_errorf(KV_ENOMEM, "host backend: cannot start stream threads");
+        }
+    }
+    *out = b;
+    return KV_OK;
+}
+
+static kv_status h_info(eng_backend *b, char *name, size_t n, double *free_b, double *total_b) {
+    (void)b;
+    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    snprintf(name, n, "host (CPU threads, OpenBLAS)");
+    *total_b = (double)pages * (double)ps;
+    *free_b = (double)avail * (double)ps;
+    return KV_OK;
+}
+
+static kv_status h_alloc(eng_backend *b, void **p, size_t bytes) {
+    (void)b;
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? KV_OK : kv_errorf(KV_ENOMEM, "host backend: cannot allocate %.1f MiB of 'device' memory", (double)bytes / 1048576.0);
+}
+static void h_free(eng_backend *b, void *p) { (void)b, free(p); }
+static kv_status h_halloc(eng_backend *b, void **p, size_t bytes, int pinned) {
+    (void)pinned;
+    return h_alloc(b, p, bytes);
+}
+static void h_hfree(eng_backend *b, void *p, int pinned) { (void)b, (void)pinned, free(p); }
+
+static kv_status h_copy(eng_backend *b, int s, void *dst, const void *src, size_t bytes, int dir) {
+    (void)dir;
+    op_t o = {.k = OP_COPY, .dst = dst, .src = src, .bytes = bytes};
+    return enqueue(b, s, &o);
+}
+static kv_status h_gemm(eng_backend *b, int s, int M, int N, int K, const eng_half *A, const eng_half *B, eng_half *C, float beta) {
+    if (M <= 0 || N <= 0 || K <= 0) return kv_errorf(KV_EINVAL, "gemm: bad shape %d x %d x %d", M, N, K);
+    op_t o = {.k = OP_GEMM, .dst = C, .src = A, .src2 = B, .M = M, .N = N, .K = K, .beta = beta};
+    return enqueue(b, s, &o);
+}
+static kv_status h_attn(eng_backend *b, int s, const eng_half *q, const eng_half *kv, eng_half *out, int B, int ctx, int nh,
+                        int nkv, int d) {
+    op_t o = {.k = OP_ATTN, .dst = out, .src = q, .src2 = kv, .M = B, .ctx = ctx, .nh = nh, .nkv = nkv, .d = d};
+    return enqueue(b, s, &o);
+}
+static kv_status h_act(eng_backend *b, int s, const eng_half *x, eng_half *out, int rows, int cols, eng_act act) {
+    op_t o = {.k = OP_ACT, .src = x, .dst = out, .M = rows, .N = cols, .act = act};
+    return enqueue(b, s, &o);
+}
+static kv_status h_norm(eng_backend *b, int s, const eng_half *x, eng_half *out, int rows, int cols) {
+    op_t o = {.k = OP_NORM, .src = x, .dst = out, .M = rows, .N = cols};
+    return enqueue(b, s, &o);
+}
+static kv_status h_record(eng_backend *b, int s, int ev) {
+    if (ev < 0 || ev >= b->nev) return kv_errorf(KV_EINVAL, "host backend: no event %d", ev);
+    op_t o = {.k = OP_RECORD, .ev = ev};
+    return enqueue(b, s, &o);
+}
+static kv_status h_wait(eng_backend *b, int s, int ev) {
+    if (ev < 0 || ev >= b->nev) return kv_errorf(KV_EINVAL, "host backend: no event %d", ev);
+    op_t o = {.k = OP_WAIT, .ev = ev};
+    return enqueue(b, s, &o);
+}
+static kv_status h_sync(eng_backend *b) {
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        int idle = 1;
+        for (int i = 0; i < ENG_NSTREAMS; i++) idle &= b->s[i].head == b->s[i].tail && !b->s[i].busy;
+        if (idle) break;
+        pthread_cond_wait(&b->cv, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return KV_OK;
+}
+static kv_status h_elapsed(eng_backend *b, int ev, double *ms) {
+    if (ev < 0 || ev >= b->nev || !b->ev_done[ev] || !b->ev_done[0])
+        return kv_errorf(KV_EINVAL, "host backend: event %d was not recorded", ev);
+    *ms = 1e3 * (b->ev_t[ev] - b->ev_t[0]);
+    return KV_OK;
+}
+
+const eng_backend_type eng_host_backend = {"host", h_open, h_close, h_info, h_alloc, h_free, h_halloc, h_hfree, h_copy,
+                                            h_gemm, h_attn, h_act, h_norm, h_record, h_wait, h_sync, h_elapsed};

@@ -1,0 +1,126 @@
+/* kref: CPU references of the engine kernels. */
+#include "ref.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double h2d(uint16_t h) {
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    return (double)x;
+}
+static uint16_t f2h(float f) {
+    _Float16 x = (_Float16)f;
+    uint16_t h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+
+void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d) {
+    int row = 2 * nkv * d, grp = nh / nkv;
+    double *s = malloc(sizeof(double) * (size_t)(ctx > 0 ? ctx : 1));
+    double scale = 1.0 / sqrt((double)d);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const uint16_t *qv = q + ((size_t)b * nh + h) * d;
+            int kh = h / grp;
+            double mx = -INFINITY, sum = 0;
+            for (int p = 0; p < ctx; p++) {
+                const uint16_t *k = kv + ((size_t)p * B + b) * row + (size_t)kh * d;
+                double dot = 0;
+                for (int j = 0; j < d; j++) dot += h2d(qv[j]) * h2d(k[j]);
+                s[p] = dot * scale;
+                mx = fmax(mx, s[p]);
+            }
+            for (int p = 0; p < ctx; p++) sum += (s[p] = exp(s[p] - mx));
+            double *o = out + ((size_t)b * nh + h) * d;
+            for (int j = 0; j < d; j++) o[j] = 0;
+            for (int p = 0; p < ctx; p++) {
+                const uint16_t *v = kv + ((size_t)p * B + b) * row + (size_t)nkv * d + (size_t)kh * d;
+                for (int j = 0; j < d; j++) o[j] += s[p] / sum * h2d(v[j]);
+            }
+        }
+    free(s);
+}
+
+void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d) {
+    int row = 2 * nkv * d, grp = nh / nkv;
+    float *s = malloc(sizeof(float) * (size_t)(ctx > 0 ? ctx : 1)), *acc = malloc(sizeof(float) * (size_t)d);
+    float scale = 1.0f / sqrtf((float)d);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            const uint16_t *qv = q + ((size_t)b * nh + h) * d;
+            int kh = h / grp;
+            float mx = -INFINITY, sum = 0;
+            for (int p = 0; p < ctx; p++) {
+                const uint16_t *k = kv + ((size_t)p * B + b) * row + (size_t)kh * d;
+                float dot = 0;
+                for (int j = 0; j < d; j++) dot += (float)h2d(qv[j]) * (float)h2d(k[j]);
+                s[p] = dot * scale;
+                mx = fmaxf(mx, s[p]);
+            }
+            for (int p = 0; p < ctx; p++) sum += (s[p] = expf(s[p] - mx));
+            for (int j = 0; j < d; j++) acc[j] = 0;
+            for (int p = 0; p < ctx; p++) {
+                const uint16_t *v = kv + ((size_t)p * B + b) * row + (size_t)nkv * d + (size_t)kh * d;
+                float w = s[p] / sum;
+                for (int j = 0; j < d; j++) acc[j] += w * (float)h2d(v[j]);
+            }
+            uint16_t *o = out + ((size_t)b * nh + h) * d;
+            for (int j = 0; j < d; j++) o[j] = f2h(acc[j]);
+        }
+    free(s);
+    free(acc);
+}
+
+static double silu(double x) { return x / (1 + exp(-x)); }
+
+void kref_activate_d(const uint16_t *x, double *out, int rows, int cols, int act) {
+    for (int r = 0; r < rows; r++) {
+        double *o = out + (size_t)r * cols;
+        if (act == 2) {
+            const uint16_t *xr = x + (size_t)r * 2 * cols;
+            for (int c = 0; c < cols; c++) o[c] = silu(h2d(xr[c])) * h2d(xr[cols + c]);
+        } else {
+            const uint16_t *xr = x + (size_t)r * cols;
+            for (int c = 0; c < cols; c++) o[c] = act == 1 ? fmax(0, h2d(xr[c])) : h2d(xr[c]);
+        }
+    }
+}
+
+void kref_activate_f(const uint16_t *x, uint16_t *out, int rows, int cols, int act) {
+    for (int r = 0; r < rows; r++) {
+        uint16_t *o = out + (size_t)r * cols;
+        if (act == 2) {
+            const uint16_t *xr = x + (size_t)r * 2 * cols;
+            for (int c = 0; c < cols; c++) {
+                float g = (float)h2d(xr[c]);
+                o[c] = f2h(g / (1 + expf(-g)) * (float)h2d(xr[cols + c]));
+            }
+        } else {
+            const uint16_t *xr = x + (size_t)r * cols;
+            for (int c = 0; c < cols; c++) o[c] = act == 1 && !(h2d(xr[c]) > 0) ? 0 : xr[c];
+        }
+    }
+}
+
+void kref_rmsnorm_d(const uint16_t *x, double *out, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int c = 0; c < cols; c++) ss += h2d(x[(size_t)r * cols + c]) * h2d(x[(size_t)r * cols + c]);
+        double k = 1.0 / sqrt(ss / cols + 1e-6);
+        for (int c = 0; c < cols; c++) out[(size_t)r * cols + c] = h2d(x[(size_t)r * cols + c]) * k;
+    }
+}
+
+void kref_rmsnorm_f(const uint16_t *x, uint16_t *out, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        float ss = 0;
+        for (int c = 0; c < cols; c++) {
+            float v = (float)h2d(x[(size_t)r * cols + c]);
+            ss += v * v;
+        }
+        float k = 1.0f / sqrtf(ss / (float)cols + 1e-6f);
+        for (int c = 0; c < cols; c++) out[(size_t)r * cols + c] = f2h((float)h2d(x[(size_t)r * cols + c]) * k);
+    }
+}

@@ -1,0 +1,21 @@
+/* kref: CPU versions of the engine's kernels. The double-precision references are what every
+ * kernel (CUDA, and the host backend's float versions) is tested against.
+ * Layouts as in engine/backend.h: q [B][nh*d]; kv [ctx][B][2*nkv*d], K then V in each row;
+ * out [B][nh*d]; grouped-query attention maps query head h to KV head h / (nh / nkv). */
+#ifndef KREF_H
+#define KREF_H
+
+#include <stdint.h>
+
+void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d);
+void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d);
+/* act 1: ReLU, out [rows][cols] from x [rows][cols]; act 2: x rows are [gate | up] (2*cols),
+ * out [rows][cols] = silu(gate) * up. kref_activate_f may run in place for ReLU. */
+void kref_activate_d(const uint16_t *x, double *out, int rows, int cols, int act);
+void kref_activate_f(const uint16_t *x, uint16_t *out, int rows, int cols, int act);
+
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + 1e-6) */
+void kref_rmsnorm_d(const uint16_t *x, double *out, int rows, int cols);
+void kref_rmsnorm_f(const uint16_t *x, uint16_t *out, int rows, int cols);
+
+#endif
