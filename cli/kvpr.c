@@ -20,6 +20,8 @@ static void usage(FILE *f) {
             "  run EXPERIMENT [--jobs N] [--shard K/N]        run a sweep of experiments/, print its tables, draw its figures\n"
             "  report EXPERIMENT                              tables and figures from results.db\n"
             "  merge OUT.db SHARD.db...                       merge shard databases\n"
+            "  calibrate --from DB|SQL --base PROFILE --out P.json   fit a profile to measured timings\n"
+            "  compare --profile PROFILE [--measured all|IDS]   the simulator's error against measured engine runs\n"
             "  version                                        print the version\n"
             "\n"
             "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
@@ -48,5 +50,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(c, "report")) return cmd_report(argc - 1, argv + 1);
     if (!strcmp(c, "merge")) return cmd_merge(argc - 1, argv + 1);
+    if (!strcmp(c, "calibrate")) return cmd_calibrate(argc - 1, argv + 1);
+    if (!strcmp(c, "compare")) return cmd_compare(argc - 1, argv + 1);
     return cli_usage("unknown command '%s' (see 'kvpr --help')", c);
 }

@@ -326,3 +326,16 @@ kv_status db_merge(kv_db *db, const char *src) {
     if (st) return kv_errctx(st, "merging %s: ", src);
     return KV_OK;
 }
+
+kv_status db_metric_add(kv_db *db, int64_t run_id, const char *name, double value, const char *unit) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db->h, "INSERT OR REPLACE INTO metrics(run_id,name,value,unit) VALUES(?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
+        return dberr(db, sqlite3_errcode(db->h), "adding metric");
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_double(s, 3, value);
+    sqlite3_bind_text(s, 4, unit ? unit : "", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? KV_OK : dberr(db, rc, "adding metric");
+}

@@ -47,6 +47,9 @@ kv_status db_run_metric(kv_db *db, int64_t run_id, const char *name, double valu
 kv_status db_run_commit(kv_db *db);
 void db_run_abort(kv_db *db);
 
+/* A metric added to a committed run (its own transaction): derived results such as comparisons. */
+kv_status db_metric_add(kv_db *db, int64_t run_id, const char *name, double value, const char *unit);
+
 /* A micro-benchmark measurement (engine bench); its own transaction unless a run is open. */
 kv_status db_measurement(kv_db *db, const char *device, const char *kind, const char *params_json, double x,
                          double value, const char *unit);

@@ -97,3 +97,43 @@ char *kv_plan_json(const kv_plan *p) {
     json_decref(o);
     return s;
 }
+
+kv_status kv_plan_from_json(const char *text, kv_plan *p) {
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return kv_errorf(KV_EPARSE, "plan JSON: %s", o ? "not an object" : je.text);
+    }
+    kv_plan_defaults(p);
+    kv_status st = KV_OK;
+    const char *s;
+    if ((s = json_string_value(json_object_get(o, "mode"))) && (st = kv_mode_parse(s, &p->mode))) goto out;
+    if ((s = json_string_value(json_object_get(o, "policy"))) && (st = kv_policy_parse(s, &p->policy))) goto out;
+    struct { const char *k; int *dst; } ints[] = {{"batch", &p->batch},       {"nb", &p->nb},           {"prompt", &p->prompt},
+                                                {"gen", &p->gen},           {"split", &p->split},     {"prefetch", &p->prefetch},
+                                                {"layers", &p->layers},     {"keep_act", &p->keep_act}, {"wkv_first", &p->wkv_first},
+                                                {"pageable", &p->pageable}, {"paper_model", &p->paper_model}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        json_t *v = json_object_get(o, ints[i].k);
+        if (json_is_integer(v)) *ints[i].dst = (int)json_integer_value(v);
+        else if (json_is_boolean(v)) *ints[i].dst = json_is_true(v);
+    }
+    json_t *a = json_object_get(o, "split_steps");
+    if (json_is_array(a)) {
+        p->split_steps = malloc(sizeof(int) * (json_array_size(a) + 1));
+        if (!p->split_steps) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < json_array_size(a); i++) p->split_steps[i] = (int)json_integer_value(json_array_get(a, i));
+        if ((int)json_array_size(a) != kv_plan_steps(p)) {
+            free(p->split_steps);
+            p->split_steps = NULL;
+            st = kv_errorf(KV_EPARSE, "plan JSON: split_steps has %zu entries for %d steps", json_array_size(a), kv_plan_steps(p));
+        }
+    }
+out:
+    json_decref(o);
+    return st;
+}

@@ -70,7 +70,8 @@ int kv_plan_layers(const kv_plan *p, const kv_model *m);
  * keep_act), and the split actually used at step t (clamped to that). */
 int kv_plan_act_avail(const kv_plan *p, int step);
 int kv_plan_split_at(const kv_plan *p, int step);
-/* JSON of the plan for the runs table (malloc'ed). */
+/* JSON of the plan for the runs table (malloc'ed), and back (split_steps malloc'ed, caller frees). */
 char *kv_plan_json(const kv_plan *p);
+kv_status kv_plan_from_json(const char *text, kv_plan *p);
 
 #endif

@@ -94,6 +94,7 @@ int main(void) {
     group_sched(&c);
     group_exp(&c);
     group_engine(&c);
+    group_calib(&c);
     group_cli(&c);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir());

@@ -60,5 +60,6 @@ void group_sim(tcount *c);
 void group_sched(tcount *c);
 void group_exp(tcount *c);
 void group_engine(tcount *c);
+void group_calib(tcount *c);
 
 #endif
