@@ -11,6 +11,7 @@
 #include <string.h>
 #include "../hwmodel/cost.h"
 #include "../kernels/ref.h"
+#include "../sched/sched.h"
 #include "exec.h"
 
 static int fail(kv_status st) {
@@ -34,7 +35,7 @@ static void usage(FILE *f) {
                "  info                                   the device\n"
                "  selftest                               kernels against CPU references; kvpr against offload\n"
                "  run --model M --batch B --prompt P --gen G [--policy P] [--split L] [--mode M] [--nb N]\n"
-               "      [--layers N] [--prefetch D] [--keep-act] [--pageable] [--hw LABEL] [--db FILE] [--json]\n"
+               "      [--layers N] [--prefetch D] [--keep-act] [--pageable] [--hw PROFILE] [--db FILE] [--json]\n"
                "                                         execute a decode plan, spans into results.db\n"
                "  bench [--quick] [--db FILE] [--csv FILE]   copy bandwidth, GEMM and attention times\n"
                "The default backend is cuda; 'host' runs the same executor on CPU threads.\n");
@@ -282,7 +283,18 @@ static int cmd_run(const eng_backend_type *bt, int argc, char **argv) {
     if (pl.mode == KV_MODE_THROUGHPUT && !nb_set) pl.nb = 8;
     kv_model m;
     if ((st = kv_model_resolve(model, &m))) return fail(st);
-    if (pl.policy == KV_POL_KVPR && pl.split < 0) pl.split = pl.prompt * 3 / 4; /* without a profile: a fixed default */
+    if (pl.policy == KV_POL_KVPR && pl.split < 0) {
+        /* the split the pipelined scheduler picks on the named profile; without one, 3/4 of the prompt */
+        hw_profile prof;
+        sched_result sr;
+        if (hw && hw_profile_resolve(hw, &prof) == KV_OK && sched_plan(SCHED_PIPELINED, &m, &prof, &pl, NULL, &sr) == KV_OK) {
+            pl.split = sr.split;
+            sched_result_free(&sr);
+        } else {
+            pl.split = pl.prompt * 3 / 4;
+            fprintf(stderr, "kvpr-engine: no --split and no usable --hw profile: using l = %d (3/4 of the prompt)\n", pl.split);
+        }
+    }
     eng_result r;
     if ((st = eng_run(bt, 0, &m, &pl, 1, &r))) return fail(st);
     if (dbpath) {
