@@ -133,7 +133,7 @@ static void score(hw_calib_fit *f, const pt *p, int n, const double *pred) {
 }
 
 static void provenance(char *dst, const char *what, const char *src, const hw_calib_report *r, const hw_calib_fit *f) {
-    snprintf(dst, HW_SRC_MAX, "[calib] %s fitted to %.60s on %.60s (%s): %d points, RMS error %.1f %% fit, %.1f %% held out (%d)",
+    snprintf(dst, HW_SRC_MAX, "[calib] %.30s fitted to %.50s on %.50s (%.10s): %d points, RMS error %.1f %% fit, %.1f %% held out (%d)",
              what, src, r->device, r->date, f->n_fit, 100 * f->fit_rms, 100 * f->hold_rms, f->n_hold);
 }
 
@@ -220,7 +220,7 @@ static kv_status fit_dir(kv_db *db, const char *dev, const char *dir, hw_link_di
             if (q[i].t - alpha >= alpha) best = fmax(best, q[i].x / (q[i].t - alpha));
         if (best > 0) {
             d->pageable.value = fmin(best, B);
-            snprintf(d->pageable.source, HW_SRC_MAX, "[calib] best pageable rate in %.60s on %.60s (%s), %d points", src, rep->device, rep->date, nq);
+            snprintf(d->pageable.source, HW_SRC_MAX, "[calib] best pageable rate in %.60s on %.60s (%.10s), %d points", src, rep->device, rep->date, nq);
         } else d->pageable.value = fmin(pageable, B);
         free(q);
     }
@@ -233,7 +233,7 @@ static kv_status fit_dir(kv_db *db, const char *dev, const char *dir, hw_link_di
         if (k) {
             gsl_sort(r, 1, (size_t)k);
             d->duplex.value = fmax(0.01, gsl_stats_median_from_sorted_data(r, 1, (size_t)k));
-            snprintf(d->duplex.source, HW_SRC_MAX, "[calib] median rate with the other direction busy over rate alone, copies >= 16 MB, %.60s on %.60s (%s), %d points",
+            snprintf(d->duplex.source, HW_SRC_MAX, "[calib] duplex: rate with the other direction busy / alone, copies >= 16 MB, %.40s on %.40s (%.10s), %d points",
                      src, rep->device, rep->date, k);
         }
         free(q);
