@@ -59,8 +59,9 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -I. -c $< -o $@
 
-$(BUILD)/kvpr-engine: $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(BUILD)/libkvpr.a
-	$(CC) $(LDFLAGS) -o $@ $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(BUILD)/libkvpr.a $(LIBS) $(CULIBS)
+ENGCLI  := $(BUILD)/cli/cli.o $(BUILD)/cli/args.o
+$(BUILD)/kvpr-engine: $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(LIBS) $(CULIBS)
 
 $(BUILD)/libkvpr.a: $(LIBOBJ)
 	@rm -f $@

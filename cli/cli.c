@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+const char *cli_prog = "kvpr";
+
 int cli_fail(kv_status st) {
-    fprintf(stderr, "kvpr: %s\n", kv_errmsg());
+    fprintf(stderr, "%s: %s\n", cli_prog, kv_errmsg());
     switch (st) {
     case KV_EINVAL: case KV_EPARSE: case KV_ENOTFOUND: case KV_EOVERFLOW: case KV_ENOFIT: return 2;
     default: return 1;
@@ -18,7 +20,7 @@ int cli_fail(kv_status st) {
 int cli_usage(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "kvpr: ");
+    fprintf(stderr, "%s: ", cli_prog);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);

@@ -5,7 +5,9 @@
 #include <stdint.h>
 #include "../core/kv_err.h"
 
-/* Prints "kvpr: <message>" on stderr and returns the exit code for st:
+/* The program name that prefixes messages ("kvpr", "kvpr-engine"). */
+extern const char *cli_prog;
+/* Prints "PROG: <message>" on stderr and returns the exit code for st:
  * 2 for bad input (the user can fix the command or the file), 1 for everything else. */
 int cli_fail(kv_status st);
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -35,7 +37,8 @@ int cmd_compare(int argc, char **argv);
 #define KVPR_DATADIR_STR KVPR_DATADIR
 
 #include "../core/plan.h"
-/* Parses the plan options shared by sim-like commands; returns -1 to go on, else an exit code. */
+/* Parses the plan options shared by kvpr sim, kvpr plan and kvpr-engine run (cli/args.c); returns -1
+ * to go on, else an exit code. *hw may be preset to "" to make --hw optional. */
 int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const char **hw, const char **trace,
                    const char **dbpath, int *js, const char *help);
 

@@ -1,6 +1,5 @@
 /* kvpr-engine: runs plans on a GPU (or the host backend), measures the link and the kernels,
  * and checks every kernel against its CPU reference. */
-#include <getopt.h>
 #include <stdarg.h>
 #include <gsl/gsl_rng.h>
 #include <gsl/gsl_sort.h>
@@ -12,12 +11,10 @@
 #include "../hwmodel/cost.h"
 #include "../kernels/ref.h"
 #include "../sched/sched.h"
+#include "../cli/cli.h"
 #include "exec.h"
 
-static int fail(kv_status st) {
-    fprintf(stderr, "kvpr-engine: %s\n", kv_errmsg());
-    return st == KV_EINVAL || st == KV_EPARSE || st == KV_ENOTFOUND || st == KV_ENOFIT || st == KV_EOVERFLOW ? 2 : 1;
-}
+static int fail(kv_status st) { return cli_fail(st); }
 
 static const eng_backend_type *pick(const char *name, kv_status *st) {
     *st = KV_OK;
@@ -213,7 +210,7 @@ static kv_status equivalence_tests(const eng_backend_type *bt, tally *t) {
     return KV_OK;
 }
 
-static int cmd_selftest(const eng_backend_type *bt) {
+static int eng_cmd_selftest(const eng_backend_type *bt) {
     tally t = {0, 0};
     eng_backend *b;
     kv_status st = bt->open(&b, 0, 1);
@@ -234,53 +231,32 @@ static int cmd_selftest(const eng_backend_type *bt) {
 
 /* ---- run ---------------------------------------------------------------------------------- */
 
-static int cmd_run(const eng_backend_type *bt, int argc, char **argv) {
+static const char *run_help =
+    "usage: kvpr-engine run --model M --batch B --prompt P --gen G [--policy offload|kvpr|recompute|gpu] [--split L]\n"
+    "       [--mode latency|throughput --nb N] [--layers N] [--prefetch D] [--keep-act] [--pageable]\n"
+    "       [--hw PROFILE] [--db FILE | --no-db] [--json] [--backend cuda|host]\n"
+    "  --hw  the profile of this machine: labels the run, and without --split the pipelined scheduler picks l on it\n";
+
+static int eng_cmd_run(const eng_backend_type *bt, int argc, char **argv) {
     kv_plan pl;
     kv_plan_defaults(&pl);
-    const char *model = NULL, *hw = NULL, *dbpath = DB_DEFAULT_PATH;
-    int js = 0, nb_set = 0;
+    const char *model = NULL, *hw = "", *dbpath = DB_DEFAULT_PATH, *trace = NULL;
+    int js = 0;
     kv_status st;
-    static const struct option opts[] = {{"model", 1, 0, 'm'},   {"batch", 1, 0, 'b'},  {"prompt", 1, 0, 'p'},  {"gen", 1, 0, 'g'},
-                                         {"policy", 1, 0, 'P'},  {"split", 1, 0, 'l'},  {"mode", 1, 0, 'M'},    {"nb", 1, 0, 'n'},
-                                         {"layers", 1, 0, 'L'},  {"prefetch", 1, 0, 'f'}, {"keep-act", 0, 0, 'k'}, {"pageable", 0, 0, 'G'},
-                                         {"hw", 1, 0, 'w'},      {"db", 1, 0, 'd'},     {"no-db", 0, 0, 'N'},   {"json", 0, 0, 'j'},
-                                         {"backend", 1, 0, 'B'}, {0, 0, 0, 0}};
-    optind = 1;
-    opterr = 0;
-    int c;
-    long v;
-    char *end;
-#define INT(opt, lo, hi, dst)                                                                          \
-    do {                                                                                               \
-        v = strtol(optarg, &end, 10);                                                                  \
-        if (!*optarg || *end || v < (lo) || v > (hi))                                                  \
-            return fail(kv_errorf(KV_EINVAL, "%s must be an integer in [%ld, %ld], got '%s'", opt, (long)(lo), (long)(hi), optarg)); \
-        dst = (int)v;                                                                                  \
-    } while (0)
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': model = optarg; break;
-        case 'b': INT("--batch", 1, 1 << 20, pl.batch); break;
-        case 'p': INT("--prompt", 1, 1 << 24, pl.prompt); break;
-        case 'g': INT("--gen", 2, 1 << 24, pl.gen); break;
-        case 'P': if ((st = kv_policy_parse(optarg, &pl.policy))) return fail(st); break;
-        case 'l': INT("--split", 0, 1 << 24, pl.split); break;
-        case 'M': if ((st = kv_mode_parse(optarg, &pl.mode))) return fail(st); break;
-        case 'n': INT("--nb", 1, 4096, pl.nb); nb_set = 1; break;
-        case 'L': INT("--layers", 1, 4096, pl.layers); break;
-        case 'f': INT("--prefetch", 1, 64, pl.prefetch); break;
-        case 'k': pl.keep_act = 1; break;
-        case 'G': pl.pageable = 1; break;
-        case 'w': hw = optarg; break;
-        case 'd': dbpath = optarg; break;
-        case 'N': dbpath = NULL; break;
-        case 'j': js = 1; break;
-        case 'B': break;
-        default: return fail(kv_errorf(KV_EINVAL, "run: unknown or incomplete option '%s'", argv[optind - 1]));
-        }
+    /* --backend was read by main; the rest are the plan options every command shares */
+    char **rest = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (!rest) return fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc) i++;
+        else rest[n++] = argv[i];
     }
-    if (!model || !pl.batch || !pl.prompt || !pl.gen) return fail(kv_errorf(KV_EINVAL, "run: --model, --batch, --prompt and --gen are required"));
-    if (pl.mode == KV_MODE_THROUGHPUT && !nb_set) pl.nb = 8;
+    rest[n] = NULL;
+    int rc = cli_parse_plan(n, rest, &pl, &model, &hw, &trace, &dbpath, &js, run_help);
+    free(rest);
+    if (rc >= 0) return rc;
+    if (trace) return fail(kv_errorf(KV_EINVAL, "run: --trace is for the simulator; engine timelines go to --db"));
+    if (!*hw) hw = NULL;
     kv_model m;
     if ((st = kv_model_resolve(model, &m))) return fail(st);
     if (pl.policy == KV_POL_KVPR && pl.split < 0) {
@@ -498,7 +474,7 @@ static kv_status bench_attn(bench_t *B, int quick) {
     return st;
 }
 
-static int cmd_bench(const eng_backend_type *bt, int argc, char **argv) {
+static int eng_cmd_bench(const eng_backend_type *bt, int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *csvf = NULL;
     int quick = 0;
     for (int i = 1; i < argc; i++) {
@@ -526,6 +502,7 @@ static int cmd_bench(const eng_backend_type *bt, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    cli_prog = "kvpr-engine";
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -537,9 +514,9 @@ int main(int argc, char **argv) {
     const eng_backend_type *bt = pick(be, &st);
     if (st) return fail(st);
     const char *c = argv[1];
-    if (!strcmp(c, "selftest")) return cmd_selftest(bt);
-    if (!strcmp(c, "run")) return cmd_run(bt, argc - 1, argv + 1);
-    if (!strcmp(c, "bench")) return cmd_bench(bt, argc - 1, argv + 1);
+    if (!strcmp(c, "selftest")) return eng_cmd_selftest(bt);
+    if (!strcmp(c, "run")) return eng_cmd_run(bt, argc - 1, argv + 1);
+    if (!strcmp(c, "bench")) return eng_cmd_bench(bt, argc - 1, argv + 1);
     if (!strcmp(c, "info")) {
         eng_backend *b;
         if ((st = bt->open(&b, 0, 1))) return fail(st);

@@ -184,7 +184,7 @@ static void t_engine_errors(void **s) {
     assert_non_null(strstr(kv_errmsg(), "GiB of device memory"));
     char out[4096];
     assert_int_equal(run_cmd(out, sizeof out, "%s/kvpr-engine run --backend host --model OPT-125M --batch 0 --prompt 8 --gen 3", KVPR_BUILD_DIR), 2);
-    assert_non_null(strstr(out, "--batch must be an integer"));
+    assert_non_null(strstr(out, "kvpr-engine: --batch must be in [1, 1048576], got 0"));
     assert_int_equal(run_cmd(out, sizeof out, "%s/kvpr-engine run --backend tpu --model OPT-125M", KVPR_BUILD_DIR), 2);
     assert_non_null(strstr(out, "unknown backend 'tpu'"));
     /* a small real run through the command */

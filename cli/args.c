@@ -1,0 +1,51 @@
+/* cli args: the plan options shared by kvpr sim, kvpr plan and kvpr-engine run. */
+#include <getopt.h>
+#include <stdio.h>
+#include "cli.h"
+
+/* Parses the options shared by sim-like commands into a plan; returns -1 on success, or an exit code. */
+int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const char **hw, const char **trace,
+                   const char **dbpath, int *js, const char *help) {
+    kv_status st;
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'},  {"hw", 1, 0, 'w'},       {"batch", 1, 0, 'b'},   {"gbs", 1, 0, 'b'},
+        {"prompt", 1, 0, 'p'}, {"gen", 1, 0, 'g'},      {"mode", 1, 0, 'M'},    {"policy", 1, 0, 'P'},
+        {"split", 1, 0, 'l'},  {"nb", 1, 0, 'n'},       {"prefetch", 1, 0, 'f'}, {"keep-act", 0, 0, 'k'},
+        {"wkv-first", 0, 0, 'W'}, {"pageable", 0, 0, 'G'}, {"paper-model", 0, 0, 'X'}, {"layers", 1, 0, 'L'},
+        {"trace", 1, 0, 't'},  {"db", 1, 0, 'd'},       {"no-db", 0, 0, 'N'},   {"json", 0, 0, 'j'},
+        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int c, nb_set = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': *model = optarg; break;
+        case 'w': *hw = optarg; break;
+        case 'b': if ((st = cli_int("--batch", optarg, 1, 1 << 20, &pl->batch))) return cli_fail(st); break;
+        case 'p': if ((st = cli_int("--prompt", optarg, 1, 1 << 24, &pl->prompt))) return cli_fail(st); break;
+        case 'g': if ((st = cli_int("--gen", optarg, 2, 1 << 24, &pl->gen))) return cli_fail(st); break;
+        case 'M': if ((st = kv_mode_parse(optarg, &pl->mode))) return cli_fail(st); break;
+        case 'P': if ((st = kv_policy_parse(optarg, &pl->policy))) return cli_fail(st); break;
+        case 'l': if ((st = cli_int("--split", optarg, 0, 1 << 25, &pl->split))) return cli_fail(st); break;
+        case 'n': if ((st = cli_int("--nb", optarg, 1, 4096, &pl->nb))) return cli_fail(st); nb_set = 1; break;
+        case 'f': if ((st = cli_int("--prefetch", optarg, 1, 64, &pl->prefetch))) return cli_fail(st); break;
+        case 'k': pl->keep_act = 1; break;
+        case 'W': pl->wkv_first = 1; break;
+        case 'G': pl->pageable = 1; break;
+        case 'X': pl->paper_model = 1; break;
+        case 'L': if ((st = cli_int("--layers", optarg, 0, 1 << 16, &pl->layers))) return cli_fail(st); break;
+        case 't': *trace = optarg; break;
+        case 'd': *dbpath = optarg; break;
+        case 'N': *dbpath = NULL; break;
+        case 'j': *js = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("unexpected argument '%s'", argv[optind]);
+    if (!*model || !*hw || !pl->batch || !pl->prompt || !pl->gen)
+        return cli_usage("--model%s, --batch, --prompt and --gen are required (see --help)", *hw ? "" : ", --hw");
+    if (pl->mode == KV_MODE_THROUGHPUT && !nb_set) pl->nb = 8;
+    return -1;
+}
+
