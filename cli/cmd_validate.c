@@ -134,7 +134,6 @@ int cmd_validate(int argc, char **argv) {
     if (st) return cli_fail(st);
     kv_db *db = NULL;
     if (dbpath && (st = cli_db_open(dbpath, &db))) return cli_fail(st);
-    mkdir("plots", 0755);
     mkdir(plots, 0755);
     int cap = g.nm * g.nh * g.nbt * g.np * g.ng * g.nmode * g.ns, nr = 0, skipped = 0;
     row *rows = calloc((size_t)cap + 1, sizeof *rows);

@@ -61,8 +61,7 @@ static void stats(vec *a, exp_cmp_stat *s) {
     free(x);
 }
 
-static void fig_scatter(const char *dir, FILE *dat_ok, const char *dat) {
-    (void)dat_ok;
+static void fig_scatter(const char *dir, const char *dat) {
     char gp[700];
     snprintf(gp, sizeof gp, "%s/compare-scatter.gp", dir);
     FILE *f = fopen(gp, "w");
@@ -241,7 +240,7 @@ kv_status exp_compare(kv_db *db, const char *sel, const hw_profile *p, const cha
     free(step_err.v);
     if (st) return st;
     if (!res->runs) return kv_errorf(KV_ENOTFOUND, "no engine runs to compare (run 'kvpr-engine run' on a GPU, or give --from traces/...)");
-    if (dir && *dat) fig_scatter(dir, NULL, dat);
+    if (dir && *dat) fig_scatter(dir, dat);
     if (out) {
         fprintf(out, "%d engine runs re-simulated on %s; %d spans joined on (step, layer, mb, op), %d unmatched\n", res->runs, p->name,
                 res->joined, res->missing);
