@@ -12,18 +12,8 @@
 #include "../kernels/ref.h"
 #include "backend.h"
 
-float eng_h2f(eng_half h) {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
-}
-
-eng_half eng_f2h(float f) {
-    _Float16 x = (_Float16)f;
-    eng_half h;
-    memcpy(&h, &x, 2);
-    return h;
-}
+float eng_h2f(eng_half h) { return kref_h2f(h); }
+eng_half eng_f2h(float f) { return kref_f2h(f); }
 
 typedef enum { OP_COPY, OP_GEMM, OP_ATTN, OP_ACT, OP_NORM, OP_RECORD, OP_WAIT } op_kind;
 

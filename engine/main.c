@@ -55,18 +55,6 @@ static void check(tally *t, int ok, const char *fmt, ...) {
     ok ? t->pass++ : t->fail++;
 }
 
-/* max |a - ref| / max |ref|; NaN (an unwritten, poisoned element) makes it infinite */
-static double relerr(const eng_half *a, const double *ref, size_t n) {
-    double mx = 0, e = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = eng_h2f(a[i]);
-        if (!isfinite(x)) return INFINITY;
-        mx = fmax(mx, fabs(ref[i]));
-        e = fmax(e, fabs(x - ref[i]));
-    }
-    return mx > 0 ? e / mx : e;
-}
-
 static kv_status kernel_tests(const eng_backend_type *bt, tally *t) {
     eng_backend *b;
     kv_status st = bt->open(&b, 0, 4);
@@ -89,7 +77,7 @@ static kv_status kernel_tests(const eng_backend_type *bt, tally *t) {
         if (!(st = bt->copy(b, 0, dq, hq, nq * 2, 0)) && !(st = bt->copy(b, 0, dkv, hkv, nkvv * 2, 0)) &&
             !(st = bt->copy(b, 0, dout, ho, nq * 2, 0)) && !(st = bt->attention(b, 0, dq, dkv, dout, B, ctx, nh, nkv, d)) &&
             !(st = bt->copy(b, 0, ho, dout, nq * 2, 1)) && !(st = bt->sync(b))) {
-            double e = relerr(ho, ref, nq);
+            double e = kref_relerr(ho, ref, nq);
             check(t, e < 5e-3, "attention B=%d ctx=%d heads=%d kv_heads=%d d=%d: rel err %.2e (tolerance 5e-3, fp16 output)", B, ctx, nh,
                   nkv, d, e);
         }
@@ -118,7 +106,7 @@ static kv_status kernel_tests(const eng_backend_type *bt, tally *t) {
             if (!(st = bt->copy(b, 0, dA, A, na * 2, 0)) && !(st = bt->copy(b, 0, dB, Bm, nbb * 2, 0)) &&
                 !(st = bt->copy(b, 0, dC, C, nc * 2, 0)) && !(st = bt->gemm(b, 0, M, N, K, dA, dB, dC, 1.f)) &&
                 !(st = bt->copy(b, 0, C, dC, nc * 2, 1)) && !(st = bt->sync(b))) {
-                double e = relerr(C, ref, nc);
+                double e = kref_relerr(C, ref, nc);
                 check(t, e < 2e-3, "gemm %dx%dx%d, beta 1: rel err %.2e (tolerance 2e-3, fp16 output, fp32 accumulate)", M, N, K, e);
             }
             bt->dev_free(b, dA), bt->dev_free(b, dB), bt->dev_free(b, dC);
@@ -138,7 +126,7 @@ static kv_status kernel_tests(const eng_backend_type *bt, tally *t) {
             if (!(st = bt->copy(b, 0, dx, x, nin * 2, 0)) && !(st = bt->copy(b, 0, dout, o, nout * 2, 0)) &&
                 !(st = bt->activate(b, 0, dx, dout, rows, cols, (eng_act)act)) && !(st = bt->copy(b, 0, o, dout, nout * 2, 1)) &&
                 !(st = bt->sync(b))) {
-                double e = relerr(o, ref, nout);
+                double e = kref_relerr(o, ref, nout);
                 check(t, e < 1e-3, "%s %dx%d: rel err %.2e (tolerance 1e-3)", act == 1 ? "relu" : "silu*up", rows, cols, e);
             }
             bt->dev_free(b, dx), bt->dev_free(b, dout);
@@ -156,7 +144,7 @@ static kv_status kernel_tests(const eng_backend_type *bt, tally *t) {
         if (!(st = bt->dev_alloc(b, (void **)&dx, n * 2)) && !(st = bt->dev_alloc(b, (void **)&dout, n * 2))) {
             if (!(st = bt->copy(b, 0, dx, x, n * 2, 0)) && !(st = bt->copy(b, 0, dout, o, n * 2, 0)) &&
                 !(st = bt->rmsnorm(b, 0, dx, dout, rows, cols)) && !(st = bt->copy(b, 0, o, dout, n * 2, 1)) && !(st = bt->sync(b))) {
-                double e = relerr(o, ref, n);
+                double e = kref_relerr(o, ref, n);
                 check(t, e < 1e-3, "rmsnorm %dx%d: rel err %.2e (tolerance 1e-3)", rows, cols, e);
             }
             bt->dev_free(b, dx), bt->dev_free(b, dout);

@@ -74,14 +74,11 @@ static int find(const rep *R, int c, kv_policy pol, int sched) {
 static void cfg_label(const rep *R, int i, char *b, size_t n) {
     const exp_spec *s = R->s;
     const exp_run *r = &R->runs[i];
+    int thr = s->modes[r->mode] == KV_MODE_THROUGHPUT;
+    char mb[16] = "";
+    if (thr) snprintf(mb, sizeof mb, "x%d", s->nb);
     snprintf(b, n, "%s %s %s b%d%s p%d g%d", s->models[r->model], s->hws[r->hw], kv_mode_name(s->modes[r->mode]),
-             s->batch[r->batch], s->modes[r->mode] == KV_MODE_THROUGHPUT ? "x" : "", s->prompt[r->prompt], s->gen[r->gen]);
-    if (s->modes[r->mode] == KV_MODE_THROUGHPUT) {
-        char t[160];
-        snprintf(t, sizeof t, "%s %s throughput b%dx%d p%d g%d", s->models[r->model], s->hws[r->hw], s->batch[r->batch],
-                 s->nb, s->prompt[r->prompt], s->gen[r->gen]);
-        snprintf(b, n, "%s", t);
-    }
+             s->batch[r->batch], mb, s->prompt[r->prompt], s->gen[r->gen]);
 }
 
 /* only the dimensions the experiment varies: short enough for an axis */
@@ -117,8 +114,6 @@ static int ncols(const rep *R) {
 static void main_table(const rep *R, FILE *o) {
     int nc = ncols(R);
     char lab[64];
-    int thr = 0;
-    for (int i = 0; i < R->n; i++) thr |= R->s->modes[R->runs[i].mode] == KV_MODE_THROUGHPUT;
     fprintf(o, "%-52s", "configuration");
     for (int c = 0; c < nc; c++) {
         col_label(&R->runs[c], lab, sizeof lab);
@@ -150,7 +145,6 @@ static void main_table(const rep *R, FILE *o) {
                 fprintf(o, "  %.3fx", R->res[off].decode_s / R->res[i + c].decode_s);
         fprintf(o, "\n");
     }
-    (void)thr;
 }
 
 /* A claim's value under our runs, for kvpr with scheduler sched; NAN if nothing matches. */

@@ -4,16 +4,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double h2d(uint16_t h) {
+float kref_h2f(uint16_t h) {
     _Float16 x;
     memcpy(&x, &h, 2);
-    return (double)x;
+    return (float)x;
 }
-static uint16_t f2h(float f) {
+
+uint16_t kref_f2h(float f) {
     _Float16 x = (_Float16)f;
     uint16_t h;
     memcpy(&h, &x, 2);
     return h;
+}
+
+static double h2d(uint16_t h) { return (double)kref_h2f(h); }
+static uint16_t f2h(float f) { return kref_f2h(f); }
+
+double kref_relerr(const uint16_t *a, const double *ref, size_t n) {
+    double mx = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = h2d(a[i]);
+        if (!isfinite(x)) return INFINITY;
+        mx = fmax(mx, fabs(ref[i]));
+        e = fmax(e, fabs(x - ref[i]));
+    }
+    return mx > 0 ? e / mx : e;
 }
 
 void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d) {

@@ -5,7 +5,15 @@
 #ifndef KREF_H
 #define KREF_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* fp16 bit pattern <-> float, round to nearest even */
+float kref_h2f(uint16_t h);
+uint16_t kref_f2h(float f);
+/* max |a - ref| / max |ref| over n elements; infinite if an element of a is not finite (a poisoned
+ * output element that a kernel left unwritten) */
+double kref_relerr(const uint16_t *a, const double *ref, size_t n);
 
 void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d);
 void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d);

@@ -10,16 +10,6 @@
 #include "../sim/sim.h"
 #include "tests.h"
 
-static double rel(const uint16_t *a, const double *ref, size_t n) {
-    double mx = 0, e = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = eng_h2f(a[i]);
-        if (!isfinite(x)) return INFINITY; /* a poisoned element survived: not written */
-        mx = fmax(mx, fabs(ref[i])), e = fmax(e, fabs(x - ref[i]));
-    }
-    return e / mx;
-}
-
 static void t_kernels_vs_reference(void **s) {
     (void)s;
     gsl_rng *r = gsl_rng_alloc(gsl_rng_taus2);
@@ -34,7 +24,7 @@ static void t_kernels_vs_reference(void **s) {
         for (size_t i = 0; i < nk; i++) kv[i] = eng_f2h((float)(4 * gsl_rng_uniform(r) - 2));
         kref_attention_d(q, kv, ref, B, ctx, nh, nkv, d);
         kref_attention_f(q, kv, o, B, ctx, nh, nkv, d);
-        assert_true(rel(o, ref, nq) < 5e-3); /* fp16 output */
+        assert_true(kref_relerr(o, ref, nq) < 5e-3); /* fp16 output */
         /* a single position: attention returns that position's V exactly (up to fp16) */
         if (ctx == 1)
             for (int h = 0; h < nh; h++)
@@ -49,12 +39,12 @@ static void t_kernels_vs_reference(void **s) {
         for (int i = 0; i < rows * cols; i++) o[i] = 0x7E00;
         kref_activate_d(x, ref, rows, cols, act);
         kref_activate_f(x, o, rows, cols, act);
-        assert_true(rel(o, ref, (size_t)rows * cols) < 1e-3);
+        assert_true(kref_relerr(o, ref, (size_t)rows * cols) < 1e-3);
     }
     for (int i = 0; i < rows * cols; i++) o[i] = 0x7E00;
     kref_rmsnorm_d(x, ref, rows, cols);
     kref_rmsnorm_f(x, o, rows, cols);
-    assert_true(rel(o, ref, (size_t)rows * cols) < 1e-3);
+    assert_true(kref_relerr(o, ref, (size_t)rows * cols) < 1e-3);
     double ss = 0;
     for (int c = 0; c < cols; c++) ss += ref[c] * ref[c];
     assert_rel(ss / cols, 1.0, 1e-5); /* unit RMS */
