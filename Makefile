@@ -29,21 +29,38 @@ CUARCH  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_
 NVFLAGS := -O2 -std=c++17 $(CUARCH) -Xcompiler -Wall,-Wextra $(if $(filter true,$(CI)),-Werror all-warnings,)
 
 LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c exp/*.c)
-ENGSRC  := engine/exec.c engine/host.c kernels/ref.c
+# the executor and its helpers (also in the test binary); the kvpr-engine commands
+ENGSRC  := engine/exec.c engine/host.c engine/fill.c engine/sysmem.c engine/budget.c kernels/ref.c
 ENGOBJ  := $(ENGSRC:%.c=$(BUILD)/%.o)
+ENGMAIN := $(BUILD)/engine/main.o $(BUILD)/engine/selftest.o $(BUILD)/engine/bench.o
 ifneq ($(NVCC),)
 CUOBJ   := $(BUILD)/engine/cuda.o $(BUILD)/kernels/attention.o $(BUILD)/kernels/activate.o
 CULIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+# portable: the CUDA runtime inside the binary; cuBLAS has no static archive here, so it is found
+# on the GPU machine (rpath for the usual place, LD_LIBRARY_PATH otherwise)
+CUPORT  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lcublasLt -lstdc++ -ldl -lrt
 else
 CUOBJ   := $(BUILD)/engine/nocuda.o
 CULIBS  :=
+CUPORT  :=
 endif
+# kvpr-engine is linked to run on a GPU machine that has none of our Debian libraries: the
+# project's libraries come from their static archives (Debian's -dev packages ship them), so ldd
+# lists only glibc, libstdc++/libgcc and cuBLAS. GLPK's archive refers to libltdl, which has no
+# static archive; GLPK only loads ODBC/MySQL table drivers through it, which kvpr never uses, so
+# engine/ltdl_stub.c answers those calls with "not available". The sanitizer build, or a machine
+# without one of the archives, links as kvpr does (the ldd test then says it skipped). Expanded when
+# the link runs, after deps has installed the packages.
+STATICLIBS := jansson sqlite3 glpk z gsl openblas
+STATICMISSING = $(strip $(foreach l,$(STATICLIBS),$(if $(filter /%,$(shell $(CC) -print-file-name=lib$(l).a)),,$(l))))
+ENGLINK = $(if $(SAN)$(STATICMISSING),$(LIBS) $(CULIBS),$(BUILD)/engine/ltdl_stub.o -Wl,-Bstatic $(STATICLIBS:%=-l%) -Wl,-Bdynamic \
+          $(CUPORT) -lm -lpthread)
 CLISRC  := $(wildcard cli/*.c)
 TESTSRC := $(wildcard tests/*.c)
 LIBOBJ  := $(LIBSRC:%.c=$(BUILD)/%.o)
 CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
 TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
-DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(ENGOBJ:.o=.d) $(BUILD)/bench/bench.d $(BUILD)/engine/main.d
+DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(ENGOBJ:.o=.d) $(BUILD)/bench/bench.d $(ENGMAIN:.o=.d) $(CUOBJ:.o=.d)
 
 .PHONY: all deps test run bench asan clean
 all: deps $(BUILD)/kvpr $(BUILD)/kvpr-engine $(BUILD)/kvpr-tests
@@ -51,17 +68,19 @@ all: deps $(BUILD)/kvpr $(BUILD)/kvpr-engine $(BUILD)/kvpr-tests
 deps:
 	@./scripts/deps.sh
 
-$(BUILD)/%.o: %.c
+# deps is order-only: every compile waits for the packages (make -j on a fresh machine would
+# otherwise compile before apt-get has installed the headers), and nothing rebuilds because of it
+$(BUILD)/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/%.o: %.cu
+$(BUILD)/%.o: %.cu | deps
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -I. -c $< -o $@
+	$(NVCC) $(NVFLAGS) -I. -MMD -MP -c $< -o $@
 
 ENGCLI  := $(BUILD)/cli/cli.o $(BUILD)/cli/args.o
-$(BUILD)/kvpr-engine: $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a
-	$(CC) $(LDFLAGS) -o $@ $(BUILD)/engine/main.o $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(LIBS) $(CULIBS)
+$(BUILD)/kvpr-engine: $(ENGMAIN) $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(BUILD)/engine/ltdl_stub.o
+	$(CC) $(LDFLAGS) -o $@ $(ENGMAIN) $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(ENGLINK)
 
 $(BUILD)/libkvpr.a: $(LIBOBJ)
 	@rm -f $@
@@ -92,3 +111,6 @@ clean:
 	rm -rf build build-asan
 
 -include $(DEPS)
+
+# Fuzz harnesses (tests/fuzz): `make fuzz` runs each for a bounded time; `make fuzz-ci` briefly.
+-include tests/fuzz/fuzz.mk

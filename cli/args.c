@@ -1,6 +1,7 @@
 /* cli args: the plan options shared by kvpr sim, kvpr plan and kvpr-engine run. */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 #include "cli.h"
 
 /* Parses the options shared by sim-like commands into a plan; returns -1 on success, or an exit code. */
@@ -13,10 +14,22 @@ int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const
         {"split", 1, 0, 'l'},  {"nb", 1, 0, 'n'},       {"prefetch", 1, 0, 'f'}, {"keep-act", 0, 0, 'k'},
         {"wkv-first", 0, 0, 'W'}, {"pageable", 0, 0, 'G'}, {"paper-model", 0, 0, 'X'}, {"layers", 1, 0, 'L'},
         {"trace", 1, 0, 't'},  {"db", 1, 0, 'd'},       {"no-db", 0, 0, 'N'},   {"json", 0, 0, 'j'},
+        {"percent", 1, 0, 'c'}, {"preset", 1, 0, 'R'}, {"no-prefill", 0, 0, 'F'},
         {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c, nb_set = 0;
+    /* A preset sets the layout first; options given alongside it override what it set. */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--preset")) {
+            kv_preset ps;
+            if ((st = kv_preset_parse(argv[i + 1], &ps))) return cli_fail(st);
+            kv_plan_preset(pl, ps);
+        } else if (!strncmp(argv[i], "--preset=", 9)) {
+            kv_preset ps;
+            if ((st = kv_preset_parse(argv[i] + 9, &ps))) return cli_fail(st);
+            kv_plan_preset(pl, ps);
+        }
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'm': *model = optarg; break;
@@ -38,6 +51,9 @@ int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const
         case 'd': *dbpath = optarg; break;
         case 'N': *dbpath = NULL; break;
         case 'j': *js = 1; break;
+        case 'c': if ((st = kv_percent_parse(optarg, &pl->percent))) return cli_fail(st); break;
+        case 'R': break; /* applied above */
+        case 'F': pl->no_prefill = 1; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
         }

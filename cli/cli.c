@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "../core/kv_str.h"
 
 const char *cli_prog = "kvpr";
 
@@ -18,12 +19,14 @@ int cli_fail(kv_status st) {
 }
 
 int cli_usage(const char *fmt, ...) {
+    /* usage errors quote the command line: escaped like every other message, so one line */
+    char raw[1024], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cli_prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    kv_str_escape(msg, sizeof msg, raw);
+    fprintf(stderr, "%s: %s\n", cli_prog, msg);
     return 2;
 }
 
@@ -49,11 +52,7 @@ kv_status cli_double(const char *opt, const char *s, double lo, double hi, doubl
 }
 
 kv_status cli_db_open(const char *path, kv_db **db) {
-    int ms = 5000;
-    const char *e = getenv("KVPR_DB_TIMEOUT_MS");
-    if (e && *e) {
-        kv_status st = cli_int("KVPR_DB_TIMEOUT_MS", e, 0, 3600000, &ms);
-        if (st) return st;
-    }
-    return db_open(path, ms, db);
+    int ms;
+    kv_status st = db_timeout_from_env(5000, &ms);
+    return st ? st : db_open(path, ms, db);
 }

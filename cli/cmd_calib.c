@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/kv_io.h"
+#include "../core/kv_str.h"
 #include "../exp/compare.h"
 #include "../hwmodel/calib.h"
 #include "cli.h"
@@ -28,14 +30,19 @@ int cmd_calibrate(int argc, char **argv) {
     if (!base || !outp) return cli_usage("calibrate: --base and --out are required");
     hw_profile b, o;
     kv_db *src;
-    kv_status st = hw_profile_resolve(base, &b);
+    kv_status st = kv_io_check_output(outp); /* a bad --out is bad input, found before any work */
+    if (st) return cli_fail(st);
+    st = hw_profile_resolve(base, &b);
     if (st || (st = hw_calib_open_source(from, &src))) return cli_fail(st);
     hw_calib_report rep;
     st = hw_calibrate(src, &b, from, device, &o, &rep);
     db_close(src);
     if (st) return cli_fail(st);
     const char *slash = strrchr(outp, '/');
-    snprintf(o.name, sizeof o.name, "%.*s", (int)strcspn(slash ? slash + 1 : outp, "."), slash ? slash + 1 : outp);
+    char stem[256];
+    snprintf(stem, sizeof stem, "%.*s", (int)strcspn(slash ? slash + 1 : outp, "."), slash ? slash + 1 : outp);
+    if (kv_str_copy(o.name, sizeof o.name, stem)) /* the name is the file's: it must be whole */
+        return cli_fail(kv_errorf(KV_EINVAL, "calibrate: --out %s: the profile name '%s' is longer than 63 bytes", outp, stem));
     char *js = hw_profile_to_json(&o), *fit = hw_calib_json(&rep);
     /* the written profile must load back: the same validation every profile gets */
     hw_profile check;
@@ -43,10 +50,13 @@ int cmd_calibrate(int argc, char **argv) {
         free(js), free(fit);
         return cli_fail(st ? st : kv_errorf(KV_ENOMEM, "out of memory"));
     }
-    FILE *f = fopen(outp, "w");
-    if (!f || fputs(js, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) {
+    size_t jl = strlen(js);
+    js[jl] = '\n'; /* written with its final newline, then the string is restored */
+    st = kv_io_write_all(outp, js, jl + 1);
+    js[jl] = 0;
+    if (st) {
         free(js), free(fit);
-        return cli_fail(kv_errorf(KV_EIO, "cannot write %s", outp));
+        return cli_fail(st);
     }
     kv_db *db;
     if (!(st = cli_db_open(dbpath, &db))) {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/kv_io.h"
 #include "../sched/sched.h"
 #include "cli.h"
 
@@ -13,6 +14,19 @@ static const char *plan_help =
     "  --prefetch D --keep-act --pageable    as for 'kvpr sim'\n"
     "  --write-lp FILE                        write the (first) LP in CPLEX LP format; 'glpsol --lp FILE' solves it\n"
     "  --json                                 one JSON object\n";
+
+/* GLPK writes the LP by name and does not report every failed write: a complete CPLEX LP file
+ * ends with its "End" line, so a file cut short by a full disk is caught here. */
+static kv_status lp_complete(const char *tmp, const char *target) {
+    char *text;
+    size_t n;
+    kv_status st = kv_io_read_all(tmp, (size_t)1 << 30, &text, &n);
+    if (st) return kv_errorf(KV_EIO, "cannot write %s: the LP file cannot be read back", target);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' ')) n--;
+    int ok = n >= 3 && !strncmp(text + n - 3, "End", 3);
+    free(text);
+    return ok ? KV_OK : kv_errorf(KV_EIO, "cannot write %s: GLPK left it incomplete (is the disk full?)", target);
+}
 
 int cmd_plan(int argc, char **argv) {
     sched_kind k = SCHED_PIPELINED;
@@ -46,8 +60,24 @@ int cmd_plan(int argc, char **argv) {
     kv_model m;
     hw_profile p;
     if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
+    /* the LP goes to a temporary file next to FILE, renamed into place once complete */
+    kv_afile *lp = NULL;
+    if (lpf && (st = kv_afile_open(lpf, &lp))) return cli_fail(st);
     sched_result r;
-    if ((st = sched_plan(k, &m, &p, &pl, lpf, &r))) return cli_fail(st);
+    if ((st = sched_plan(k, &m, &p, &pl, lp ? kv_afile_tmp(lp) : NULL, &r))) {
+        kv_afile_abort(lp);
+        /* GLPK's message names the temporary file: name the one the user asked for */
+        if (lp && st == KV_EIO) st = kv_errorf(KV_EIO, "cannot write %s: GLPK failed to write the LP (is the disk full?)", lpf);
+        return cli_fail(st);
+    }
+    if (lp) {
+        if ((st = lp_complete(kv_afile_tmp(lp), lpf))) kv_afile_abort(lp);
+        else st = kv_afile_commit(lp); /* frees lp, also when it fails */
+        if (st) {
+            sched_result_free(&r);
+            return cli_fail(st);
+        }
+    }
     double speed = r.predicted_s > 0 ? r.offload_s / r.predicted_s : 0;
     if (js) {
         json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:i,s:f,s:f,s:{s:i,s:i,s:i}}", "scheduler",

@@ -65,9 +65,12 @@ int cmd_run(int argc, char **argv) {
     if (rc >= 0) return rc;
     static exp_spec s;
     if ((rc = load(argv[1], &s)) >= 0) return rc;
+    kv_status st;
+    /* a --plots that cannot be made is bad input: say so before the runs, not after */
+    if (nshard <= 1 && !noreport && (st = exp_plot_dir(plots))) return cli_fail(st);
     exp_opts o = {.jobs = jobs, .shard = shard, .nshard = nshard, .progress = isatty(2), .db = db};
     int ran, nofit;
-    kv_status st = exp_execute(&s, &o, &ran, &nofit);
+    st = exp_execute(&s, &o, &ran, &nofit);
     if (st) return cli_fail(st);
     if (nshard > 1) {
         printf("%s: shard %d/%d: %d runs written to %s (%d do not fit); merge the shards with 'kvpr merge', then 'kvpr report %s'\n",

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../hwmodel/cost.h"
+#include "../sched/sched.h"
 #include "../sim/sim.h"
 #include "cli.h"
 
@@ -10,33 +11,61 @@ static const char *sim_help =
     "usage: kvpr sim --model M --hw H --batch B --prompt P --gen G [options]\n"
     "  --mode latency|throughput   row-by-row with weights on the GPU, or FlexGen's zig-zag (default latency)\n"
     "  --policy P                  gpu, offload, kvpr, recompute, cpu-attn (default kvpr)\n"
-    "  --split L                   kvpr split; default: the paper's runtime rule (l* of prompt+gen, capped at prompt)\n"
+    "  --split L                   kvpr split; default: the scheduler's choice\n"
+    "  --scheduler S               chooses the split when --split is not given: pipelined (default), paper\n"
+    "                              (the authors' runtime rule), dynamic (a split per decode step)\n"
     "  --gbs N --nb N              throughput mode: GPU batch and micro-batches (--batch is gbs)\n"
     "  --prefetch D                buffers in flight (default 2: double buffering; 1: none)\n"
     "  --keep-act                  also store new tokens' activations, so they can be recomputed\n"
     "  --wkv-first                 throughput: load W_K, W_V before the rest of the layer\n"
     "  --pageable                  host buffers are pageable\n"
     "  --paper-model               the paper's cost model: no prefetch, no overheads, T = t_act + max(t_rec, t_kv)\n"
+    "  --percent 'WG WC CG CC HG HC'  placement as FlexGen writes it: weights, KV cache, activations on GPU and\n"
+    "                              CPU in percent (weights per tensor by the midpoint rule, cache by sequence,\n"
+    "                              activations whole: HG is 0 or 100); default: the mode's layout\n"
+    "  --preset NAME               a named layout: hf-offload, accelerate, zero-inference, flexgen, kvpr\n"
+    "                              (options given with it override it); `kvpr sim --preset NAME --help` says more\n"
+    "  --no-prefill                decode only (no prompt pass: no time to first token)\n"
     "  --layers N                  simulate only the first N layers\n"
     "  --trace FILE                write a Chrome trace (open in Perfetto or chrome://tracing)\n"
+    "  --trace-steps A:B           only decode steps A..B in the trace (-1 is the prompt pass; default all)\n"
     "  --db FILE                   results database (default results.db); --no-db to skip\n"
     "  --json                      one JSON object instead of the summary\n";
 
-static void summary(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *pl) {
+static void summary(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *pl, const char *sched) {
     printf("%s on %s: %s mode, policy %s", m->name, p->name, kv_mode_name(pl->mode), kv_policy_name(pl->policy));
     if (pl->policy == KV_POL_KVPR || pl->policy == KV_POL_RECOMPUTE) printf(", split l = %d", r->split0);
     if (r->split_last != r->split0) printf(" .. %d", r->split_last);
+    if (sched && (pl->policy == KV_POL_KVPR)) printf(" (chosen by %s)", sched);
     printf("%s\n", pl->paper_model ? " (paper model)" : "");
+    const kv_layout *ly = &r->layout;
+    kv_percent pc = kv_plan_percent(pl);
+    if (pl->preset) printf("  preset       %s: %s\n", kv_preset_name(pl->preset), kv_preset_about(pl->preset));
     printf("  workload     %d x %d sequences, prompt %d, gen %d (%d decode steps)\n", pl->batch, pl->nb, pl->prompt,
            pl->gen, r->nsteps);
+    printf("  placement    --percent %g %g %g %g %g %g: weights %.1f %% on the GPU (%.0f of %.0f MiB per layer), KV cache of %d of %d "
+           "sequences on the GPU, activations on the %s\n",
+           pc.wg, pc.wc, pc.cg, pc.cc, pc.hg, pc.hc, 100 * ly->w_gpu / ly->w_layer, ly->w_gpu / 1048576.0, ly->w_layer / 1048576.0,
+           ly->b_gpu, ly->B, ly->hidden_cpu ? "CPU" : "GPU");
+    if (r->prefill_s > 0) {
+        printf("  prefill      %.4f s to the first token:", r->prefill_s);
+        double tot = 0;
+        for (int i = 0; i < KV_OP_COUNT; i++) tot += r->prefill_op_s[i];
+        for (int i = 0; i < KV_OP_COUNT; i++)
+            if (r->prefill_op_s[i] >= 5e-4 * tot) printf(" %s %.1f %%", kv_op_name((kv_op)i), 100 * r->prefill_op_s[i] / tot);
+        printf(" (shares of busy time)\n");
+    }
     double mn = 1e300, mx = 0;
     for (int i = 0; i < r->nsteps; i++) mn = r->step_s[i] < mn ? r->step_s[i] : mn, mx = r->step_s[i] > mx ? r->step_s[i] : mx;
     printf("  decode       %.4f s total, %.2f ms per step (%.2f .. %.2f), %.1f tokens/s\n", r->decode_s,
            1e3 * r->decode_s / r->nsteps, 1e3 * mn, 1e3 * mx, r->throughput);
+    if (r->prefill_s > 0)
+        printf("  generation   %.4f s, %.1f tokens/s (gen x sequences / (prefill + decode))\n", r->prefill_s + r->decode_s,
+               r->generation_tok_s);
     printf("  utilisation  gpu %.1f %%, h2d %.1f %%, d2h %.1f %%, cpu %.1f %%\n", 100 * r->util[KV_RES_GPU],
            100 * r->util[KV_RES_H2D], 100 * r->util[KV_RES_D2H], 100 * r->util[KV_RES_CPU]);
     double T = r->decode_s;
-    double other = r->op_s[KV_OP_QKV] + r->op_s[KV_OP_ATTN] + r->op_s[KV_OP_FFN];
+    double other = r->op_s[KV_OP_QKV] + r->op_s[KV_OP_ATTN] + r->op_s[KV_OP_FFN] + r->op_s[KV_OP_HEAD];
     printf("  breakdown    kv transfer %.1f %%, act transfer %.1f %%, weights %.1f %%, recompute %.1f %%, other gpu %.1f %%, "
            "gpu idle %.1f %% (shares of decode time)\n",
            100 * r->op_s[KV_OP_KV_H2D] / T, 100 * r->op_s[KV_OP_ACT_H2D] / T,
@@ -44,8 +73,8 @@ static void summary(const sim_result *r, const kv_model *m, const hw_profile *p,
            100 * r->gpu_idle_s / T);
     printf("  critical     ");
     for (int i = 0; i < KV_OP_COUNT; i++)
-        if (r->crit_s[i] > 0) printf("%s %.1f %%  ", kv_op_name((kv_op)i), 100 * r->crit_s[i] / T);
-    printf("\n  memory       gpu peak %.2f GiB of %.0f, cpu %.2f GiB\n", r->mem_peak / 1073741824.0,
+        if (r->crit_s[i] >= 5e-4 * T) printf("%s %.1f %%  ", kv_op_name((kv_op)i), 100 * r->crit_s[i] / T); /* what rounds to at least 0.1 % */
+    printf("\n  memory       gpu %.2f GiB of %.0f, cpu %.2f GiB\n", r->mem_peak / 1073741824.0,
            p->gpu.mem_bytes.value / 1073741824.0, r->cpu_mem / 1073741824.0);
 }
 
@@ -53,20 +82,72 @@ int cmd_sim(int argc, char **argv) {
     kv_plan pl;
     kv_plan_defaults(&pl);
     const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = DB_DEFAULT_PATH;
-    int js = 0;
-    int rc = cli_parse_plan(argc, argv, &pl, &model, &hw, &trace, &dbpath, &js, sim_help);
+    int js = 0, step0 = -1, step1 = 1 << 30;
+    sched_kind sk = SCHED_PIPELINED;
+    /* --trace-steps is sim's own: take it out before the shared plan options */
+    char **av = malloc(sizeof(char *) * (size_t)(argc + 1));
+    int ac = 0;
+    if (!av) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--scheduler")) {
+            kv_status e = i + 1 < argc ? sched_parse(argv[i + 1], &sk) : kv_errorf(KV_EINVAL, "--scheduler needs a name");
+            if (e) {
+                free(av);
+                return cli_fail(e);
+            }
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--trace-steps")) {
+            av[ac++] = argv[i];
+            continue;
+        }
+        char tail;
+        if (i + 1 >= argc || sscanf(argv[i + 1], "%d:%d%c", &step0, &step1, &tail) != 2 || step0 < -1 || step1 < step0) {
+            free(av);
+            return cli_usage("--trace-steps wants A:B with -1 <= A <= B (steps; -1 is the prompt pass)");
+        }
+        i++;
+    }
+    av[ac] = NULL;
+    int rc = cli_parse_plan(ac, av, &pl, &model, &hw, &trace, &dbpath, &js, sim_help);
+    free(av);
     if (rc >= 0) return rc;
     kv_model m;
     hw_profile p;
     kv_status st;
     if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
-    if (pl.policy == KV_POL_KVPR && pl.split < 0) pl.split = hw_paper_runtime_split(&p, &m, pl.prompt, pl.gen);
+    sched_result sr = {0};
+    int chosen = 0, forced = pl.split >= 0;
+    if (pl.policy == KV_POL_KVPR && pl.split < 0) {
+        /* the split the scheduler chooses for this layout, as kvpr plan would */
+        if ((st = sched_plan(sk, &m, &p, &pl, NULL, &sr))) return cli_fail(st);
+        pl.split = sr.split;
+        pl.split_steps = sk == SCHED_DYNAMIC ? sr.splits : NULL;
+        chosen = 1;
+    }
     sim_ctx *s = sim_new();
     if (!s) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
     sim_result r;
     kv_db *db = NULL;
     if ((st = sim_run(s, &m, &p, &pl, &r))) goto fail;
-    if (trace && (st = sim_write_trace(s, trace))) goto fail;
+    if (pl.policy == KV_POL_KVPR && forced && !js) {
+        /* a forced split that loses to plain offloading is worth one line */
+        kv_plan off = pl;
+        off.policy = KV_POL_OFFLOAD, off.split = -1, off.split_steps = NULL;
+        sim_ctx *s2 = sim_new();
+        sim_result ro;
+        if (s2 && !sim_run(s2, &m, &p, &off, &ro) && ro.decode_s < r.decode_s)
+            fprintf(stderr, "kvpr: warning: split l = %d decodes in %.4f s, slower than offloading (%.4f s)\n", pl.split, r.decode_s,
+                    ro.decode_s);
+        sim_free(s2);
+    }
+    if (trace) {
+        char title[256];
+        snprintf(title, sizeof title, "%s on %s: %s, policy %s, split %d, batch %d x %d, prompt %d, gen %d", m.name, p.name,
+                 kv_mode_name(pl.mode), kv_policy_name(pl.policy), r.split0, pl.batch, pl.nb, pl.prompt, pl.gen);
+        if ((st = sim_write_trace(s, trace, title, step0, step1))) goto fail;
+    }
     if (dbpath) {
         if ((st = cli_db_open(dbpath, &db)) || (st = sim_write_db(s, db, &m, &p, &pl, &r, NULL, 1, NULL))) goto fail;
         db_close(db);
@@ -76,10 +157,12 @@ int cmd_sim(int argc, char **argv) {
         char *j = sim_result_json(&r, &m, &p, &pl);
         printf("%s\n", j ? j : "{}");
         free(j);
-    } else summary(&r, &m, &p, &pl);
+    } else summary(&r, &m, &p, &pl, chosen ? sched_name(sk) : NULL);
     sim_free(s);
+    sched_result_free(&sr);
     return 0;
 fail:
+    sched_result_free(&sr);
     db_close(db);
     sim_free(s);
     return cli_fail(st);

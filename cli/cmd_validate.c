@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include "../core/kv_io.h"
+#include "../core/kv_str.h"
 #include "../sched/sched.h"
 #include "../exp/exp.h"
 #include "../sim/sim.h"
@@ -25,7 +26,7 @@ typedef struct {
 } grid;
 
 typedef struct {
-    char cfg[160];
+    char cfg[256];
     int sched, split, best_l;
     double t, best, regret;
 } row;
@@ -38,7 +39,7 @@ static kv_status jstrs(json_t *o, const char *f, const char *key, char dst[][128
     for (int i = 0; i < *n; i++) {
         const char *s = json_string_value(json_array_get(a, (size_t)i));
         if (!s) return kv_errorf(KV_EPARSE, "%s: '%s[%d]' must be a string", f, key, i);
-        snprintf(dst[i], 128, "%s", s);
+        if (kv_str_copy(dst[i], 128, s)) return kv_errorf(KV_EINVAL, "%s: '%s[%d]' is longer than 127 bytes", f, key, i);
     }
     return KV_OK;
 }
@@ -58,10 +59,14 @@ static kv_status jints(json_t *o, const char *f, const char *key, int *dst, int 
 }
 
 static kv_status load_grid(const char *f, grid *g) {
+    char *text;
+    size_t len;
+    kv_status rs = kv_io_read_all(f, 1 << 24, &text, &len); /* a regular file only: a FIFO would block */
+    if (rs) return rs;
     json_error_t je;
-    json_t *o = json_load_file(f, JSON_REJECT_DUPLICATES, &je);
-    if (!o) return je.line < 0 ? kv_errorf(KV_ENOTFOUND, "%s: %s", f, je.text)
-                               : kv_errorf(KV_EPARSE, "%s:%d:%d: %s", f, je.line, je.column, je.text);
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!o) return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", f, je.line, je.column, je.text);
     memset(g, 0, sizeof *g);
     kv_status st = KV_OK;
     static const char *const keys[] = {"about", "models", "hardware", "batch", "prompt", "gen", "mode", "nb", "schedulers", NULL};
@@ -97,8 +102,10 @@ static kv_status load_grid(const char *f, grid *g) {
     for (int i = 0; i < n; i++)
         if ((st = sched_parse(tmp[i], &g->sk[i]))) goto ctx;
     json_t *nb = json_object_get(o, "nb");
-    g->nbm = nb ? (int)json_integer_value(nb) : 8;
-    if (g->nbm < 1 || g->nbm > 64) st = kv_errorf(KV_EINVAL, "%s: 'nb' must be an integer in [1, 64]", f);
+    /* range-checked before the conversion to int: 4294967297 must not become 1 */
+    json_int_t nbv = nb ? (json_is_integer(nb) ? json_integer_value(nb) : 0) : 8;
+    if (nbv < 1 || nbv > 64) st = kv_errorf(KV_EINVAL, "%s: 'nb' must be an integer in [1, 64]", f);
+    else g->nbm = (int)nbv;
     goto done;
 ctx:
     kv_errctx(st, "%s: ", f);
@@ -133,8 +140,8 @@ int cmd_validate(int argc, char **argv) {
     kv_status st = load_grid(gridf, &g);
     if (st) return cli_fail(st);
     kv_db *db = NULL;
+    if ((st = exp_plot_dir(plots))) return cli_fail(st);
     if (dbpath && (st = cli_db_open(dbpath, &db))) return cli_fail(st);
-    mkdir(plots, 0755);
     int cap = g.nm * g.nh * g.nbt * g.np * g.ng * g.nmode * g.ns, nr = 0, skipped = 0;
     row *rows = calloc((size_t)cap + 1, sizeof *rows);
     double *ts = malloc(sizeof(double) * (1 << 16) + 8);
@@ -154,7 +161,7 @@ int cmd_validate(int argc, char **argv) {
                             kv_plan_defaults(&pl);
                             pl.mode = g.mode[f], pl.batch = g.batch[c], pl.prompt = g.prompt[d], pl.gen = g.gen[e];
                             pl.nb = pl.mode == KV_MODE_THROUGHPUT ? g.nbm : 1;
-                            char cfg[160];
+                            char cfg[256]; /* names are at most 63 bytes: never cut, so run keys stay apart */
                             snprintf(cfg, sizeof cfg, "%s %s b%dx%d p%d g%d %s", m.name, p.name, pl.batch, pl.nb, pl.prompt,
                                      pl.gen, kv_mode_name(pl.mode));
                             int lmax = sched_lmax(&m, &p, &pl);
@@ -189,7 +196,7 @@ int cmd_validate(int argc, char **argv) {
                                 sched_result_free(&sr);
                                 if (st) goto fail;
                                 if (db) {
-                                    char key[256], plan[128];
+                                    char key[320], plan[128];
                                     snprintf(key, sizeof key, "validate/%s/%s", cfg, sched_name(g.sk[k]));
                                     snprintf(plan, sizeof plan, "{\"scheduler\":\"%s\",\"split\":%d}", sched_name(g.sk[k]), w->split);
                                     db_run_info in = {.kind = "sim", .model = m.name, .hardware = p.name, .workload = cfg,
@@ -207,10 +214,10 @@ int cmd_validate(int argc, char **argv) {
                                            100 * w->regret);
                                 if (g.sk[k] == SCHED_PAPER && w->regret > worst_paper) {
                                     worst_paper = w->regret;
-                                    exp_plot_sweep(plots, "validate-worst-paper", cfg, ts, lmax + 1, &chosen[k], 1);
+                                    if ((st = exp_plot_sweep(plots, "validate-worst-paper", cfg, ts, lmax + 1, &chosen[k], 1))) goto fail;
                                 }
                             }
-                            if (nr == g.ns) exp_plot_sweep(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns);
+                            if (nr == g.ns && (st = exp_plot_sweep(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns))) goto fail;
                         }
     printf("\nregret = T_sim(chosen split) / min over every split of T_sim - 1, over %d configurations (%d skipped: do not fit)\n",
            nr / (g.ns ? g.ns : 1), skipped);

@@ -1,10 +1,13 @@
 /* db: SQLite results database. */
 #include "db.h"
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include "kv_io.h"
 
 #ifndef KVPR_VERSION
 #define KVPR_VERSION "unknown"
@@ -100,6 +103,71 @@ static kv_status upgrade(kv_db *db, int target) {
     return KV_OK;
 }
 
+kv_status db_timeout_from_env(int def, int *ms) {
+    const char *e = getenv("KVPR_DB_TIMEOUT_MS");
+    *ms = def;
+    if (!e || !*e) return KV_OK;
+    char *end;
+    errno = 0;
+    long v = strtol(e, &end, 10);
+    if (*end || errno || v < 0 || v > 3600000)
+        return kv_errorf(KV_EINVAL, "KVPR_DB_TIMEOUT_MS must be an integer in [0, 3600000], got '%s'", e);
+    *ms = (int)v;
+    return KV_OK;
+}
+
+static int pragma_int(kv_db *db, const char *sql, int *v) {
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(db->h, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) *v = sqlite3_column_int(s, 0), rc = SQLITE_OK;
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Is this kvpr's database? Read before anything is written, so that a wrong file given as --db
+ * is refused untouched (not converted: WAL, kvpr's tables and user_version added). */
+static kv_status identify(kv_db *db) {
+    int app = 0, uv = 0, nobj = 0, legacy = 0, rc;
+    if ((rc = pragma_int(db, "PRAGMA application_id", &app)) || (rc = pragma_int(db, "PRAGMA user_version", &uv)) ||
+        (rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", &nobj)) ||
+        (rc = pragma_int(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name IN ('code_version', 'workload')", &legacy)))
+        return rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? dberr(db, rc, "opening")
+                                                          : kv_errorf(KV_EDB, "%s: %s", db->path, sqlite3_errmsg(db->h));
+    if (app == DB_APPLICATION_ID || (app == 0 && nobj == 0)) return KV_OK;
+    if (app == 0 && uv >= 1 && legacy == 2) return KV_OK; /* made by a kvpr before application ids */
+    if (app != 0)
+        return kv_errorf(KV_EINVAL, "%s is not a kvpr results database (application id 0x%08x): refusing to use it", db->path,
+                         (unsigned)app);
+    return kv_errorf(KV_EINVAL, "%s is not a kvpr results database (it holds %d other schema objects): refusing to use it",
+                     db->path, nobj);
+}
+
+/* PRAGMA quick_check: a damaged file is reported before anything reads from or writes into it. */
+static kv_status check(kv_db *db) {
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(db->h, "PRAGMA quick_check(1)", -1, &s, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    const char *r = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+    kv_status st = KV_OK;
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) st = dberr(db, rc, "checking");
+    else if (!r || strcmp(r, "ok") != 0)
+        st = kv_errorf(KV_EDB, "%s is damaged (quick_check: %s): restore it from a copy or move it away", db->path,
+                       r ? r : sqlite3_errmsg(db->h));
+    sqlite3_finalize(s);
+    return st;
+}
+
+/* Settings of every connection: nothing in a database file may run code or reach other files. */
+static void harden(sqlite3 *h) {
+    sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_VIEW, 0, (int *)NULL);
+    sqlite3_exec(h, "PRAGMA cell_size_check=ON", NULL, NULL, NULL);
+}
+
 kv_status db_open(const char *path, int timeout_ms, kv_db **out) {
     return db_open_version(path, timeout_ms, DB_SCHEMA_VERSION, out);
 }
@@ -107,20 +175,28 @@ kv_status db_open(const char *path, int timeout_ms, kv_db **out) {
 kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db **out) {
     if (version < 1 || version > DB_SCHEMA_VERSION)
         return kv_errorf(KV_EINVAL, "db_open_version: no schema version %d", version);
+    kv_status st = kv_io_check_output(path); /* a directory, a FIFO, a missing directory: bad input */
+    if (st) return st;
     kv_db *db = calloc(1, sizeof *db);
     if (!db) return kv_errorf(KV_ENOMEM, "db_open: out of memory");
     snprintf(db->path, sizeof db->path, "%s", path);
     int rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    kv_status st = KV_OK;
     if (rc != SQLITE_OK) {
         st = kv_errorf(KV_EDB, "cannot open results database %s: %s", path, db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
         goto err;
     }
     sqlite3_busy_timeout(db->h, timeout_ms);
-    /* journal_mode=WAL also proves the file is a database: a non-database fails here. */
+    harden(db->h);
+    if ((st = identify(db)) || (st = check(db))) goto err;
     if ((st = db_exec(db, "PRAGMA journal_mode=WAL")) || (st = db_exec(db, "PRAGMA foreign_keys=ON")) ||
         (st = db_exec(db, "PRAGMA synchronous=NORMAL")) || (st = upgrade(db, version)))
         goto err;
+    int app = 0;
+    if (pragma_int(db, "PRAGMA application_id", &app) == SQLITE_OK && app != DB_APPLICATION_ID) {
+        char q[64];
+        snprintf(q, sizeof q, "PRAGMA application_id=%d", DB_APPLICATION_ID);
+        if ((st = db_exec(db, q))) goto err;
+    }
     if (version < DB_SCHEMA_VERSION) { /* old schemas only serve upgrade tests */
         *out = db;
         return KV_OK;
@@ -140,6 +216,72 @@ kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db *
 err:
     db_close(db);
     return st;
+}
+
+/* "file:" URI of a path, for SQLite's immutable mode. */
+static char *file_uri(const char *path) {
+    size_t n = strlen(path);
+    char *u = malloc(3 * n + 32);
+    if (!u) return NULL;
+    size_t o = (size_t)sprintf(u, "file:");
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        o += (size_t)(*c == '%' || *c == '?' || *c == '#' || *c < 0x20 ? sprintf(u + o, "%%%02X", *c) : sprintf(u + o, "%c", *c));
+    sprintf(u + o, "?immutable=1");
+    return u;
+}
+
+kv_status db_open_ro(const char *path, int timeout_ms, kv_db **out) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT) return kv_errorf(KV_ENOTFOUND, "no results database %s", path);
+        return kv_errorf(KV_EINVAL, "cannot read %s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) return kv_errorf(KV_EINVAL, "cannot read %s: not a regular file", path);
+    kv_db *db = calloc(1, sizeof *db);
+    if (!db) return kv_errorf(KV_ENOMEM, "db_open: out of memory");
+    snprintf(db->path, sizeof db->path, "%s", path);
+    kv_status st = KV_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *uri = attempt ? file_uri(path) : NULL;
+        if (attempt && !uri) {
+            st = kv_errorf(KV_ENOMEM, "db_open: out of memory");
+            break;
+        }
+        int rc = sqlite3_open_v2(attempt ? uri : path, &db->h, SQLITE_OPEN_READONLY | (attempt ? SQLITE_OPEN_URI : 0), NULL);
+        free(uri);
+        if (rc == SQLITE_OK) {
+            sqlite3_busy_timeout(db->h, timeout_ms);
+            harden(db->h);
+            int app;
+            rc = pragma_int(db, "PRAGMA application_id", &app);
+        }
+        /* A WAL database needs its -shm file; where the directory or the file is read-only and
+         * none exists, SQLite cannot read it. Nobody can be writing it then either (the same
+         * permissions stop them), so it is read as immutable. */
+        if (!attempt && (rc == SQLITE_READONLY || rc == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY)) {
+            sqlite3_close(db->h);
+            db->h = NULL;
+            continue;
+        }
+        if (rc != SQLITE_OK) st = kv_errorf(KV_EDB, "cannot read results database %s: %s", path, db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc));
+        break;
+    }
+    if (!st) st = identify(db);
+    if (!st) st = check(db);
+    if (!st) {
+        int v = db_schema_version(db);
+        if (v > DB_SCHEMA_VERSION)
+            st = kv_errorf(KV_EDB, "%s has schema version %d, newer than this kvpr (%d): upgrade kvpr", path, v, DB_SCHEMA_VERSION);
+        else if (v < DB_SCHEMA_VERSION)
+            st = kv_errorf(KV_EDB, "%s has schema version %d: a kvpr command that writes to it (kvpr run, kvpr sim --db) upgrades it",
+                           path, v);
+    }
+    if (st) {
+        db_close(db);
+        return st;
+    }
+    *out = db;
+    return KV_OK;
 }
 
 void db_close(kv_db *db) {
@@ -292,9 +434,62 @@ kv_status db_calibration(kv_db *db, const char *base, const char *source, const 
     return KV_OK;
 }
 
+static kv_status merge_runs(kv_db *db) {
+    /* keyless runs already here, indexed, so that each shard run is looked up once */
+    kv_status st = db_exec(db,
+                           "CREATE TEMP TABLE seen AS SELECT kind,created,code_version,model,hardware,workload,plan FROM main.runs"
+                           "  WHERE run_key IS NULL;"
+                           "CREATE INDEX temp.seen_i ON seen(created, model, hardware);"
+                           "CREATE TEMP TABLE idmap(old INTEGER PRIMARY KEY, new INTEGER NOT NULL);");
+    if (st) return st;
+    sqlite3_stmt *q = NULL, *dup = NULL, *ins = NULL, *map = NULL;
+    int rc = sqlite3_prepare_v2(db->h, "SELECT id,kind,created,code_version,model,hardware,workload,plan,run_key FROM src.runs ORDER BY id",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db->h,
+                                "SELECT 1 FROM temp.seen WHERE kind IS ?1 AND created IS ?2 AND code_version IS ?3 AND model IS ?4"
+                                " AND hardware IS ?5 AND workload IS ?6 AND plan IS ?7",
+                                -1, &dup, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db->h,
+                                "INSERT INTO main.runs(kind,created,code_version,model,hardware,workload,plan,run_key)"
+                                " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", -1, &ins, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db->h, "INSERT INTO temp.idmap(old,new) VALUES(?,?)", -1, &map, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        rc = SQLITE_OK;
+        int keyed = sqlite3_column_type(q, 8) != SQLITE_NULL;
+        if (!keyed) {
+            sqlite3_reset(dup);
+            for (int i = 1; i <= 7; i++) sqlite3_bind_value(dup, i, sqlite3_column_value(q, i));
+            int d = sqlite3_step(dup);
+            if (d == SQLITE_ROW) continue; /* merged before */
+            if (d != SQLITE_DONE) {
+                rc = d;
+                break;
+            }
+        }
+        sqlite3_reset(ins);
+        for (int i = 1; i <= 8; i++) sqlite3_bind_value(ins, i, sqlite3_column_value(q, i));
+        if ((rc = sqlite3_step(ins)) != SQLITE_DONE) break;
+        sqlite3_reset(map);
+        sqlite3_bind_int64(map, 1, sqlite3_column_int64(q, 0));
+        sqlite3_bind_int64(map, 2, sqlite3_last_insert_rowid(db->h));
+        if ((rc = sqlite3_step(map)) != SQLITE_DONE) break;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_OK) st = dberr(db, rc, "copying runs");
+    sqlite3_finalize(q), sqlite3_finalize(dup), sqlite3_finalize(ins), sqlite3_finalize(map);
+    return st;
+}
+
 kv_status db_merge(kv_db *db, const char *src) {
+    struct stat a, b;
+    if (stat(src, &b) != 0) return kv_errorf(KV_ENOTFOUND, "no shard database %s", src);
+    if (stat(db->path, &a) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return kv_errorf(KV_EINVAL, "cannot merge %s into itself", src);
     kv_db *tmp;
-    /* Open the shard once through db_open so that an old shard is upgraded first. */
+    /* Open the shard once through db_open so that an old shard is upgraded first, and one that
+     * is damaged or not kvpr's is refused. */
     kv_status st = db_open(src, 5000, &tmp);
     if (st) return st;
     db_close(tmp);
@@ -302,26 +497,26 @@ kv_status db_merge(kv_db *db, const char *src) {
     st = db_exec(db, q);
     sqlite3_free(q);
     if (st) return st;
-    const char *sql =
-        "BEGIN IMMEDIATE;"
-        "DELETE FROM main.runs WHERE run_key IN (SELECT run_key FROM src.runs WHERE run_key IS NOT NULL);"
-        "CREATE TEMP TABLE idmap AS SELECT id AS old, NULL AS new FROM src.runs;"
-        "INSERT INTO main.runs(kind,created,code_version,model,hardware,workload,plan,run_key)"
-        "  SELECT kind,created,code_version,model,hardware,workload,plan,run_key FROM src.runs ORDER BY id;"
-        /* New ids are consecutive and in the same order as the old ones. */
-        "UPDATE idmap SET new = (SELECT max(id) FROM main.runs) - (SELECT count(*) FROM src.runs)"
-        "  + (SELECT count(*) FROM src.runs r WHERE r.id <= idmap.old);"
-        "INSERT INTO main.spans SELECT m.new,s.step,s.layer,s.mb,s.op,s.resource,s.start_ps,s.end_ps,s.bytes,s.flops"
-        "  FROM src.spans s JOIN idmap m ON m.old = s.run_id;"
-        "INSERT INTO main.metrics SELECT m.new,x.name,x.value,x.unit FROM src.metrics x JOIN idmap m ON m.old = x.run_id;"
-        "INSERT INTO main.measurements(created,device,kind,params,x,value,unit)"
-        "  SELECT created,device,kind,params,x,value,unit FROM src.measurements;"
-        "INSERT INTO main.calibrations(created,base_profile,source,profile,fit)"
-        "  SELECT created,base_profile,source,profile,fit FROM src.calibrations;"
-        "DROP TABLE temp.idmap;"
-        "COMMIT;";
-    st = db_exec(db, sql);
+    st = db_exec(db, "BEGIN IMMEDIATE;"
+                     "DELETE FROM main.runs WHERE run_key IN (SELECT run_key FROM src.runs WHERE run_key IS NOT NULL);");
+    if (!st) st = merge_runs(db);
+    if (!st)
+        st = db_exec(db,
+                     "INSERT INTO main.spans SELECT m.new,s.step,s.layer,s.mb,s.op,s.resource,s.start_ps,s.end_ps,s.bytes,s.flops"
+                     "  FROM src.spans s JOIN temp.idmap m ON m.old = s.run_id;"
+                     "INSERT INTO main.metrics SELECT m.new,x.name,x.value,x.unit FROM src.metrics x JOIN temp.idmap m ON m.old = x.run_id;"
+                     /* measurements and calibrations carry no key: rows already here are not copied again */
+                     "INSERT INTO main.measurements(created,device,kind,params,x,value,unit)"
+                     "  SELECT created,device,kind,params,x,value,unit FROM src.measurements s WHERE NOT EXISTS (SELECT 1 FROM"
+                     "  main.measurements m WHERE m.device IS s.device AND m.kind IS s.kind AND m.created IS s.created AND"
+                     "  m.params IS s.params AND m.x IS s.x AND m.value IS s.value AND m.unit IS s.unit);"
+                     "INSERT INTO main.calibrations(created,base_profile,source,profile,fit)"
+                     "  SELECT created,base_profile,source,profile,fit FROM src.calibrations s WHERE NOT EXISTS (SELECT 1 FROM"
+                     "  main.calibrations c WHERE c.created IS s.created AND c.base_profile IS s.base_profile AND"
+                     "  c.source IS s.source AND c.profile IS s.profile AND c.fit IS s.fit);"
+                     "COMMIT;");
     if (st) sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(db->h, "DROP TABLE IF EXISTS temp.idmap; DROP TABLE IF EXISTS temp.seen;", NULL, NULL, NULL);
     sqlite3_exec(db->h, "DETACH DATABASE src", NULL, NULL, NULL);
     if (st) return kv_errctx(st, "merging %s: ", src);
     return KV_OK;

@@ -9,6 +9,9 @@
 
 #define DB_SCHEMA_VERSION 2
 #define DB_DEFAULT_PATH "results.db"
+/* PRAGMA application_id of a kvpr database ("KVPR"): kvpr writes only into an empty database,
+ * one with this id, or one that an older kvpr made (its tables, application_id 0). */
+#define DB_APPLICATION_ID 0x4b565052
 
 typedef struct kv_db kv_db;
 struct sqlite3;
@@ -31,8 +34,16 @@ typedef struct {
     const char *run_key;  /* optional: identifies a configuration, so reruns replace, not add */
 } db_run_info;
 
-/* Opens (creating or upgrading the schema); timeout_ms bounds the wait for a lock. */
+/* Opens for writing (creating or upgrading the schema); timeout_ms bounds the wait for a lock.
+ * Refuses (KV_EINVAL) a path that is a directory or lies in a missing directory, and a database
+ * that is neither empty nor kvpr's; refuses (KV_EDB) one that PRAGMA quick_check finds damaged. */
 kv_status db_open(const char *path, int timeout_ms, kv_db **out);
+/* Opens an existing kvpr database for reading only: works on a read-only file or directory;
+ * KV_ENOTFOUND if there is none. */
+kv_status db_open_ro(const char *path, int timeout_ms, kv_db **out);
+/* The lock timeout: $KVPR_DB_TIMEOUT_MS if set (an integer in [0, 3600000], else KV_EINVAL),
+ * else def. */
+kv_status db_timeout_from_env(int def, int *ms);
 /* Opens at an older schema version (upgrade tests); statements that need the newest schema fail. */
 kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db **out);
 void db_close(kv_db *db);
@@ -58,8 +69,10 @@ kv_status db_calibration(kv_db *db, const char *base_profile, const char *source
 
 /* Executes SQL with no result rows (schema tools, tests). */
 kv_status db_exec(kv_db *db, const char *sql);
-/* Copies every run (with spans and metrics) and measurement of `src_path` into db, one
- * transaction: merging shards of a sweep. Runs with a run_key already present are replaced. */
+/* Copies every run (with spans and metrics), measurement and calibration of `src_path` into db,
+ * one transaction: merging shards of a sweep. Runs with a run_key already present are replaced;
+ * rows without a key that db already holds (same values in every column) are not copied again,
+ * so merging a shard twice changes nothing. A shard cannot be merged into itself (KV_EINVAL). */
 kv_status db_merge(kv_db *db, const char *src_path);
 
 const char *kvpr_version(void);

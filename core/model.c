@@ -3,8 +3,11 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "kv_io.h"
+#include "kv_str.h"
 
 #define OPT(nm, L, H, NH, F) \
     {nm, "opt", L, H, NH, NH, (H) / (NH), F, 50272, 2048, 0, 1, 1, KV_DT_FP16}
@@ -54,22 +57,47 @@ const char *kv_dtype_name(kv_dtype d) {
     return d == KV_DT_FP32 ? "float32" : d == KV_DT_BF16 ? "bfloat16" : "float16";
 }
 
+/* a * b + c; sets *ovf when it does not fit in 64 bits */
+static uint64_t mad(uint64_t a, uint64_t b, uint64_t c, int *ovf) {
+    uint64_t r;
+    if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r)) *ovf = 1;
+    return r;
+}
+
 kv_status kv_model_validate(const kv_model *m) {
-    const struct { const char *k; int v; int lo; } f[] = {
-        {"num_hidden_layers", m->n_layers, 1}, {"hidden_size", m->hidden, 1},
-        {"num_attention_heads", m->n_heads, 1}, {"num_key_value_heads", m->n_kv_heads, 1},
-        {"head_dim", m->head_dim, 1}, {"intermediate_size", m->ffn, 1}, {"vocab_size", m->vocab, 1},
-        {"max_position_embeddings", m->max_pos, 0}};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    /* Every field bounded, so that every size below (int dims, uint64 bytes) is exact; the bounds
+     * are far above any published model. */
+    const struct { const char *k; int v; int lo, hi; } f[] = {
+        {"num_hidden_layers", m->n_layers, 1, 4096}, {"hidden_size", m->hidden, 1, 1 << 20},
+        {"num_attention_heads", m->n_heads, 1, 1 << 16}, {"num_key_value_heads", m->n_kv_heads, 1, 1 << 16},
+        {"head_dim", m->head_dim, 1, 1 << 16}, {"intermediate_size", m->ffn, 1, 1 << 22}, {"vocab_size", m->vocab, 1, 1 << 24},
+        {"max_position_embeddings", m->max_pos, 0, 1 << 24}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < f[i].lo)
             return kv_errorf(KV_EINVAL, "model %s: %s must be >= %d, got %d", m->name, f[i].k, f[i].lo, f[i].v);
+        if (f[i].v > f[i].hi)
+            return kv_errorf(KV_EOVERFLOW, "model %s: %s out of range: must be <= %d, got %d", m->name, f[i].k, f[i].hi, f[i].v);
+    }
     if (m->n_heads % m->n_kv_heads != 0)
         return kv_errorf(KV_EINVAL, "model %s: num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
                          m->name, m->n_heads, m->n_kv_heads);
-    /* Sizes are computed in 64 bits; keep every single dimension far below where products overflow. */
-    if (m->hidden > (1 << 20) || m->ffn > (1 << 22) || m->vocab > (1 << 24) || m->n_layers > 4096)
-        return kv_errorf(KV_EOVERFLOW, "model %s: dimensions out of range (hidden %d, ffn %d, vocab %d, layers %d)",
-                         m->name, m->hidden, m->ffn, m->vocab, m->n_layers);
+    /* query width n_heads * head_dim (K/V width is at most that): its products with hidden and the
+     * layer count below must fit, and kv_model_kv_dim returns it as an int */
+    uint64_t q = (uint64_t)m->n_heads * (uint64_t)m->head_dim;
+    if (q > (1u << 22))
+        return kv_errorf(KV_EOVERFLOW, "model %s: num_attention_heads x head_dim = %llu exceeds %d", m->name, (unsigned long long)q, 1 << 22);
+    /* the total size, in checked arithmetic: it must fit with room for 4-byte weights in an int64 */
+    uint64_t h = (uint64_t)m->hidden, kv = (uint64_t)m->n_kv_heads * (uint64_t)m->head_dim, fs = (uint64_t)m->ffn;
+    int ovf = 0;
+    uint64_t layer = mad(h, 2 * q + 2 * kv, 0, &ovf);          /* Q, O and K, V projections */
+    layer = mad(h, 3 * fs, layer, &ovf);                        /* MLP, gated or not */
+    layer = mad(1, q + 2 * kv + 7 * h + fs, layer, &ovf);       /* biases and norms */
+    uint64_t total = mad(layer, (uint64_t)m->n_layers, 0, &ovf);
+    total = mad(2 * (uint64_t)m->vocab, h, total, &ovf);        /* embedding and lm_head */
+    total = mad((uint64_t)m->max_pos + 2, h, total, &ovf);      /* learned positions */
+    if (ovf || total > ((uint64_t)1 << 60))
+        return kv_errorf(KV_EOVERFLOW, "model %s: more than 2^60 parameters (hidden %d, ffn %d, vocab %d, layers %d)", m->name,
+                         m->hidden, m->ffn, m->vocab, m->n_layers);
     return KV_OK;
 }
 
@@ -154,12 +182,21 @@ static int str_in(const char *s, const char *const *list) {
 }
 
 kv_status kv_model_load_hf(const char *path, kv_model *out) {
+    /* config.json files are downloaded from others: a regular file of a sane size only */
+    char *text;
+    size_t len;
+    kv_status st = kv_io_read_all(path, 1 << 24, &text, &len);
+    if (st) return st;
+    st = kv_model_parse_hf(text, len, path, out);
+    free(text);
+    return st;
+}
+
+kv_status kv_model_parse_hf(const char *text, size_t len, const char *path, kv_model *out) {
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    if (!root) {
-        if (je.line < 0) return kv_errorf(KV_ENOTFOUND, "%s: %s", path, je.text);
-        return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-    }
+    /* duplicate keys rejected, as in every other input: "last one wins" hides a conflict */
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     kv_status st = KV_OK;
     kv_model m;
     memset(&m, 0, sizeof m);
@@ -168,10 +205,11 @@ kv_status kv_model_load_hf(const char *path, kv_model *out) {
         goto done;
     }
     const char *mt = json_string_value(json_object_get(root, "model_type"));
-    snprintf(m.family, sizeof m.family, "%s", mt ? mt : "unknown");
+    kv_str_copy(m.family, sizeof m.family, mt ? mt : "unknown");
     const char *base = strrchr(path, '/');
     const char *nm = json_string_value(json_object_get(root, "_name_or_path"));
-    snprintf(m.name, sizeof m.name, "%s", nm ? nm : base ? base + 1 : path);
+    /* a display name: cut at a character boundary (names print in JSON, which must be UTF-8) */
+    kv_str_copy(m.name, sizeof m.name, nm && *nm ? nm : base ? base + 1 : path);
 
     if ((st = get_int(root, path, "hidden_size", &m.hidden, 1)) ||
         (st = get_int(root, path, "num_hidden_layers", &m.n_layers, 1)) ||

@@ -3,6 +3,7 @@
 #ifndef KV_MODEL_H
 #define KV_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "kv_err.h"
 
@@ -32,6 +33,8 @@ kv_status kv_model_find(const char *name, kv_model *out);
 /* A built-in name, or a path to a Hugging Face config.json. */
 kv_status kv_model_resolve(const char *name_or_path, kv_model *out);
 kv_status kv_model_load_hf(const char *path, kv_model *out);
+/* The same from text in memory; path names it in messages. */
+kv_status kv_model_parse_hf(const char *text, size_t len, const char *path, kv_model *out);
 kv_status kv_model_validate(const kv_model *m);
 
 int kv_dtype_bytes(kv_dtype d);

@@ -4,8 +4,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const op_names[KV_OP_COUNT] = {"w_h2d",  "wkv_h2d", "act_h2d", "kv_h2d",   "recompute", "qkv",
-                                                  "attn",   "ffn",     "kv_d2h",  "q_d2h",    "cpu_attn",  "o_h2d"};
+static const char *const op_names[KV_OP_COUNT] = {"w_h2d",   "wkv_h2d", "act_h2d", "kv_h2d",  "recompute", "qkv",
+                                                  "attn",    "ffn",     "kv_d2h",  "q_d2h",   "cpu_attn",  "o_h2d",
+                                                  "hid_h2d", "hid_d2h", "act_d2h", "lm_head"};
+static const char *const queue_names[KV_Q_COUNT] = {"cache", "store", "compute", "cpu", "weights", "hidden"};
+static const kv_resource queue_res[KV_Q_COUNT] = {KV_RES_H2D, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU, KV_RES_H2D, KV_RES_H2D};
+static const char *const preset_names[KV_PRESET_COUNT] = {"none", "hf-offload", "accelerate", "zero-inference", "flexgen", "kvpr"};
+static const char *const preset_about[KV_PRESET_COUNT] = {
+    "",
+    "Hugging Face OffloadedStaticCache: weights on the GPU, KV cache in pinned CPU memory, the next layer's KV "
+    "prefetched on one copy stream, attention on the GPU (row-by-row)",
+    "Hugging Face Accelerate device_map offload: weights in pageable CPU memory, copied synchronously before each "
+    "layer (no prefetch), KV cache on the GPU (row-by-row)",
+    "DeepSpeed ZeRO-Inference: weights in pinned CPU memory, the next layer prefetched, KV cache on the GPU "
+    "(row-by-row)",
+    "FlexGen: zig-zag block over micro-batches, weights, KV cache and activations placed by --percent (default "
+    "all on the CPU but activations), attention over the CPU-resident cache on the CPU (cpu_cache_compute)",
+    "KVPR latency mode: weights on the GPU, activations of [0, l) and K/V of [l, s) on the CPU, recompute "
+    "overlapped with the K/V transfer"};
+
+kv_resource kv_queue_res(kv_queue q) { return (unsigned)q < KV_Q_COUNT ? queue_res[q] : KV_RES_GPU; }
+const char *kv_queue_name(kv_queue q) { return (unsigned)q < KV_Q_COUNT ? queue_names[q] : "?"; }
+const char *kv_preset_name(kv_preset p) { return (unsigned)p < KV_PRESET_COUNT ? preset_names[p] : "?"; }
+const char *kv_preset_about(kv_preset p) { return (unsigned)p < KV_PRESET_COUNT ? preset_about[p] : ""; }
+
+kv_status kv_preset_parse(const char *s, kv_preset *out) {
+    for (int i = 1; i < KV_PRESET_COUNT; i++)
+        if (!strcmp(s, preset_names[i])) {
+            *out = (kv_preset)i;
+            return KV_OK;
+        }
+    return kv_errorf(KV_EINVAL, "unknown preset '%s' (hf-offload, accelerate, zero-inference, flexgen, kvpr)", s);
+}
+
+kv_status kv_percent_parse(const char *s, kv_percent *out) {
+    double v[6];
+    const char *c = s;
+    for (int i = 0; i < 6; i++) {
+        while (*c == ' ' || *c == ',') c++;
+        char *e;
+        v[i] = strtod(c, &e);
+        if (e == c || !(v[i] >= 0 && v[i] <= 100))
+            return kv_errorf(KV_EINVAL, "--percent wants six numbers in [0, 100] (WG WC CG CC HG HC), got '%s'", s);
+        c = e;
+    }
+    while (*c == ' ' || *c == ',') c++;
+    if (*c) return kv_errorf(KV_EINVAL, "--percent wants six numbers in [0, 100] (WG WC CG CC HG HC), got '%s'", s);
+    *out = (kv_percent){1, v[0], v[1], v[2], v[3], v[4], v[5]};
+    return KV_OK;
+}
 static const char *const res_names[KV_RES_COUNT] = {"h2d", "d2h", "gpu", "cpu"};
 static const char *const pol_names[KV_POL_COUNT] = {"gpu", "offload", "kvpr", "recompute", "cpu-attn"};
 
@@ -37,6 +84,40 @@ void kv_plan_defaults(kv_plan *p) {
     p->nb = 1;
     p->split = -1;
     p->prefetch = 2;
+}
+
+void kv_plan_preset(kv_plan *p, kv_preset preset) {
+    p->preset = preset;
+    switch (preset) {
+    case KV_PRESET_HF_OFFLOAD:
+        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 2, p->pageable = 0;
+        p->percent = (kv_percent){1, 100, 0, 0, 100, 100, 0};
+        break;
+    case KV_PRESET_ACCELERATE:
+        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 1, p->pageable = 1;
+        p->percent = (kv_percent){1, 0, 100, 100, 0, 100, 0};
+        break;
+    case KV_PRESET_ZERO:
+        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 2, p->pageable = 0;
+        p->percent = (kv_percent){1, 0, 100, 100, 0, 100, 0};
+        break;
+    case KV_PRESET_FLEXGEN:
+        p->mode = KV_MODE_THROUGHPUT, p->policy = KV_POL_CPU_ATTN, p->prefetch = 2, p->pageable = 0;
+        p->percent = (kv_percent){1, 0, 100, 0, 100, 100, 0};
+        break;
+    case KV_PRESET_KVPR:
+        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_KVPR, p->prefetch = 2, p->pageable = 0;
+        p->percent = (kv_percent){1, 100, 0, 0, 100, 100, 0};
+        break;
+    default: break;
+    }
+}
+
+kv_percent kv_plan_percent(const kv_plan *p) {
+    if (p->percent.set) return p->percent;
+    int gpu = p->policy == KV_POL_GPU;
+    double wg = p->mode == KV_MODE_LATENCY || gpu ? 100 : 0, cg = gpu ? 100 : 0;
+    return (kv_percent){0, wg, 100 - wg, cg, 100 - cg, 100, 0};
 }
 
 int kv_plan_steps(const kv_plan *p) { return p->gen - 1; }
@@ -71,6 +152,24 @@ kv_status kv_plan_validate(const kv_plan *p, const kv_model *m) {
     if (p->policy != KV_POL_KVPR && p->split > 0)
         return kv_errorf(KV_EINVAL, "--split applies to the kvpr policy only (policy %s)", kv_policy_name(p->policy));
     if (p->layers < 0) return kv_errorf(KV_EINVAL, "layers must be >= 0, got %d", p->layers);
+    if (p->percent.set) {
+        const kv_percent *c = &p->percent;
+        double v[6] = {c->wg, c->wc, c->cg, c->cc, c->hg, c->hc};
+        for (int i = 0; i < 6; i++)
+            if (!(v[i] >= 0 && v[i] <= 100)) return kv_errorf(KV_EINVAL, "--percent: every share must be in [0, 100]");
+        const char *what[3] = {"weights", "KV cache", "activations"};
+        for (int i = 0; i < 3; i++) {
+            double sum = v[2 * i] + v[2 * i + 1];
+            if (sum > 100 + 1e-9) return kv_errorf(KV_EINVAL, "--percent: %s on GPU and CPU add up to %g%% (> 100)", what[i], sum);
+            if (sum < 100 - 1e-9)
+                return kv_errorf(KV_EINVAL, "--percent: %s on GPU and CPU add up to %g%%; the rest would be on disk, which is not modelled",
+                                 what[i], sum);
+        }
+        if (c->hg != 0 && c->hg != 100)
+            return kv_errorf(KV_EINVAL, "--percent: activations live wholly on one device (HG 0 or 100, as in FlexGen), got %g", c->hg);
+        if (p->policy == KV_POL_GPU && (c->cg != 100 || c->wg != 100))
+            return kv_errorf(KV_EINVAL, "policy gpu keeps weights and KV cache on the GPU: --percent must be 100 0 100 0 ...");
+    }
     /* Every size the executor will compute: the whole KV cache must fit 64 bits. */
     uint64_t seq, tok, kv;
     kv_status st;
@@ -88,6 +187,13 @@ char *kv_plan_json(const kv_plan *p) {
                           "gen", p->gen, "split", p->split, "prefetch", p->prefetch, "keep_act", p->keep_act,
                           "wkv_first", p->wkv_first, "pageable", p->pageable, "paper_model", p->paper_model, "layers",
                           p->layers);
+    /* Only what differs from the default, so that plans of earlier runs keep their JSON (run keys). */
+    if (o && p->percent.set) {
+        const kv_percent *c = &p->percent;
+        json_object_set_new(o, "percent", json_pack("[f,f,f,f,f,f]", c->wg, c->wc, c->cg, c->cc, c->hg, c->hc));
+    }
+    if (o && p->preset) json_object_set_new(o, "preset", json_string(kv_preset_name(p->preset)));
+    if (o && p->no_prefill) json_object_set_new(o, "no_prefill", json_true());
     if (o && p->split_steps) {
         json_t *a = json_array();
         for (int i = 0; i < kv_plan_steps(p); i++) json_array_append_new(a, json_integer(p->split_steps[i]));
@@ -113,11 +219,19 @@ kv_status kv_plan_from_json(const char *text, kv_plan *p) {
     struct { const char *k; int *dst; } ints[] = {{"batch", &p->batch},       {"nb", &p->nb},           {"prompt", &p->prompt},
                                                 {"gen", &p->gen},           {"split", &p->split},     {"prefetch", &p->prefetch},
                                                 {"layers", &p->layers},     {"keep_act", &p->keep_act}, {"wkv_first", &p->wkv_first},
-                                                {"pageable", &p->pageable}, {"paper_model", &p->paper_model}};
+                                                {"pageable", &p->pageable}, {"paper_model", &p->paper_model},
+                                                {"no_prefill", &p->no_prefill}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         json_t *v = json_object_get(o, ints[i].k);
         if (json_is_integer(v)) *ints[i].dst = (int)json_integer_value(v);
         else if (json_is_boolean(v)) *ints[i].dst = json_is_true(v);
+    }
+    if ((s = json_string_value(json_object_get(o, "preset"))) && (st = kv_preset_parse(s, &p->preset))) goto out;
+    json_t *pc = json_object_get(o, "percent");
+    if (json_is_array(pc) && json_array_size(pc) == 6) {
+        double v[6];
+        for (int i = 0; i < 6; i++) v[i] = json_number_value(json_array_get(pc, (size_t)i));
+        p->percent = (kv_percent){1, v[0], v[1], v[2], v[3], v[4], v[5]};
     }
     json_t *a = json_object_get(o, "split_steps");
     if (json_is_array(a)) {

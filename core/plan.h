@@ -33,10 +33,54 @@ typedef enum {
     KV_OP_Q_D2H,     /* cpu-attn: q of the new token to the CPU */
     KV_OP_CPU_ATTN,  /* cpu-attn: attention on the CPU */
     KV_OP_O_H2D,     /* cpu-attn: attention output back to the GPU */
+    KV_OP_HID_H2D,   /* hidden state of a micro-batch from the CPU (activations placed on the CPU) */
+    KV_OP_HID_D2H,   /* and back after the layer */
+    KV_OP_ACT_D2H,   /* prefill (kvpr): the prompt's activations of [0, l) to their home on the CPU */
+    KV_OP_HEAD,      /* final norm + LM head of the last position, once per step and micro-batch */
     KV_OP_COUNT
 } kv_op;
 
 typedef enum { KV_RES_H2D = 0, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU, KV_RES_COUNT } kv_resource;
+
+/* Queues: in-order streams as CUDA runs them. Several queues load one link direction and share it
+ * (the simulator splits a direction's bandwidth fairly among the copies in flight); each queue
+ * maps to one engine stream. The first four equal the resource they use. */
+typedef enum {
+    KV_Q_CACHE = 0, /* h2d: K/V and stored activations */
+    KV_Q_STORE,     /* d2h: write-backs, q to the CPU, hidden states out */
+    KV_Q_COMPUTE,   /* gpu */
+    KV_Q_CPU,       /* cpu attention */
+    KV_Q_WEIGHT,    /* h2d: streamed weights */
+    KV_Q_HIDDEN,    /* h2d: hidden states in, cpu-attn output back */
+    KV_Q_COUNT
+} kv_queue;
+kv_resource kv_queue_res(kv_queue q);
+const char *kv_queue_name(kv_queue q);
+
+/* Where tensors live, FlexGen's --percent: weights (w), KV cache (c) and activations (h, the
+ * hidden states between layers) on the GPU (g) and the CPU (c), in percent. Weights are placed per
+ * tensor by the midpoint rule, the cache by sequence, activations whole. Disk (the remainder to
+ * 100) is not modelled. */
+typedef struct {
+    int set; /* 0: the mode's and policy's default layout */
+    double wg, wc, cg, cc, hg, hc;
+} kv_percent;
+
+/* Named layouts of the systems users compare against (offloading.md section 1). */
+typedef enum {
+    KV_PRESET_NONE = 0,
+    KV_PRESET_HF_OFFLOAD, /* weights GPU, KV CPU pinned, next layer prefetched, attention on the GPU */
+    KV_PRESET_ACCELERATE, /* weights CPU pageable, copied synchronously before each layer; KV GPU */
+    KV_PRESET_ZERO,       /* ZeRO-Inference: weights CPU pinned, next layer prefetched; KV GPU */
+    KV_PRESET_FLEXGEN,    /* zig-zag block, weights and cache on the CPU, attention on the CPU */
+    KV_PRESET_KVPR,       /* weights GPU, activations of [0, l) and K/V of [l, s) on the CPU */
+    KV_PRESET_COUNT
+} kv_preset;
+const char *kv_preset_name(kv_preset p);
+const char *kv_preset_about(kv_preset p);
+kv_status kv_preset_parse(const char *s, kv_preset *out);
+/* Parses "WG WC CG CC HG HC" (spaces or commas). */
+kv_status kv_percent_parse(const char *s, kv_percent *out);
 
 const char *kv_op_name(kv_op op);
 const char *kv_res_name(kv_resource r);
@@ -59,9 +103,16 @@ typedef struct {
     int pageable;     /* host buffers are pageable, not pinned */
     int paper_model;  /* no cross-layer prefetch, no overheads, only t_act + max(t_rec, t_kv) */
     int layers;       /* simulate only the first N layers (0: all) */
+    kv_percent percent; /* placement (percent.set = 0: the default layout) */
+    kv_preset preset;   /* the named layout the plan was made from (for reports) */
+    int no_prefill;   /* 1: decode only, no prompt pass */
 } kv_plan;
 
 void kv_plan_defaults(kv_plan *p);
+/* Sets mode, policy, placement, prefetch and pageable as the named system runs. */
+void kv_plan_preset(kv_plan *p, kv_preset preset);
+/* The placement in effect: percent if set, else the default of the mode and policy. */
+kv_percent kv_plan_percent(const kv_plan *p);
 /* Checks ranges and overflow of every size the plan implies for model m. */
 kv_status kv_plan_validate(const kv_plan *p, const kv_model *m);
 int kv_plan_steps(const kv_plan *p);

@@ -11,17 +11,28 @@
 
 typedef uint16_t eng_half;
 
-enum { ENG_S_COMPUTE = 0, ENG_S_H2D = 1, ENG_S_D2H = 2, ENG_NSTREAMS = 3 };
+/* Streams: one per queue of the op graph (kv_queue). Copies on H2D, WEIGHT and HIDDEN share the
+ * host-to-device link; CPU runs host functions (attention over the host cache). */
+enum { ENG_S_COMPUTE = 0, ENG_S_H2D = 1, ENG_S_D2H = 2, ENG_S_CPU = 3, ENG_S_WEIGHT = 4, ENG_S_HIDDEN = 5, ENG_NSTREAMS = 6 };
 typedef enum { ENG_ACT_NONE = 0, ENG_ACT_RELU, ENG_ACT_SILU_MUL } eng_act;
 
 typedef struct eng_backend eng_backend;
 
+/* What a device is and has. */
+typedef struct {
+    char name[256];
+    double free_bytes, total_bytes; /* device memory (host backend: host memory this process may still use) */
+    double l2_bytes;                /* last-level cache that timed working sets are compared with */
+    int sms;                        /* multiprocessors (host backend: cores) */
+    int shares_host_memory;         /* 1: "device" buffers come out of host RAM (host backend) */
+} eng_devinfo;
+
 typedef struct {
     const char *name;
-    /* events: a pool of n, indexed 0..n-1; event 0 is the time origin */
+    /* events: a pool of n, indexed 0..n-1 */
     kv_status (*open)(eng_backend **out, int device, int n_events);
     void (*close)(eng_backend *b);
-    kv_status (*info)(eng_backend *b, char *name, size_t n, double *free_bytes, double *total_bytes);
+    kv_status (*info)(eng_backend *b, eng_devinfo *out);
     kv_status (*dev_alloc)(eng_backend *b, void **p, size_t bytes);
     void (*dev_free)(eng_backend *b, void *p);
     kv_status (*host_alloc)(eng_backend *b, void **p, size_t bytes, int pinned);
@@ -40,11 +51,22 @@ typedef struct {
     kv_status (*activate)(eng_backend *b, int stream, const eng_half *x, eng_half *out, int rows, int cols, eng_act act);
     /* out[r] = x[r] / sqrt(mean(x[r]^2) + 1e-6), rows x cols (the layer's pre-norm; unit gain) */
     kv_status (*rmsnorm)(eng_backend *b, int stream, const eng_half *x, eng_half *out, int rows, int cols);
+    /* fn(arg) on the host, in the stream's order (cudaLaunchHostFunc); it must not call the backend */
+    kv_status (*host_fn)(eng_backend *b, int stream, void (*fn)(void *), void *arg);
     kv_status (*record)(eng_backend *b, int stream, int ev);
     kv_status (*wait)(eng_backend *b, int stream, int ev);
     kv_status (*sync)(eng_backend *b);
-    /* milliseconds from event 0 to event ev (after sync) */
-    kv_status (*elapsed)(eng_backend *b, int ev, double *ms);
+    /* milliseconds from event a to event z, both recorded and complete (after sync). Each span is
+     * timed by its own pair: offsets from one distant origin would lose microseconds to the
+     * float that CUDA reports them in. */
+    kv_status (*elapsed)(eng_backend *b, int a, int z, double *ms);
+    /* hold: work queued on `stream` after this waits until release(), so that timed work is queued
+     * first and then runs back to back, without the host's launch cost in between (nvbandwidth's
+     * method). Queue only a few hundred operations behind a hold, and no pageable copies (CUDA
+     * synchronises the stream for those, which would wait on the hold). A hold lets go by itself
+     * after 10 s, so a forgotten release cannot hang the program. */
+    kv_status (*hold)(eng_backend *b, int stream);
+    kv_status (*release)(eng_backend *b);
 } eng_backend_type;
 
 extern const eng_backend_type eng_host_backend;

@@ -1,14 +1,18 @@
 // eng_cuda: the CUDA backend. Every CUDA and cuBLAS call is checked and turned into a one-line
 // error with file and line; nothing exits.
+#include <new>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "../kernels/kernels.cuh"
 extern "C" {
 #include "backend.h"
 }
+
+#define ATTN_WS_BYTES ((size_t)16 << 20) /* per stream: split results of decode attention */
 
 struct eng_backend {
     int dev;
@@ -16,7 +20,21 @@ struct eng_backend {
     cudaEvent_t *ev;
     int nev;
     cublasHandle_t cb;
+    kvpr_attn_ws ws[ENG_NSTREAMS];
+    int *flag, *dflag; /* hold/release: pinned and mapped (host and device address); release() raises it */
+    int releases;
 };
+
+/* Spins until the host raises *flag to at least `target` (release()), or 10 s have passed. Queued
+ * ahead of timed work so that the work starts back to back once the host has queued all of it. */
+__global__ void hold_k(const volatile int *flag, int target) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        if (*flag >= target) return;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < 10000000000ull);
+}
 
 #define CK(x)                                                                                                   \
     do {                                                                                                        \
@@ -37,8 +55,11 @@ static void c_close(eng_backend *b) {
     for (int i = 0; i < b->nev; i++)
         if (b->ev[i]) cudaEventDestroy(b->ev[i]);
     free(b->ev);
-    for (int i = 0; i < ENG_NSTREAMS; i++)
+    for (int i = 0; i < ENG_NSTREAMS; i++) {
         if (b->s[i]) cudaStreamDestroy(b->s[i]);
+        if (b->ws[i].buf) cudaFree(b->ws[i].buf);
+    }
+    if (b->flag) cudaFreeHost(b->flag);
     if (b->cb) cublasDestroy(b->cb);
     free(b);
 }
@@ -70,6 +91,15 @@ static kv_status c_open(eng_backend **out, int device, int n_events) {
             if (!b->ev) return kv_errorf(KV_ENOMEM, "cuda backend: out of memory for %d events", n_events);
             b->nev = n_events;
             for (int i = 0; i < n_events; i++) CK(cudaEventCreate(&b->ev[i]));
+            int sms = 1;
+            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, b->dev));
+            for (int i = 0; i < ENG_NSTREAMS; i++) {
+                CK(cudaMalloc((void **)&b->ws[i].buf, ATTN_WS_BYTES));
+                b->ws[i].bytes = ATTN_WS_BYTES, b->ws[i].sms = sms;
+            }
+            CK(cudaHostAlloc((void **)&b->flag, sizeof(int), cudaHostAllocMapped));
+            *(volatile int *)b->flag = 0;
+            CK(cudaHostGetDevicePointer((void **)&b->dflag, b->flag, 0));
             return KV_OK;
         }
     };
@@ -79,18 +109,22 @@ static kv_status c_open(eng_backend **out, int device, int n_events) {
     return KV_OK;
 }
 
-static kv_status c_info(eng_backend *b, char *name, size_t n, double *free_b, double *total_b) {
+static kv_status c_info(eng_backend *b, eng_devinfo *o) {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, b->dev));
     int drv = 0, rt = 0;
     CK(cudaDriverGetVersion(&drv));
     CK(cudaRuntimeGetVersion(&rt));
-    snprintf(name, n, "%s (cc %d.%d, %d copy engines, driver API %d, runtime %d)", p.name, p.major, p.minor,
-             p.asyncEngineCount, drv, rt);
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%.100s (cc %d.%d, %d SMs, %d MiB L2, %d copy engines, driver API %d, runtime %d)", p.name, p.major,
+             p.minor, p.multiProcessorCount, p.l2CacheSize >> 20, p.asyncEngineCount, drv, rt);
     size_t f = 0, t = 0;
     CK(cudaMemGetInfo(&f, &t));
-    *free_b = (double)f;
-    *total_b = (double)t;
+    o->free_bytes = (double)f;
+    o->total_bytes = (double)t;
+    o->l2_bytes = (double)p.l2CacheSize;
+    o->sms = p.multiProcessorCount;
+    o->shares_host_memory = 0;
     return KV_OK;
 }
 
@@ -135,7 +169,7 @@ static kv_status c_gemm(eng_backend *b, int s, int M, int N, int K, const eng_ha
 }
 static kv_status c_attn(eng_backend *b, int s, const eng_half *q, const eng_half *kv, eng_half *out, int B, int ctx, int nh,
                         int nkv, int d) {
-    CK(kvpr_attention((const __half *)q, (const __half *)kv, (__half *)out, B, ctx, nh, nkv, d, b->s[s]));
+    CK(kvpr_attention((const __half *)q, (const __half *)kv, (__half *)out, B, ctx, nh, nkv, d, &b->ws[s], b->s[s]));
     return KV_OK;
 }
 static kv_status c_act(eng_backend *b, int s, const eng_half *x, eng_half *out, int rows, int cols, eng_act act) {
@@ -144,6 +178,26 @@ static kv_status c_act(eng_backend *b, int s, const eng_half *x, eng_half *out, 
 }
 static kv_status c_norm(eng_backend *b, int s, const eng_half *x, eng_half *out, int rows, int cols) {
     CK(kvpr_rmsnorm((const __half *)x, (__half *)out, rows, cols, b->s[s]));
+    return KV_OK;
+}
+/* cudaLaunchHostFunc's callback type differs from the C interface's only in linkage */
+struct host_call {
+    void (*fn)(void *);
+    void *arg;
+};
+static void CUDART_CB run_host_call(void *p) {
+    host_call *h = (host_call *)p;
+    h->fn(h->arg);
+    delete h;
+}
+static kv_status c_hostfn(eng_backend *b, int s, void (*fn)(void *), void *arg) {
+    host_call *h = new (std::nothrow) host_call{fn, arg};
+    if (!h) return kv_errorf(KV_ENOMEM, "out of memory");
+    cudaError_t e = cudaLaunchHostFunc(b->s[s], run_host_call, h);
+    if (e != cudaSuccess) {
+        delete h;
+        return kv_errorf(KV_EDEVICE, "cudaLaunchHostFunc: %s", cudaGetErrorString(e));
+    }
     return KV_OK;
 }
 static kv_status c_record(eng_backend *b, int s, int ev) {
@@ -161,15 +215,25 @@ static kv_status c_sync(eng_backend *b) {
     CK(cudaGetLastError());
     return KV_OK;
 }
-static kv_status c_elapsed(eng_backend *b, int ev, double *ms) {
-    if (ev < 0 || ev >= b->nev) return kv_errorf(KV_EINVAL, "cuda backend: no event %d", ev);
+static kv_status c_elapsed(eng_backend *b, int a, int z, double *ms) {
+    if (a < 0 || a >= b->nev || z < 0 || z >= b->nev) return kv_errorf(KV_EINVAL, "cuda backend: no event %d or %d", a, z);
     float f = 0;
-    CK(cudaEventElapsedTime(&f, b->ev[0], b->ev[ev]));
+    CK(cudaEventElapsedTime(&f, b->ev[a], b->ev[z]));
     *ms = f;
+    return KV_OK;
+}
+static kv_status c_hold(eng_backend *b, int s) {
+    hold_k<<<1, 1, 0, b->s[s]>>>(b->dflag, b->releases + 1);
+    CK(cudaGetLastError());
+    return KV_OK;
+}
+static kv_status c_release(eng_backend *b) {
+    /* the device reads the flag over the bus: a plain store to mapped pinned memory reaches it */
+    __atomic_store_n(b->flag, ++b->releases, __ATOMIC_SEQ_CST);
     return KV_OK;
 }
 
 static const eng_backend_type cuda_type = {"cuda", c_open, c_close, c_info, c_alloc, c_free, c_halloc, c_hfree, c_copy,
-                                           c_gemm, c_attn, c_act, c_norm, c_record, c_wait, c_sync, c_elapsed};
+                                           c_gemm, c_attn, c_act, c_norm, c_hostfn, c_record, c_wait, c_sync, c_elapsed, c_hold, c_release};
 
 extern "C" const eng_backend_type *eng_cuda_backend(void) { return &cuda_type; }

@@ -1,116 +1,145 @@
-/* eng_exec: the executor. Streams: compute, H2D copies, D2H copies. Buffers of layer u live in
- * slot u % D (D = prefetch depth): a transfer into a slot waits for the op that last used it. */
+/* eng_exec: the executor. It asks the graph builder (sched/graph.h) for the plan's ops, the same
+ * ops the simulator times, and runs each as it comes: wait for its dependencies' end events on its
+ * queue's stream, record a start event, dispatch on the op kind to copies and kernels, record an
+ * end event. It knows ops, not policies: which ops exist, on which queue, with which rows,
+ * sequences and buffer slots is the builder's decision.
+ *
+ * Buffers follow the layout: the K/V of the sequences whose cache is on the GPU stay in a resident
+ * buffer per (layer, micro-batch); the others live in pinned host memory and stream through D x nb
+ * slots. Every layer shares one random weight set, so a weight slot holds a whole layer: a weight
+ * load moves exactly the streamed tensors' bytes, and the values it overwrites are equal.
+ * Row layouts are position-major: [position][sequence][...], sequences of the GPU part first.
+ *
+ * A session sets up the host side once (weights, the CPU part of the cache, stored activations,
+ * hidden states, pinned and filled) for plans that differ only in policy and split; each plan run
+ * on it allocates its device buffers, warms up with one untimed decode step, and runs its graph
+ * (the prompt pass, unless no_prefill, then the decode steps) with every op timed by its own
+ * event pair. */
 #include "exec.h"
-#include <gsl/gsl_rng.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "../kernels/ref.h"
+#include "../sched/graph.h"
+#include "fill.h"
+#include "sysmem.h"
 
-typedef struct {
-    const eng_backend_type *t;
-    eng_backend *b;
-    const kv_model *m;
-    const kv_plan *pl;
-    int L, B, nb, S, D, h, qd, kvd, ffn, gated, thr, gpu_pol, steps;
-    size_t wq, wkv, wo, wup, wdown, wlayer; /* weight sizes in elements */
-    /* host */
-    eng_half **kvh, **acth; /* [L*nb] each [S][B][2kvd] / [S][B][h] */
-    eng_half *wh;           /* one layer's weights, host (throughput mode copies it per layer) */
-    /* device */
-    eng_half **wd;          /* latency: [L] resident; throughput: [D] slots */
-    eng_half **kvslot, **actslot; /* [D] slots, or for the gpu policy kvslot is [L*nb] resident */
-    eng_half **x, **xn, **q, **ao, **u, **y; /* per micro-batch; xn: the normalised hidden state */
-    int nev, next_ev;
-    struct task *tasks; /* one per op issued: its events and its span's keys */
-    int ntasks, cap_tasks;
-    int nslot;          /* K/V and activation buffer slots: D layers of nb micro-batches */
-    double dev_bytes, host_bytes;
-} ex_t;
+static const double GiB = 1073741824.0;
 
-void eng_plan_bytes(const kv_model *m, const kv_plan *pl, double *dev, double *host) {
-    double L = kv_plan_layers(pl, m), B = pl->batch, nb = pl->nb, S = (double)pl->prompt + pl->gen, h = m->hidden;
-    double kvd = kv_model_kv_dim(m), qd = (double)m->n_heads * m->head_dim, f = m->ffn, D = pl->prefetch;
-    double wl = 2.0 * (h * qd + h * 2 * kvd + qd * h + h * f * (m->gated_mlp ? 2 : 1) + f * h);
-    int thr = pl->mode == KV_MODE_THROUGHPUT, gpu = pl->policy == KV_POL_GPU;
-    double kvbuf = S * B * 2 * kvd * 2, actbuf = S * B * h * 2;
-    *dev = (thr && !gpu ? D : L) * wl + (gpu ? L * nb * kvbuf : D * nb * (kvbuf + actbuf)) +
-           nb * B * 2.0 * (2 * h + 2 * qd + f * (m->gated_mlp ? 3 : 1));
-    *host = L * nb * (kvbuf + actbuf) + wl;
-}
-
-static kv_status fill_random(eng_half *p, size_t n, double scale, gsl_rng *rng) {
-    for (size_t i = 0; i < n; i++) p[i] = eng_f2h((float)((2 * gsl_rng_uniform(rng) - 1) * scale));
-    return KV_OK;
-}
-
-/* ---- events and spans ----------------------------------------------------------------- */
+/* the stream each queue runs on */
+static const int stream_of[KV_Q_COUNT] = {ENG_S_H2D, ENG_S_D2H, ENG_S_COMPUTE, ENG_S_CPU, ENG_S_WEIGHT, ENG_S_HIDDEN};
 
 typedef struct task {
     int ev0, ev1;
     kv_op op;
-    kv_resource res;
+    kv_queue q;
     int step, layer, mb;
     double bytes, flops;
 } task_t;
 
-static kv_status begin(ex_t *e, int stream, kv_op op, int t, int j, int k, double bytes, double flops, int *id) {
-    if (e->next_ev + 2 > e->nev) return kv_errorf(KV_EINVAL, "engine: out of events (%d)", e->nev);
-    if (e->ntasks == e->cap_tasks) {
-        int nc = e->cap_tasks ? 2 * e->cap_tasks : 1024;
-        task_t *q = realloc(e->tasks, (size_t)nc * sizeof *q);
-        if (!q) return kv_errorf(KV_ENOMEM, "engine: out of memory");
-        e->tasks = q, e->cap_tasks = nc;
-    }
-    task_t *x = &e->tasks[e->ntasks];
-    x->ev0 = e->next_ev++, x->ev1 = e->next_ev++;
-    x->op = op;
-    x->res = stream == ENG_S_H2D ? KV_RES_H2D : stream == ENG_S_D2H ? KV_RES_D2H : KV_RES_GPU;
-    x->step = t, x->layer = j, x->mb = k, x->bytes = bytes, x->flops = flops;
-    *id = e->ntasks++;
-    return e->t->record(e->b, stream, x->ev0);
+/* cpu-attn: what the CPU queue's host function needs */
+typedef struct {
+    const eng_half *q, *kv;
+    eng_half *out;
+    int B, ctx, nh, nkv, d;
+} cpu_attn_arg;
+
+struct eng_session {
+    const eng_backend_type *t;
+    eng_backend *b;
+    kv_model m;
+    kv_plan cell;       /* the first plan: the shapes every plan of the session shares */
+    kv_layout ly;       /* its layout, with room for every plan's stored activations */
+    eng_devinfo dev;
+    int nev, vcap, ncache, bg, bc, P, any_cpu_attn, gpu_from_host;
+    size_t wel;         /* elements of one layer's weights (with norms and biases) */
+    eng_half *wh;       /* one layer's weights */
+    eng_half **kvh, **acth, **xh, **qh, **oh; /* the CPU part of the cache, stored activations, hidden states, cpu-attn buffers */
+    eng_half **kvg;     /* decode only: the prompt's K/V of the GPU part, [P][bg] per cache, to start each run from */
+    eng_half *x0;       /* every micro-batch's first hidden state: the prompt's [nb][P*B][h] or the first step's [nb][B][h] */
+    double host_bytes, setup_s;
+};
+
+typedef struct {
+    eng_session *s;
+    const eng_backend_type *t;
+    eng_backend *b;
+    const kv_model *m;
+    const kv_plan *pl;
+    kv_layout ly;
+    int L, B, nb, S, D, P, h, qd, kvd, ffn, gated, bg, bc, nslot, hidden_cpu, count_only, vcap;
+    size_t wq, wkv, wo, wup, wdown, wlayer, whead, wel; /* elements */
+    eng_half *wh;                     /* host: the session's layer weights */
+    eng_half **wd;                    /* device: [L] resident layers, or [D] slots when weights stream */
+    int nwd;
+    eng_half *whd;                    /* device: LM head [h][vocab] */
+    eng_half **kvres;                 /* device [L*nb]: [S][bg][2kvd], the GPU part of the cache */
+    eng_half **kvslot, **actslot;     /* device [D*nb]: [S][bc][2kvd], [act_rows][bc][h] */
+    eng_half **kvh, **acth, **xh, **qh, **oh; /* host, the session's */
+    eng_half **x, **xn, **q, **ao, **u, **y, **kvn, **logit; /* device [nb], decode working buffers */
+    /* the prompt pass: hidden states per micro-batch ([nb], or one load buffer when they live on the
+     * CPU) and one set of scratch, which the graph lets a cell reuse once the last cell's stores
+     * have read it */
+    eng_half **pX;
+    int npX;
+    eng_half *pXN, *pQ, *pO, *pXM, *pU, *pY, *pKV;
+    cpu_attn_arg **ca;                /* one per cpu_attn op issued: it runs later, on the CPU queue */
+    int nca, cap_ca;
+    task_t *tasks;
+    int ntasks, cap_tasks, nev, next_ev;
+    double dev_bytes, host_bytes;
+} ex_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
-static kv_status end(ex_t *e, int stream, int id) { return e->t->record(e->b, stream, e->tasks[id].ev1); }
-static kv_status wait_task(ex_t *e, int stream, int id) { return id >= 0 ? e->t->wait(e->b, stream, e->tasks[id].ev1) : KV_OK; }
 
-/* ---- set-up ----------------------------------------------------------------------------- */
-
-#define TRY(x)                          \
-    do {                                \
+#define TRY(x)                             \
+    do {                                   \
         if ((st = (x)) != KV_OK) goto out; \
     } while (0)
 
+/* ---- device buffers of one plan ------------------------------------------------------------ */
+
+/* With count_only set, allocations only add up their sizes: a plan's memory is checked against
+ * the device before anything is allocated. */
 static kv_status dalloc(ex_t *e, eng_half **p, size_t elems) {
     e->dev_bytes += (double)elems * 2;
-    return e->t->dev_alloc(e->b, (void **)p, elems * 2);
+    if (e->count_only) return KV_OK;
+    return e->t->dev_alloc(e->b, (void **)p, elems * 2 + 2);
 }
-static kv_status halloc(ex_t *e, eng_half **p, size_t elems) {
-    e->host_bytes += (double)elems * 2;
-    return e->t->host_alloc(e->b, (void **)p, elems * 2, !e->pl->pageable);
+
+static kv_status dvec(ex_t *e, eng_half ***v, int n, size_t elems) {
+    kv_status st = KV_OK;
+    if (!e->count_only && !(*v = calloc((size_t)e->vcap, sizeof **v))) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int i = 0; i < n && !st; i++) st = elems ? dalloc(e, e->count_only ? NULL : &(*v)[i], elems) : KV_OK;
+    return st;
+}
+
+static void dfree_vec(ex_t *e, eng_half **v) {
+    for (int i = 0; v && i < e->vcap; i++)
+        if (v[i]) e->t->dev_free(e->b, v[i]);
+    free(v);
 }
 
 static void release(ex_t *e) {
     if (!e->b) return;
     e->t->sync(e->b);
-    int nkv = e->gpu_pol ? e->L * e->nb : e->nslot, nw = e->thr && !e->gpu_pol ? e->D : e->L;
-    for (int i = 0; e->kvh && i < e->L * e->nb; i++) e->t->host_free(e->b, e->kvh[i], !e->pl->pageable);
-    for (int i = 0; e->acth && i < e->L * e->nb; i++) e->t->host_free(e->b, e->acth[i], !e->pl->pageable);
-    if (e->wh) e->t->host_free(e->b, e->wh, !e->pl->pageable);
-    for (int i = 0; e->wd && i < nw; i++) e->t->dev_free(e->b, e->wd[i]);
-    for (int i = 0; e->kvslot && i < nkv; i++) e->t->dev_free(e->b, e->kvslot[i]);
-    for (int i = 0; e->actslot && i < e->nslot; i++) e->t->dev_free(e->b, e->actslot[i]);
-    for (int i = 0; i < e->nb; i++) {
-        if (e->x) e->t->dev_free(e->b, e->x[i]);
-        if (e->xn) e->t->dev_free(e->b, e->xn[i]);
-        if (e->q) e->t->dev_free(e->b, e->q[i]);
-        if (e->ao) e->t->dev_free(e->b, e->ao[i]);
-        if (e->u) e->t->dev_free(e->b, e->u[i]);
-        if (e->y) e->t->dev_free(e->b, e->y[i]);
-    }
-    free(e->kvh), free(e->acth), free(e->wd), free(e->kvslot), free(e->actslot);
-    free(e->x), free(e->xn), free(e->q), free(e->ao), free(e->u), free(e->y);
+    dfree_vec(e, e->wd);
+    if (e->whd) e->t->dev_free(e->b, e->whd);
+    dfree_vec(e, e->kvres), dfree_vec(e, e->kvslot), dfree_vec(e, e->actslot);
+    eng_half ***w[] = {&e->x, &e->xn, &e->q, &e->ao, &e->u, &e->y, &e->kvn, &e->logit, &e->pX};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) dfree_vec(e, *w[i]);
+    eng_half *pf[] = {e->pXN, e->pQ, e->pO, e->pXM, e->pU, e->pY, e->pKV};
+    for (size_t i = 0; i < sizeof pf / sizeof pf[0]; i++)
+        if (pf[i]) e->t->dev_free(e->b, pf[i]);
+    for (int i = 0; i < e->nca; i++) free(e->ca[i]);
+    free(e->ca);
     free(e->tasks);
-    e->t->close(e->b);
     e->b = NULL;
 }
 
@@ -119,240 +148,451 @@ static eng_half *wpart(eng_half *w, const ex_t *e, int part) {
     return w + off[part];
 }
 
-/* ---- one decode step of one layer and micro-batch ------------------------------------------ */
+/* The shapes of a plan (and its layout) into e. */
+static kv_status ex_init(ex_t *e, const kv_model *m, const kv_plan *pl) {
+    memset(e, 0, sizeof *e);
+    kv_status st = kv_layout_resolve(m, pl, &e->ly);
+    if (st) return st;
+    e->m = m, e->pl = pl;
+    e->L = e->ly.L, e->B = e->ly.B, e->nb = e->ly.nb, e->S = e->ly.S, e->D = e->ly.D, e->P = pl->no_prefill ? 0 : pl->prompt;
+    e->h = m->hidden, e->qd = m->n_heads * m->head_dim, e->kvd = kv_model_kv_dim(m), e->ffn = m->ffn, e->gated = m->gated_mlp;
+    e->bg = e->ly.b_gpu, e->bc = e->ly.b_cpu, e->nslot = e->D * e->nb, e->hidden_cpu = e->ly.hidden_cpu;
+    e->vcap = e->L * e->nb > e->nslot ? e->L * e->nb : e->nslot;
+    if (e->L > e->vcap) e->vcap = e->L;
+    e->wq = (size_t)e->h * e->qd, e->wkv = (size_t)e->h * 2 * e->kvd, e->wo = (size_t)e->qd * e->h;
+    e->wup = (size_t)e->h * e->ffn * (e->gated ? 2 : 1), e->wdown = (size_t)e->ffn * e->h;
+    e->wlayer = e->wq + e->wkv + e->wo + e->wup + e->wdown, e->whead = (size_t)e->h * m->vocab;
+    /* room for the layer's norms and biases too (the kernels use unit norms and no biases, but a
+     * weight load moves every streamed tensor's bytes) */
+    e->wel = e->wlayer > (size_t)(e->ly.w_layer / 2) ? e->wlayer : (size_t)(e->ly.w_layer / 2) + 1;
+    return KV_OK;
+}
 
-typedef struct {
-    int *ffn_of;  /* per slot index v: task id of its ffn, -1 */
-    int *d2h_of;  /* per (layer, mb): task id of the last write-back, -1 */
-    int *d2h_slot; /* per slot index v (ring): task id of v's write-back, which reads the slot's row s */
-    int *w_of;    /* per layer index g: task id of its weight load */
-} deps_t;
+static kv_status alloc_dev(ex_t *e) {
+    kv_status st;
+    const kv_layout *ly = &e->ly;
+    int nc = e->L * e->nb, P = e->P, B = e->B;
+    size_t krow = (size_t)2 * e->kvd, f2 = (size_t)e->ffn * (e->gated ? 2 : 1);
+    e->nwd = ly->w_cpu > 0 ? e->D : e->L;
+    if ((st = dvec(e, &e->wd, e->nwd, e->wel))) return st;
+    if ((st = dalloc(e, e->count_only ? NULL : &e->whd, e->whead))) return st;
+    if ((st = dvec(e, &e->kvres, e->bg ? nc : 0, (size_t)e->S * e->bg * krow))) return st;
+    int streams = ly->streams_kv;
+    if ((st = dvec(e, &e->kvslot, streams ? e->nslot : 0, (size_t)e->S * e->bc * krow))) return st;
+    if ((st = dvec(e, &e->actslot, streams && ly->act_rows ? e->nslot : 0, (size_t)ly->act_rows * e->bc * e->h))) return st;
+    if ((st = dvec(e, &e->x, e->nb, (size_t)B * e->h)) || (st = dvec(e, &e->xn, e->nb, (size_t)B * e->h)) ||
+        (st = dvec(e, &e->q, e->nb, (size_t)B * e->qd)) || (st = dvec(e, &e->ao, e->nb, (size_t)B * e->qd)) ||
+        (st = dvec(e, &e->u, e->nb, (size_t)B * f2)) || (st = dvec(e, &e->y, e->nb, (size_t)B * e->ffn)) ||
+        (st = dvec(e, &e->kvn, e->nb, (size_t)B * krow)) || (st = dvec(e, &e->logit, e->nb, (size_t)B * e->m->vocab)))
+        return st;
+    e->npX = P ? (e->hidden_cpu ? 1 : e->nb) : 0;
+    if ((st = dvec(e, &e->pX, e->npX, (size_t)P * B * e->h))) return st;
+    if (P) {
+        size_t rows = (size_t)P * B, chunk = rows < KV_PREFILL_CHUNK ? rows : KV_PREFILL_CHUNK;
+        eng_half **p[] = {&e->pXN, &e->pQ, &e->pO, &e->pXM, &e->pU, &e->pY, &e->pKV};
+        size_t n[] = {rows * e->h, rows * e->qd, rows * e->qd, rows * e->h, chunk * f2, chunk * e->ffn, (size_t)P * e->bc * krow};
+        for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+            if (n[i] && (st = dalloc(e, e->count_only ? NULL : p[i], n[i]))) return st;
+    }
+    return KV_OK;
+}
 
-static kv_status layer_step(ex_t *e, deps_t *dp, int t, int j, int k, long v, long g) {
+/* Host bytes of the session's side for plan pl's layout (what eng_session_open allocates). */
+static double host_bytes_of(const ex_t *e) {
+    double L = e->L, nb = e->nb, S = e->S, B = e->B, P = e->P, krow = 2.0 * e->kvd;
+    double h = e->wel;
+    h += (e->bc && e->pl->policy != KV_POL_GPU) ? L * nb * S * e->bc * krow : 0;
+    h += L * nb * e->ly.act_rows * e->bc * (double)e->h;
+    h += e->hidden_cpu ? nb * (P + 2) * B * e->h : 0;
+    h += e->ly.cpu_attn ? 2 * nb * e->bc * (double)e->qd : 0;
+    h += nb * (P ? P : 1) * B * (double)e->h;             /* x0 */
+    h += e->P ? 0 : L * nb * (double)e->pl->prompt * e->bg * krow; /* kvg (decode only) */
+    return 2 * h;
+}
+
+void eng_plan_bytes(const kv_model *m, const kv_plan *pl, double *dev, double *host) {
+    ex_t e;
+    *dev = *host = 0;
+    if (ex_init(&e, m, pl)) return;
+    e.count_only = 1;
+    alloc_dev(&e);
+    *dev = e.dev_bytes, *host = host_bytes_of(&e);
+}
+
+/* ---- session: the host side, set up once ---------------------------------------------------- */
+
+/* Plans that can share a set-up: the same shapes and host-side placement (cache, hidden states);
+ * policy, split and where weights live may differ (the host holds one layer's weights either way,
+ * and the gpu policy keeps the whole cache on the GPU whatever the placement). */
+static int same_cell(const kv_plan *a, const kv_plan *b, const kv_model *m) {
+    kv_percent x = kv_plan_percent(a), y = kv_plan_percent(b);
+    int same_place = x.hg == y.hg && (a->policy == KV_POL_GPU || b->policy == KV_POL_GPU || x.cg == y.cg);
+    return a->mode == b->mode && a->batch == b->batch && a->nb == b->nb && a->prompt == b->prompt && a->gen == b->gen &&
+           kv_plan_layers(a, m) == kv_plan_layers(b, m) && a->prefetch == b->prefetch && a->keep_act == b->keep_act &&
+           a->pageable == b->pageable && a->no_prefill == b->no_prefill && same_place;
+}
+
+static kv_status check_plan(const kv_plan *pl, const kv_model *m) {
+    kv_status st = kv_plan_validate(pl, m);
+    if (st) return st;
+    if (pl->paper_model) return kv_errorf(KV_EINVAL, "--paper-model is a simulator switch, not something a GPU runs");
+    if (m->head_dim > 256) return kv_errorf(KV_EINVAL, "the attention kernel handles head_dim <= 256, got %d", m->head_dim);
+    return KV_OK;
+}
+
+/* Ops of a plan's graph (events are two per op). */
+static int32_t count_emit(void *ctx, const kv_gop *o) {
+    (void)o;
+    return (int32_t)(*(long *)ctx)++;
+}
+static kv_status plan_ops(const kv_model *m, const kv_plan *pl, long *n) {
+    kv_layout ly;
+    kv_status st = kv_layout_resolve(m, pl, &ly);
+    *n = 0;
+    kv_graph_sink sink = {n, count_emit};
+    return st ? st : kv_graph_build(m, pl, &ly, &sink);
+}
+
+/* Device and host memory for every plan, checked before anything large is allocated: a plan that
+ * does not fit fails with one line instead of being killed half way through its set-up. */
+static kv_status check_fit(eng_session *s, const kv_plan *plans, int nplans) {
+    double dev = 0, host = 0, d, h;
+    for (int i = 0; i < nplans; i++) {
+        eng_plan_bytes(&s->m, &plans[i], &d, &h);
+        dev = fmax(dev, d), host = fmax(host, h);
+    }
+    if (dev > s->dev.free_bytes)
+        return kv_errorf(KV_ENOFIT, "the plan needs %.2f GiB of device memory, %.2f GiB are free on %s", dev / GiB,
+                         s->dev.free_bytes / GiB, s->dev.name);
+    char why[300];
+    double avail = eng_sysmem_available(why, sizeof why);
+    if (avail < 0) return KV_OK; /* nothing to go by (not Linux): let the allocations say */
+    if (s->dev.shares_host_memory) {
+        /* the host backend's "device" buffers are host memory too; its free_bytes already is `avail` */
+        if (host + dev > avail)
+            return kv_errorf(KV_ENOFIT,
+                             "the plan needs %.2f GiB of host memory (%.2f GiB of K/V cache, activations and weights, %.2f GiB of the "
+                             "host backend's device buffers), %.2f GiB are available (%s)",
+                             (host + dev) / GiB, host / GiB, dev / GiB, avail / GiB, why);
+    } else if (host > avail)
+        return kv_errorf(KV_ENOFIT, "the plan needs %.2f GiB of %s host memory (K/V cache, activations and weights), %.2f GiB are available (%s)",
+                         host / GiB, s->cell.pageable ? "pageable" : "pinned", avail / GiB, why);
+    return KV_OK;
+}
+
+static kv_status hal(eng_session *s, eng_half **p, size_t elems) {
+    s->host_bytes += (double)elems * 2;
+    kv_status st = s->t->host_alloc(s->b, (void **)p, elems * 2 + 2, !s->cell.pageable);
+    if (st) *p = NULL;
+    return st;
+}
+static kv_status hvec(eng_session *s, eng_half ***v, int n, size_t elems) {
     kv_status st = KV_OK;
-    const kv_plan *pl = e->pl;
-    int B = e->B, s = pl->prompt + t, l = e->gpu_pol ? 0 : kv_plan_split_at(pl, t), slot = (int)(v % e->nslot);
-    size_t krow = (size_t)B * 2 * e->kvd, arow = (size_t)B * e->h;
-    int cache = j * e->nb + k;
-    eng_half *kvbuf = e->gpu_pol ? e->kvslot[cache] : e->kvslot[slot], *actbuf = e->gpu_pol ? NULL : e->actslot[slot];
-    eng_half *w = e->thr && !e->gpu_pol ? e->wd[g % e->D] : e->wd[j];
-    int id, act_id = -1, kv_id = -1, qkv_id, rec_id = -1;
-    long prev = v - e->nslot; /* the slot's previous user */
-    /* weights (throughput mode): once per layer, before its first micro-batch */
-    if (e->thr && !e->gpu_pol && k == 0) {
-        long pg = g - e->D;
-        if (pg >= 0) TRY(wait_task(e, ENG_S_H2D, dp->ffn_of[(pg * e->nb + e->nb - 1) % (e->nslot + e->nb)]));
-        TRY(begin(e, ENG_S_H2D, KV_OP_W_H2D, t, j, k, (double)e->wlayer * 2, 0, &id));
-        TRY(e->t->copy(e->b, ENG_S_H2D, w, e->wh, e->wlayer * 2, 0));
-        TRY(end(e, ENG_S_H2D, id));
-        dp->w_of[g % e->D] = id;
+    if (!(*v = calloc((size_t)s->vcap, sizeof **v))) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int i = 0; i < n && !st && elems; i++) st = hal(s, &(*v)[i], elems);
+    return st;
+}
+static void hfree_vec(eng_session *s, eng_half **v) {
+    for (int i = 0; v && i < s->vcap; i++)
+        if (v[i]) s->t->host_free(s->b, v[i], !s->cell.pageable);
+    free(v);
+}
+
+void eng_session_close(eng_session *s) {
+    if (!s) return;
+    if (s->b) {
+        s->t->sync(s->b);
+        eng_half ***v[] = {&s->kvh, &s->acth, &s->xh, &s->qh, &s->oh, &s->kvg};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) hfree_vec(s, *v[i]);
+        if (s->wh) s->t->host_free(s->b, s->wh, !s->cell.pageable);
+        s->t->close(s->b);
     }
-    int ring = e->nslot + e->nb;
-    int prev_ffn = prev >= 0 ? dp->ffn_of[prev % ring] : -1, prev_d2h = prev >= 0 ? dp->d2h_slot[prev % ring] : -1;
-    if (!e->gpu_pol && l > 0) {
-        TRY(wait_task(e, ENG_S_H2D, prev_ffn));
-        TRY(wait_task(e, ENG_S_H2D, dp->d2h_of[cache]));  /* this cache's rows written last step */
-        TRY(wait_task(e, ENG_S_H2D, prev_d2h));           /* the slot's previous write-back still reading it */
-        TRY(begin(e, ENG_S_H2D, KV_OP_ACT_H2D, t, j, k, (double)l * arow * 2, 0, &act_id));
-        TRY(e->t->copy(e->b, ENG_S_H2D, actbuf, e->acth[cache], (size_t)l * arow * 2, 0));
-        TRY(end(e, ENG_S_H2D, act_id));
+    free(s->x0);
+    free(s);
+}
+
+/* Decode only: the cache as a prefill would leave it, once for every layer and micro-batch (the
+ * layers share their weights): random stored activations of the prompt, K/V = X W_KV on the
+ * device, split into the CPU part (host cache) and the GPU part (kvg). */
+static kv_status synthetic_cache(eng_session *s, uint64_t seed) {
+    const kv_model *m = &s->m;
+    size_t h = (size_t)m->hidden, kv2 = 2 * (size_t)kv_model_kv_dim(m), P = (size_t)s->cell.prompt, B = (size_t)s->cell.batch;
+    size_t wq = h * (size_t)m->n_heads * m->head_dim, bg = (size_t)s->bg, bc = (size_t)s->bc;
+    eng_half *dw = NULL, *da = NULL, *dk = NULL, *act = malloc(P * B * h * 2 + 2), *kv = malloc(P * B * kv2 * 2 + 2);
+    kv_status st = act && kv ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    if (!st) eng_fill_random(act, P * B * h, 1.0, seed + 6);
+    if (!st && !(st = s->t->dev_alloc(s->b, (void **)&dw, h * kv2 * 2)) && !(st = s->t->dev_alloc(s->b, (void **)&da, P * B * h * 2)) &&
+        !(st = s->t->dev_alloc(s->b, (void **)&dk, P * B * kv2 * 2)) &&
+        !(st = s->t->copy(s->b, ENG_S_COMPUTE, dw, s->wh + wq, h * kv2 * 2, 0)) &&
+        !(st = s->t->copy(s->b, ENG_S_COMPUTE, da, act, P * B * h * 2, 0)) &&
+        !(st = s->t->gemm(s->b, ENG_S_COMPUTE, (int)(P * B), (int)kv2, (int)h, da, dw, dk, 0.f)) &&
+        !(st = s->t->copy(s->b, ENG_S_COMPUTE, kv, dk, P * B * kv2 * 2, 1)))
+        st = s->t->sync(s->b);
+    if (dw) s->t->dev_free(s->b, dw);
+    if (da) s->t->dev_free(s->b, da);
+    if (dk) s->t->dev_free(s->b, dk);
+    int arows = s->ly.act_rows < s->cell.prompt ? s->ly.act_rows : s->cell.prompt;
+    for (size_t i = 0; !st && i < P; i++) {
+        if (s->kvh && s->kvh[0]) memcpy(s->kvh[0] + i * bc * kv2, kv + (i * B + bg) * kv2, bc * kv2 * 2);
+        if (s->kvg && s->kvg[0]) memcpy(s->kvg[0] + i * bg * kv2, kv + i * B * kv2, bg * kv2 * 2);
+        if (s->acth && s->acth[0] && (int)i < arows) memcpy(s->acth[0] + i * bc * h, act + (i * B + bg) * h, bc * h * 2);
     }
-    if (!e->gpu_pol && s - l > 0) {
-        TRY(wait_task(e, ENG_S_H2D, prev_ffn));
-        TRY(wait_task(e, ENG_S_H2D, dp->d2h_of[cache]));
-        TRY(wait_task(e, ENG_S_H2D, prev_d2h));
-        TRY(begin(e, ENG_S_H2D, KV_OP_KV_H2D, t, j, k, (double)(s - l) * krow * 2, 0, &kv_id));
-        TRY(e->t->copy(e->b, ENG_S_H2D, kvbuf + (size_t)l * krow, e->kvh[cache] + (size_t)l * krow, (size_t)(s - l) * krow * 2, 0));
-        TRY(end(e, ENG_S_H2D, kv_id));
+    for (int c = 1; !st && c < s->ncache; c++) {
+        if (s->kvh && s->kvh[0]) eng_fill_copy(s->kvh[c], s->kvh[0], P * bc * kv2 * 2);
+        if (s->kvg && s->kvg[0]) eng_fill_copy(s->kvg[c], s->kvg[0], P * bg * kv2 * 2);
+        if (s->acth && s->acth[0]) eng_fill_copy(s->acth[c], s->acth[0], (size_t)arows * bc * h * 2);
     }
-    /* compute: q and the new token's K/V (into row s of the K/V buffer) */
-    if (e->thr && !e->gpu_pol) TRY(wait_task(e, ENG_S_COMPUTE, dp->w_of[g % e->D]));
-    /* row s of this slot is about to be written: the slot's previous write-back must have read it */
-    TRY(wait_task(e, ENG_S_COMPUTE, prev_d2h));
-    double fl_qkv = 2.0 * B * e->h * (e->qd + 2.0 * e->kvd);
-    TRY(begin(e, ENG_S_COMPUTE, KV_OP_QKV, t, j, k, 0, fl_qkv, &qkv_id));
-    /* the normalised input is the activation K/V are computed from; kept rows go to row s of the act slot */
-    eng_half *xn = pl->keep_act && !e->gpu_pol ? actbuf + (size_t)s * arow : e->xn[k];
-    TRY(e->t->rmsnorm(e->b, ENG_S_COMPUTE, e->x[k], xn, B, e->h));
-    TRY(e->t->gemm(e->b, ENG_S_COMPUTE, B, e->qd, e->h, xn, wpart(w, e, 0), e->q[k], 0.f));
-    TRY(e->t->gemm(e->b, ENG_S_COMPUTE, B, 2 * e->kvd, e->h, xn, wpart(w, e, 1), kvbuf + (size_t)s * krow, 0.f));
-    TRY(end(e, ENG_S_COMPUTE, qkv_id));
-    if (act_id >= 0) {
-        TRY(wait_task(e, ENG_S_COMPUTE, act_id));
-        TRY(begin(e, ENG_S_COMPUTE, KV_OP_RECOMPUTE, t, j, k, 0, 2.0 * B * l * e->h * 2.0 * e->kvd, &rec_id));
-        TRY(e->t->gemm(e->b, ENG_S_COMPUTE, l * B, 2 * e->kvd, e->h, actbuf, wpart(w, e, 1), kvbuf, 0.f));
-        TRY(end(e, ENG_S_COMPUTE, rec_id));
-    }
-    TRY(wait_task(e, ENG_S_COMPUTE, kv_id));
-    TRY(begin(e, ENG_S_COMPUTE, KV_OP_ATTN, t, j, k, (double)(s + 1) * krow * 2, 4.0 * B * (s + 1) * e->qd, &id));
-    TRY(e->t->attention(e->b, ENG_S_COMPUTE, e->q[k], kvbuf, e->ao[k], B, s + 1, e->m->n_heads, e->m->n_kv_heads, e->m->head_dim));
-    TRY(end(e, ENG_S_COMPUTE, id));
-    /* output projection and MLP, residuals through beta = 1 */
-    double fl_ffn = 2.0 * B * (e->qd * e->h + e->h * e->ffn * (e->gated ? 3.0 : 2.0));
-    TRY(begin(e, ENG_S_COMPUTE, KV_OP_FFN, t, j, k, 0, fl_ffn, &id));
-    TRY(e->t->gemm(e->b, ENG_S_COMPUTE, B, e->h, e->qd, e->ao[k], wpart(w, e, 2), e->x[k], 1.f));
-    TRY(e->t->rmsnorm(e->b, ENG_S_COMPUTE, e->x[k], e->xn[k], B, e->h));
-    TRY(e->t->gemm(e->b, ENG_S_COMPUTE, B, e->ffn * (e->gated ? 2 : 1), e->h, e->xn[k], wpart(w, e, 3), e->u[k], 0.f));
-    TRY(e->t->activate(e->b, ENG_S_COMPUTE, e->u[k], e->y[k], B, e->ffn, e->gated ? ENG_ACT_SILU_MUL : ENG_ACT_RELU));
-    TRY(e->t->gemm(e->b, ENG_S_COMPUTE, B, e->h, e->ffn, e->y[k], wpart(w, e, 4), e->x[k], 1.f));
-    TRY(end(e, ENG_S_COMPUTE, id));
-    dp->ffn_of[v % ring] = id;
-    /* write-back of the new token's K/V (and activation) into the host cache */
-    if (!e->gpu_pol) {
-        TRY(wait_task(e, ENG_S_D2H, qkv_id));
-        double bytes = (double)krow * 2 + (pl->keep_act ? (double)arow * 2 : 0);
-        TRY(begin(e, ENG_S_D2H, KV_OP_KV_D2H, t, j, k, bytes, 0, &id));
-        TRY(e->t->copy(e->b, ENG_S_D2H, e->kvh[cache] + (size_t)s * krow, kvbuf + (size_t)s * krow, krow * 2, 1));
-        if (pl->keep_act) TRY(e->t->copy(e->b, ENG_S_D2H, e->acth[cache] + (size_t)s * arow, actbuf + (size_t)s * arow, arow * 2, 1));
-        TRY(end(e, ENG_S_D2H, id));
-        dp->d2h_of[cache] = id;
-        dp->d2h_slot[v % ring] = id;
-    }
-out:
+    free(act), free(kv);
     return st;
 }
 
-kv_status eng_run(const eng_backend_type *bt, int device, const kv_model *m, const kv_plan *pl, uint64_t seed, eng_result *r) {
-    memset(r, 0, sizeof *r);
+kv_status eng_session_open(const eng_backend_type *bt, int device, const kv_model *m, const kv_plan *plans, int nplans, uint64_t seed,
+                           eng_session **out) {
+    *out = NULL;
     if (!bt) return kv_errorf(KV_EDEVICE, "this build has no CUDA backend");
-    kv_status st = kv_plan_validate(pl, m);
-    if (st) return st;
-    if (pl->policy == KV_POL_CPU_ATTN) return kv_errorf(KV_EINVAL, "the engine runs gpu, offload, kvpr and recompute (not cpu-attn)");
-    if (pl->paper_model) return kv_errorf(KV_EINVAL, "--paper-model is a simulator switch, not something a GPU runs");
-    if (m->head_dim > 256) return kv_errorf(KV_EINVAL, "the attention kernel handles head_dim <= 256, got %d", m->head_dim);
+    if (nplans < 1) return kv_errorf(KV_EINVAL, "engine: no plan to run");
+    kv_status st;
+    long nops = 0;
+    int base = 0; /* the plan whose placement the host side follows: the first that is not gpu */
+    for (int i = 0; i < nplans; i++) {
+        if ((st = check_plan(&plans[i], m))) return st;
+        if (!same_cell(&plans[0], &plans[i], m))
+            return kv_errorf(KV_EINVAL, "engine: plans of one set-up may differ only in policy and split");
+        long n;
+        if ((st = plan_ops(m, &plans[i], &n))) return st;
+        if (n > 25000000L) return kv_errorf(KV_EINVAL, "engine: %ld ops is too many for one run (use --layers or fewer steps)", n);
+        nops = n > nops ? n : nops;
+        if (plans[base].policy == KV_POL_GPU && plans[i].policy != KV_POL_GPU) base = i;
+    }
+    double t0 = now_s();
+    eng_session *s = calloc(1, sizeof *s);
+    if (!s) return kv_errorf(KV_ENOMEM, "out of memory");
+    s->t = bt, s->m = *m, s->cell = plans[base], s->nev = (int)(2 * nops + 4);
+    s->cell.split_steps = NULL; /* the cell's shapes only: the policy and split come with each plan */
+    if ((st = kv_layout_resolve(m, &s->cell, &s->ly))) goto out;
+    /* room for the stored activations of every plan */
+    for (int i = 0; i < nplans; i++) {
+        kv_layout l2;
+        if ((st = kv_layout_resolve(m, &plans[i], &l2))) goto out;
+        if (l2.act_rows > s->ly.act_rows) s->ly.act_rows = l2.act_rows;
+        s->any_cpu_attn |= l2.cpu_attn;
+        s->gpu_from_host |= plans[i].policy == KV_POL_GPU;
+    }
+    s->bg = s->ly.b_gpu, s->bc = s->ly.b_cpu;
+    s->P = s->cell.no_prefill ? 0 : s->cell.prompt;
+    s->ncache = s->ly.L * s->ly.nb;
+    s->vcap = s->ncache > s->ly.nb ? s->ncache : s->ly.nb;
+    if ((st = bt->open(&s->b, device, s->nev))) {
+        s->b = NULL;
+        goto out;
+    }
+    if ((st = bt->info(s->b, &s->dev)) || (st = check_fit(s, plans, nplans))) goto out;
     ex_t e;
-    memset(&e, 0, sizeof e);
-    e.t = bt, e.m = m, e.pl = pl;
-    e.L = kv_plan_layers(pl, m), e.B = pl->batch, e.nb = pl->nb, e.S = pl->prompt + pl->gen, e.D = pl->prefetch;
-    e.h = m->hidden, e.qd = m->n_heads * m->head_dim, e.kvd = kv_model_kv_dim(m), e.ffn = m->ffn, e.gated = m->gated_mlp;
-    e.thr = pl->mode == KV_MODE_THROUGHPUT, e.gpu_pol = pl->policy == KV_POL_GPU, e.steps = kv_plan_steps(pl);
-    e.wq = (size_t)e.h * e.qd, e.wkv = (size_t)e.h * 2 * e.kvd, e.wo = (size_t)e.qd * e.h;
-    e.wup = (size_t)e.h * e.ffn * (e.gated ? 2 : 1), e.wdown = (size_t)e.ffn * e.h;
-    e.wlayer = e.wq + e.wkv + e.wo + e.wup + e.wdown;
-    e.nslot = e.D * e.nb;
-    long nslots = (long)e.steps * e.L * e.nb;
-    long events = 1 + 2 * (nslots * 7 + (long)e.steps * e.L); /* at most 7 ops per slot, 1 weight load per layer */
-    if (events > 50000000L) return kv_errorf(KV_EINVAL, "engine: %ld ops is too many for one run (use --layers or fewer steps)", events / 2);
-    e.nev = (int)events;
-    double need_dev, need_host;
-    eng_plan_bytes(m, pl, &need_dev, &need_host);
-    if ((st = bt->open(&e.b, device, e.nev))) return st;
-    double fr, tot;
-    if ((st = bt->info(e.b, r->device, sizeof r->device, &fr, &tot))) goto out;
-    if (need_dev > fr) {
-        st = kv_errorf(KV_ENOFIT, "the plan needs %.2f GiB of device memory, %.2f GiB are free on %s", need_dev / 1073741824.0,
-                       fr / 1073741824.0, r->device);
+    if ((st = ex_init(&e, m, &s->cell))) goto out;
+    s->wel = e.wel;
+    size_t h = (size_t)m->hidden, qd = (size_t)e.qd, kv2 = 2 * (size_t)e.kvd, f = (size_t)m->ffn, B = (size_t)e.B;
+    size_t S = (size_t)e.S, P = (size_t)s->P, nb = (size_t)e.nb;
+    /* weights: one random layer (variance 1/fan-in), which every layer uses */
+    if ((st = hal(s, &s->wh, s->wel))) goto out;
+    eng_fill_random(s->wh, e.wq, 1 / sqrt((double)h), seed + 1);
+    eng_fill_random(s->wh + e.wq, e.wkv, 1 / sqrt((double)h), seed + 2);
+    eng_fill_random(s->wh + e.wq + e.wkv, e.wo, 1 / sqrt((double)qd), seed + 3);
+    eng_fill_random(s->wh + e.wq + e.wkv + e.wo, e.wup, 1 / sqrt((double)h), seed + 4);
+    eng_fill_random(s->wh + e.wlayer - e.wdown, e.wdown + (s->wel - e.wlayer), 1 / sqrt((double)f), seed + 5);
+    int cpu_cache = s->bc > 0; /* offload, kvpr, recompute or cpu-attn plans keep the CPU part here */
+    if ((st = hvec(s, &s->kvh, cpu_cache ? s->ncache : 0, S * (size_t)s->bc * kv2)) ||
+        (st = hvec(s, &s->acth, s->ly.act_rows ? s->ncache : 0, (size_t)s->ly.act_rows * (size_t)s->bc * h)) ||
+        (st = hvec(s, &s->xh, s->ly.hidden_cpu ? (int)nb : 0, (P + 2) * B * h)) ||
+        (st = hvec(s, &s->qh, s->any_cpu_attn ? (int)nb : 0, (size_t)s->bc * qd)) ||
+        (st = hvec(s, &s->oh, s->any_cpu_attn ? (int)nb : 0, (size_t)s->bc * qd)) ||
+        (st = hvec(s, &s->kvg, !P && s->bg ? s->ncache : 0, (size_t)s->cell.prompt * (size_t)s->bg * kv2)))
         goto out;
+    /* rows nothing writes before a warm-up step may read them are zero, not uninitialised */
+    for (int c = 0; c < s->ncache; c++) {
+        if (s->kvh[c]) memset(s->kvh[c], 0, S * (size_t)s->bc * kv2 * 2);
+        if (s->acth[c]) memset(s->acth[c], 0, (size_t)s->ly.act_rows * (size_t)s->bc * h * 2);
     }
-    gsl_rng *rng = gsl_rng_alloc(gsl_rng_taus2);
-    if (!rng) {
+    /* each micro-batch's first hidden state: the prompt's ([P][B][h], as drawn), or the first step's */
+    size_t n0 = (P ? P : 1) * B * h;
+    if (!(s->x0 = malloc(nb * n0 * 2 + 2))) {
         st = kv_errorf(KV_ENOMEM, "out of memory");
         goto out;
     }
-    gsl_rng_set(rng, (unsigned long)seed);
-    int ncache = e.L * e.nb, nw = e.thr && !e.gpu_pol ? e.D : e.L, nkv = e.gpu_pol ? ncache : e.nslot;
-    size_t krow = (size_t)e.B * 2 * e.kvd, arow = (size_t)e.B * e.h;
-    e.kvh = calloc((size_t)ncache, sizeof *e.kvh), e.acth = calloc((size_t)ncache, sizeof *e.acth);
-    e.wd = calloc((size_t)nw, sizeof *e.wd), e.kvslot = calloc((size_t)nkv, sizeof *e.kvslot);
-    e.actslot = calloc((size_t)e.nslot, sizeof *e.actslot);
-    e.xn = calloc((size_t)e.nb, sizeof(eng_half *));
-    e.x = calloc((size_t)e.nb, sizeof(eng_half *)), e.q = calloc((size_t)e.nb, sizeof(eng_half *));
-    e.ao = calloc((size_t)e.nb, sizeof(eng_half *)), e.u = calloc((size_t)e.nb, sizeof(eng_half *));
-    e.y = calloc((size_t)e.nb, sizeof(eng_half *));
-    if (!e.kvh || !e.acth || !e.wd || !e.kvslot || !e.actslot || !e.x || !e.xn || !e.q || !e.ao || !e.u || !e.y) {
-        st = kv_errorf(KV_ENOMEM, "out of memory");
-        goto rng_out;
+    s->host_bytes += (double)nb * n0 * 2;
+    eng_fill_random(s->x0, nb * n0, 1.0, seed + 7);
+    if (!P && (st = synthetic_cache(s, seed))) goto out;
+    s->setup_s = now_s() - t0;
+out:
+    if (st) {
+        eng_session_close(s);
+        return st;
     }
-    /* weights: one random layer (uniform, variance 1/fan-in), copied to every layer's buffer */
-    if ((st = halloc(&e, &e.wh, e.wlayer))) goto rng_out;
-    fill_random(wpart(e.wh, &e, 0), e.wq, sqrt(3.0 / e.h), rng);
-    fill_random(wpart(e.wh, &e, 1), e.wkv, sqrt(3.0 / e.h), rng);
-    fill_random(wpart(e.wh, &e, 2), e.wo, sqrt(3.0 / e.qd), rng);
-    fill_random(wpart(e.wh, &e, 3), e.wup, sqrt(3.0 / e.h), rng);
-    fill_random(wpart(e.wh, &e, 4), e.wdown, sqrt(3.0 / e.ffn), rng);
-    for (int i = 0; i < nw && !st; i++)
-        if (!(st = dalloc(&e, &e.wd[i], e.wlayer))) st = bt->copy(e.b, ENG_S_H2D, e.wd[i], e.wh, e.wlayer * 2, 0);
-    if (!st) st = bt->sync(e.b); /* the prefill below computes on the compute stream with these weights */
-    for (int i = 0; i < nkv && !st; i++) st = dalloc(&e, &e.kvslot[i], (size_t)e.S * krow);
-    for (int i = 0; i < e.nslot && !st; i++) st = dalloc(&e, &e.actslot[i], (size_t)e.S * arow);
-    for (int i = 0; i < e.nb && !st; i++)
-        if (!(st = dalloc(&e, &e.x[i], arow)) && !(st = dalloc(&e, &e.xn[i], arow)) && !(st = dalloc(&e, &e.q[i], (size_t)e.B * e.qd)) &&
-            !(st = dalloc(&e, &e.ao[i], (size_t)e.B * e.qd)) && !(st = dalloc(&e, &e.u[i], (size_t)e.B * e.ffn * (e.gated ? 2 : 1))))
-            st = dalloc(&e, &e.y[i], (size_t)e.B * e.ffn);
-    /* prefill: random stored activations, K/V = X W_KV with this layer's weights */
-    for (int c = 0; c < ncache && !st; c++) {
-        if ((st = halloc(&e, &e.kvh[c], (size_t)e.S * krow)) || (st = halloc(&e, &e.acth[c], (size_t)e.S * arow))) break;
-        memset(e.kvh[c], 0, (size_t)e.S * krow * 2);
-        memset(e.acth[c], 0, (size_t)e.S * arow * 2);
-        fill_random(e.acth[c], (size_t)pl->prompt * arow, sqrt(3.0), rng);
-        eng_half *wk = e.thr && !e.gpu_pol ? e.wd[0] : e.wd[c / e.nb];
-        eng_half *dst = e.gpu_pol ? e.kvslot[c] : e.kvslot[0];
-        if ((st = bt->copy(e.b, ENG_S_COMPUTE, e.actslot[0], e.acth[c], (size_t)pl->prompt * arow * 2, 0)) ||
-            (st = bt->gemm(e.b, ENG_S_COMPUTE, pl->prompt * e.B, 2 * e.kvd, e.h, e.actslot[0], wpart(wk, &e, 1), dst, 0.f)) ||
-            (st = bt->copy(e.b, ENG_S_COMPUTE, e.kvh[c], dst, (size_t)pl->prompt * krow * 2, 1)) || (st = bt->sync(e.b)))
-            break;
-    }
-    for (int k = 0; k < e.nb && !st; k++) {
-        eng_half *x0 = malloc(arow * 2);
-        if (!x0) {
-            st = kv_errorf(KV_ENOMEM, "out of memory");
-            break;
-        }
-        fill_random(x0, arow, sqrt(3.0), rng);
-        if (!(st = bt->copy(e.b, ENG_S_COMPUTE, e.x[k], x0, arow * 2, 0))) st = bt->sync(e.b);
-        free(x0);
-    }
-rng_out:
-    gsl_rng_free(rng);
-    if (st) goto out;
-    r->dev_bytes = e.dev_bytes, r->host_bytes = e.host_bytes;
+    *out = s;
+    return KV_OK;
+}
 
-    /* decode */
-    deps_t dp;
-    int ring = e.nslot + e.nb;
-    dp.ffn_of = malloc(sizeof(int) * (size_t)ring);
-    dp.d2h_of = malloc(sizeof(int) * (size_t)ncache);
-    dp.w_of = malloc(sizeof(int) * (size_t)e.D);
-    dp.d2h_slot = malloc(sizeof(int) * (size_t)ring);
-    if (!dp.ffn_of || !dp.d2h_of || !dp.w_of || !dp.d2h_slot) st = kv_errorf(KV_ENOMEM, "out of memory");
-    for (int i = 0; !st && i < ring; i++) dp.ffn_of[i] = dp.d2h_slot[i] = -1;
-    for (int i = 0; !st && i < ncache; i++) dp.d2h_of[i] = -1;
-    for (int i = 0; !st && i < e.D; i++) dp.w_of[i] = -1;
-    e.next_ev = 1;
-    if (!st) st = bt->record(e.b, ENG_S_COMPUTE, 0);
-    for (int t = 0; t < e.steps && !st; t++)
-        for (int j = 0; j < e.L && !st; j++)
-            for (int k = 0; k < e.nb && !st; k++) {
-                long g = (long)t * e.L + j, v = g * e.nb + k;
-                st = layer_step(&e, &dp, t, j, k, v, g);
+const char *eng_session_device(const eng_session *s) { return s->dev.name; }
+double eng_session_setup_s(const eng_session *s) { return s->setup_s; }
+
+/* ---- one plan on a session ------------------------------------------------------------------- */
+
+typedef struct {
+    ex_t *e;
+    kv_status st;
+} run_sink;
+
+static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g);
+
+static int32_t exec_emit(void *ctx, const kv_gop *o) {
+    run_sink *rs = ctx;
+    ex_t *e = rs->e;
+    kv_status st;
+    if (e->ntasks == e->cap_tasks) {
+        int nc = e->cap_tasks ? 2 * e->cap_tasks : 1024;
+        task_t *q = realloc(e->tasks, (size_t)nc * sizeof *q);
+        if (!q) {
+            rs->st = kv_errorf(KV_ENOMEM, "engine: out of memory");
+            return -1;
+        }
+        e->tasks = q, e->cap_tasks = nc;
+    }
+    if (e->next_ev + 2 > e->nev) {
+        rs->st = kv_errorf(KV_EINVAL, "engine: out of events (%d)", e->nev);
+        return -1;
+    }
+    int s = stream_of[o->queue];
+    for (int i = 0; i < o->ndeps; i++)
+        if ((st = e->t->wait(e->b, s, e->tasks[o->deps[i]].ev1))) goto fail;
+    task_t *x = &e->tasks[e->ntasks];
+    *x = (task_t){e->next_ev, e->next_ev + 1, (kv_op)o->op, (kv_queue)o->queue, o->step, o->layer, o->mb, o->bytes, o->flops};
+    e->next_ev += 2;
+    /* the layer index whose weight slot the op uses, as the builder counts (prompt pass first) */
+    int64_t g = o->step < 0 ? o->layer : (int64_t)(e->P ? e->L : 0) + (int64_t)o->step * e->L + o->layer;
+    if ((st = e->t->record(e->b, s, x->ev0)) || (st = dispatch(e, o, g)) || (st = e->t->record(e->b, s, x->ev1))) goto fail;
+    return e->ntasks++;
+fail:
+    rs->st = st;
+    return -1;
+}
+
+/* Runs pl's graph (all of it, or the warm-up plan's) on e's buffers. */
+static kv_status run_graph(ex_t *e, const kv_plan *pl) {
+    kv_layout ly;
+    kv_status st = kv_layout_resolve(e->m, pl, &ly);
+    if (st) return st;
+    run_sink rs = {e, KV_OK};
+    kv_graph_sink sink = {&rs, exec_emit};
+    st = kv_graph_build(e->m, pl, &ly, &sink);
+    if (rs.st) st = rs.st;
+    return st ? st : e->t->sync(e->b);
+}
+
+/* Every micro-batch's starting hidden state (and, decode only, the GPU part of the cache), from the
+ * session's: each run starts from the same data. */
+static kv_status reset_inputs(ex_t *e) {
+    eng_session *s = e->s;
+    const eng_backend_type *t = e->t;
+    kv_status st = KV_OK;
+    size_t h = (size_t)e->h, B = (size_t)e->B, bg = (size_t)e->bg, bc = (size_t)e->bc, P = (size_t)e->P;
+    size_t n0 = (P ? P : 1) * B * h;
+    eng_half *tmp = P && bg && bc ? malloc(n0 * 2) : NULL;
+    if (P && bg && bc && !tmp) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int k = 0; k < e->nb && !st; k++) {
+        const eng_half *x0 = s->x0 + (size_t)k * n0;
+        if (tmp) {
+            /* [P][B][h] as drawn, into the two parts' blocks [P][bg][h] and [P][bc][h] */
+            for (size_t i = 0; i < P; i++) {
+                memcpy(tmp + i * bg * h, x0 + i * B * h, bg * h * 2);
+                memcpy(tmp + (P * bg + i * bc) * h, x0 + (i * B + bg) * h, bc * h * 2);
             }
-    free(dp.ffn_of), free(dp.d2h_of), free(dp.w_of), free(dp.d2h_slot);
-    if (!st) st = bt->sync(e.b);
-    if (st) goto out;
-    /* timeline */
+            x0 = tmp;
+        }
+        if (e->hidden_cpu) memcpy(e->xh[k], x0, n0 * 2); /* the prompt's, or the first step's input */
+        if (!(P && e->hidden_cpu)) st = t->copy(e->b, ENG_S_COMPUTE, P ? e->pX[k] : e->x[k], x0, n0 * 2, 0);
+        if (!st) st = t->sync(e->b);
+    }
+    free(tmp);
+    /* decode only: the prompt's K/V of the GPU part, as a prefill would have left them */
+    size_t kv2 = 2 * (size_t)e->kvd, p = (size_t)e->pl->prompt;
+    for (int c = 0; !P && bg && !st && c < e->L * e->nb; c++) {
+        if ((size_t)s->bg == bg) st = t->copy(e->b, ENG_S_COMPUTE, e->kvres[c], s->kvg[c], p * bg * kv2 * 2, 0);
+        else if (s->bg == 0) st = t->copy(e->b, ENG_S_COMPUTE, e->kvres[c], s->kvh[c], p * bg * kv2 * 2, 0);
+        else
+            for (size_t i = 0; i < p && !st; i++) /* the gpu policy on a set-up whose cache is split */
+                if (!(st = t->copy(e->b, ENG_S_COMPUTE, e->kvres[c] + i * bg * kv2, s->kvg[c] + i * s->bg * kv2, (size_t)s->bg * kv2 * 2, 0)))
+                    st = t->copy(e->b, ENG_S_COMPUTE, e->kvres[c] + (i * bg + (size_t)s->bg) * kv2, s->kvh[c] + i * s->bc * kv2,
+                                 (size_t)s->bc * kv2 * 2, 0);
+    }
+    return st ? st : t->sync(e->b);
+}
+
+kv_status eng_session_run(eng_session *s, const kv_plan *pl, eng_result *r) {
+    memset(r, 0, sizeof *r);
+    kv_status st = check_plan(pl, &s->m);
+    if (st) return st;
+    if (!same_cell(&s->cell, pl, &s->m)) return kv_errorf(KV_EINVAL, "engine: this plan's shapes differ from the set-up's");
+    const eng_backend_type *bt = s->t;
+    ex_t e;
+    if ((st = ex_init(&e, &s->m, pl))) return st;
+    if (e.ly.act_rows > s->ly.act_rows) return kv_errorf(KV_EINVAL, "engine: this plan stores more activations than the set-up has room for");
+    e.s = s, e.t = bt, e.b = s->b, e.nev = s->nev;
+    e.wh = s->wh, e.kvh = s->kvh, e.acth = s->acth, e.xh = s->xh, e.qh = s->qh, e.oh = s->oh;
+    snprintf(r->device, sizeof r->device, "%s", s->dev.name);
+    TRY(alloc_dev(&e));
+    for (int i = 0; i < e.nwd; i++) TRY(bt->copy(e.b, ENG_S_COMPUTE, e.wd[i], e.wh, e.wel * 2, 0));
+    /* the LM head: the layer's weights repeated (its values only feed logits) */
+    for (size_t o = 0; o < e.whead; o += e.wel)
+        TRY(bt->copy(e.b, ENG_S_COMPUTE, e.whd + o, e.wh, 2 * (e.whead - o < e.wel ? e.whead - o : e.wel), 0));
+    TRY(bt->sync(e.b));
+    r->dev_bytes = e.dev_bytes, r->host_bytes = s->host_bytes;
+
+    /* warm-up: one decode step, untimed (lazy module loading, cuBLAS's first call of each shape),
+     * on this plan's buffers; then every input back to the session's */
+    kv_plan warm = *pl;
+    warm.gen = 2, warm.no_prefill = 1, warm.split_steps = NULL;
+    if (pl->split_steps) warm.split = pl->split_steps[0];
+    int P = e.P;
+    TRY(reset_inputs(&e));
+    double w0 = now_s();
+    e.P = 0, e.next_ev = 1, e.ntasks = 0;
+    TRY(run_graph(&e, &warm));
+    e.P = P;
+    r->warm_s = now_s() - w0;
+    TRY(reset_inputs(&e));
+    for (int i = 0; i < e.nca; i++) free(e.ca[i]);
+    e.nca = 0;
+
+    /* the run: event 0 is the origin, and the other streams wait for it so no span starts before it */
+    e.ntasks = 0, e.next_ev = 1;
+    TRY(bt->record(e.b, ENG_S_COMPUTE, 0));
+    for (int i = 0; i < ENG_NSTREAMS; i++)
+        if (i != ENG_S_COMPUTE) TRY(bt->wait(e.b, i, 0));
+    TRY(run_graph(&e, pl));
+    /* timeline: each span's length from its own two events, its start from the origin */
     int ntasks = e.ntasks;
-    task_t *tasks = e.tasks;
     r->spans = malloc(sizeof(kv_span) * (size_t)(ntasks ? ntasks : 1));
-    if (!r->spans) {
-        st = kv_errorf(KV_ENOMEM, "out of memory");
-        goto out;
+    r->ops = malloc(sizeof *r->ops * (size_t)(ntasks ? ntasks : 1));
+    if (!r->spans || !r->ops) TRY(kv_errorf(KV_ENOMEM, "out of memory"));
+    double t0 = 1e300, t1 = -1e300, first_token = -1;
+    for (int i = 0; i < ntasks; i++) {
+        double a, len;
+        TRY(bt->elapsed(e.b, 0, e.tasks[i].ev0, &a));
+        TRY(bt->elapsed(e.b, e.tasks[i].ev0, e.tasks[i].ev1, &len));
+        double z = a + fmax(len, 0);
+        task_t *x = &e.tasks[i];
+        r->spans[i] = (kv_span){x->step, x->layer, x->mb, kv_op_name(x->op), kv_res_name(kv_queue_res(x->q)), (int64_t)llround(a * 1e9),
+                                (int64_t)llround(z * 1e9), x->bytes, x->flops};
+        r->ops[i] = (eng_op_key){(int)x->op, (int)x->q, x->step, x->layer, x->mb};
+        t0 = fmin(t0, a), t1 = fmax(t1, z);
+        if (x->step < 0 && x->op == KV_OP_HEAD) first_token = fmax(first_token, z);
     }
-    double t0 = 1e300, t1 = -1e300;
-    for (int i = 0; i < ntasks && !st; i++) {
-        double a, b;
-        if ((st = bt->elapsed(e.b, tasks[i].ev0, &a)) || (st = bt->elapsed(e.b, tasks[i].ev1, &b))) break;
-        if (b < a) b = a;
-        r->spans[i] = (kv_span){tasks[i].step, tasks[i].layer, tasks[i].mb, kv_op_name(tasks[i].op),
-                                kv_res_name(tasks[i].res), (int64_t)llround(a * 1e9), (int64_t)llround(b * 1e9),
-                                tasks[i].bytes, tasks[i].flops};
-        t0 = fmin(t0, a), t1 = fmax(t1, b);
-    }
-    if (st) goto out;
     /* spans start at the first op */
     for (int i = 0; i < ntasks; i++) r->spans[i].start_ps -= (int64_t)llround(t0 * 1e9), r->spans[i].end_ps -= (int64_t)llround(t0 * 1e9);
     r->nspans = ntasks;
-    r->decode_s = (t1 - t0) / 1e3;
+    r->prefill_s = first_token >= 0 ? (first_token - t0) / 1e3 : 0;
+    r->decode_s = ntasks ? (t1 - t0) / 1e3 - r->prefill_s : 0;
     /* outputs for the numerical checks */
+    size_t arow = (size_t)e.B * e.h;
     r->nhidden = e.nb * e.B * e.h;
     r->hidden = malloc(sizeof(float) * (size_t)r->nhidden);
     r->attn = malloc(sizeof(float) * (size_t)e.B * e.qd);
@@ -371,9 +611,181 @@ out:
     return st;
 }
 
+kv_status eng_run(const eng_backend_type *bt, int device, const kv_model *m, const kv_plan *pl, uint64_t seed, eng_result *r) {
+    memset(r, 0, sizeof *r);
+    eng_session *s;
+    kv_status st = eng_session_open(bt, device, m, pl, 1, seed, &s);
+    if (st) return st;
+    st = eng_session_run(s, pl, r);
+    if (!st) r->setup_s = s->setup_s;
+    eng_session_close(s);
+    return st;
+}
+
+/* ---- running ops -------------------------------------------------------------------------- */
+
+static void run_cpu_attn(void *arg) {
+    cpu_attn_arg *a = arg;
+    kref_attention_f(a->q, a->kv, a->out, a->B, a->ctx, a->nh, a->nkv, a->d);
+}
+
+/* The weights an op of layer-index g computes with. */
+static eng_half *wts(ex_t *e, const kv_gop *o, int64_t g) {
+    (void)o;
+    return e->ly.w_cpu > 0 ? e->wd[g % e->D] : e->wd[o->layer < e->L ? o->layer : 0];
+}
+
+/* Prompt pass, one part of the micro-batch's sequences (0: KV on the GPU, 1: on the CPU). */
+static kv_status prefill_part(ex_t *e, const kv_gop *o, int part, eng_half *w) {
+    kv_status st = KV_OK;
+    const eng_backend_type *t = e->t;
+    eng_backend *b = e->b;
+    int s = ENG_S_COMPUTE, P = e->P, n = part ? e->bc : e->bg;
+    if (n == 0) return KV_OK;
+    size_t r0 = part ? (size_t)P * e->bg : 0; /* first row of this part in the [P*B] buffers */
+    int c = o->layer * e->nb + o->mb;
+    eng_half *X = e->pX[e->hidden_cpu ? 0 : o->mb] + r0 * e->h, *XN = e->pXN + r0 * e->h, *Q = e->pQ + r0 * e->qd;
+    eng_half *O = e->pO + r0 * e->qd, *XM = e->pXM + r0 * e->h;
+    eng_half *U = e->pU, *Y = e->pY; /* one chunk of rows at a time */
+    eng_half *KV = part ? e->pKV : o->layer < e->L ? e->kvres[c] : NULL; /* the LM head has no K/V */
+    int M = P * n;
+    switch ((kv_op)o->op) {
+    case KV_OP_QKV:
+        if ((st = t->rmsnorm(b, s, X, XN, M, e->h)) || (st = t->gemm(b, s, M, e->qd, e->h, XN, wpart(w, e, 0), Q, 0.f)))
+            return st;
+        return t->gemm(b, s, M, 2 * e->kvd, e->h, XN, wpart(w, e, 1), KV, 0.f);
+    case KV_OP_ATTN:
+        /* causal: position i attends to positions [0, i] */
+        for (int i = 0; i < P && !st; i++)
+            st = t->attention(b, s, Q + (size_t)i * n * e->qd, KV, O + (size_t)i * n * e->qd, n, i + 1, e->m->n_heads,
+                              e->m->n_kv_heads, e->m->head_dim);
+        return st;
+    case KV_OP_FFN:
+        if ((st = t->gemm(b, s, M, e->h, e->qd, O, wpart(w, e, 2), X, 1.f)) || (st = t->rmsnorm(b, s, X, XM, M, e->h))) return st;
+        for (int r = 0; r < M && !st; r += KV_PREFILL_CHUNK) {
+            int mr = M - r < KV_PREFILL_CHUNK ? M - r : KV_PREFILL_CHUNK;
+            if ((st = t->gemm(b, s, mr, e->ffn * (e->gated ? 2 : 1), e->h, XM + (size_t)r * e->h, wpart(w, e, 3), U, 0.f)) ||
+                (st = t->activate(b, s, U, Y, mr, e->ffn, e->gated ? ENG_ACT_SILU_MUL : ENG_ACT_RELU)))
+                break;
+            st = t->gemm(b, s, mr, e->h, e->ffn, Y, wpart(w, e, 4), X + (size_t)r * e->h, 1.f);
+        }
+        return st;
+    case KV_OP_HEAD:
+        /* the last position's hidden state becomes the decode input */
+        if ((st = t->copy(b, s, e->x[o->mb] + (size_t)(part ? e->bg : 0) * e->h, X + (size_t)(P - 1) * n * e->h, (size_t)n * e->h * 2, 2)))
+            return st;
+        return KV_OK;
+    default: return KV_OK;
+    }
+}
+
+/* Final norm and LM head; the next step's input (the last hidden state: inputs are synthetic) goes
+ * to the CPU when hidden states live there. */
+static kv_status head(ex_t *e, int s, int k) {
+    kv_status st;
+    if ((st = e->t->rmsnorm(e->b, s, e->x[k], e->xn[k], e->B, e->h)) ||
+        (st = e->t->gemm(e->b, s, e->B, e->m->vocab, e->h, e->xn[k], e->whd, e->logit[k], 0.f)))
+        return st;
+    if (e->hidden_cpu) st = e->t->copy(e->b, s, e->xh[k] + (size_t)e->P * e->B * e->h, e->x[k], (size_t)e->B * e->h * 2, 1);
+    return st;
+}
+
+static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
+    kv_status st = KV_OK;
+    const eng_backend_type *t = e->t;
+    eng_backend *b = e->b;
+    int s = stream_of[o->queue], k = o->mb, c = o->layer * e->nb + k;
+    size_t krow = (size_t)2 * e->kvd, bc = (size_t)e->bc, bg = (size_t)e->bg, h = (size_t)e->h;
+    eng_half *w = o->layer < e->L ? wts(e, o, g) : NULL;
+    if (o->step < 0) {
+        switch ((kv_op)o->op) {
+        case KV_OP_W_H2D: return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
+        case KV_OP_HID_H2D: return t->copy(b, s, e->pX[0], e->xh[k], (size_t)o->bytes, 0);
+        case KV_OP_HID_D2H: return t->copy(b, s, e->xh[k], e->pX[0], (size_t)o->bytes, 1);
+        case KV_OP_KV_D2H:
+            return t->copy(b, s, e->kvh[c] + (size_t)o->row0 * bc * krow, e->pKV + (size_t)o->row0 * bc * krow, (size_t)o->bytes, 1);
+        case KV_OP_ACT_D2H:
+            return t->copy(b, s, e->acth[c], e->pXN + (size_t)e->P * bg * h, (size_t)o->bytes, 1);
+        case KV_OP_HEAD:
+            if ((st = prefill_part(e, o, 0, w)) || (st = prefill_part(e, o, 1, w))) return st;
+            return head(e, s, k);
+        default:
+            if ((st = prefill_part(e, o, 0, w))) return st;
+            return prefill_part(e, o, 1, w);
+        }
+    }
+    int sl = o->slot, srow = o->row0; /* decode: row s is the new token's */
+    switch ((kv_op)o->op) {
+    case KV_OP_W_H2D: case KV_OP_WKV_H2D: return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
+    case KV_OP_ACT_H2D: return t->copy(b, s, e->actslot[sl], e->acth[c], (size_t)o->bytes, 0);
+    case KV_OP_KV_H2D: {
+        size_t off = (size_t)o->row0 * bc * krow;
+        return t->copy(b, s, e->kvslot[sl] + off, e->kvh[c] + off, (size_t)o->bytes, 0);
+    }
+    case KV_OP_HID_H2D: /* layer 0 starts from the LM head's output, the others from the last layer's */
+        return t->copy(b, s, e->x[k], e->xh[k] + (size_t)(e->P + (o->layer > 0)) * e->B * h, (size_t)o->bytes, 0);
+    case KV_OP_HID_D2H: return t->copy(b, s, e->xh[k] + (size_t)(e->P + 1) * e->B * h, e->x[k], (size_t)o->bytes, 1);
+    case KV_OP_QKV: {
+        if ((st = t->rmsnorm(b, s, e->x[k], e->xn[k], e->B, e->h)) || (st = t->gemm(b, s, e->B, e->qd, e->h, e->xn[k], wpart(w, e, 0), e->q[k], 0.f)))
+            return st;
+        /* new K/V: the GPU part into the resident cache's row s, the rest into the slot's row s
+         * (or a staging buffer that goes down with q, for CPU attention) */
+        if (bg && (st = t->gemm(b, s, e->bg, (int)krow, e->h, e->xn[k], wpart(w, e, 1), e->kvres[c] + (size_t)srow * bg * krow, 0.f)))
+            return st;
+        if (!bc) return KV_OK;
+        eng_half *dst = e->ly.streams_kv ? e->kvslot[sl] + (size_t)srow * bc * krow : e->kvn[k];
+        if ((st = t->gemm(b, s, e->bc, (int)krow, e->h, e->xn[k] + bg * h, wpart(w, e, 1), dst, 0.f))) return st;
+        if (e->pl->keep_act && e->ly.streams_kv) /* the normalised input is the activation K/V come from */
+            st = t->copy(b, s, e->actslot[sl] + (size_t)srow * bc * h, e->xn[k] + bg * h, bc * h * 2, 2);
+        return st;
+    }
+    case KV_OP_RECOMPUTE: return t->gemm(b, s, o->row1 * e->bc, (int)krow, e->h, e->actslot[sl], wpart(w, e, 1), e->kvslot[sl], 0.f);
+    case KV_OP_ATTN: {
+        int nh = e->m->n_heads, nkv = e->m->n_kv_heads, d = e->m->head_dim;
+        if (bg && (st = t->attention(b, s, e->q[k], e->kvres[c], e->ao[k], e->bg, o->ctx + 1, nh, nkv, d))) return st;
+        if (bc && !e->ly.cpu_attn)
+            st = t->attention(b, s, e->q[k] + bg * e->qd, e->kvslot[sl], e->ao[k] + bg * e->qd, e->bc, o->ctx + 1, nh, nkv, d);
+        return st;
+    }
+    case KV_OP_FFN:
+        if ((st = t->gemm(b, s, e->B, e->h, e->qd, e->ao[k], wpart(w, e, 2), e->x[k], 1.f)) ||
+            (st = t->rmsnorm(b, s, e->x[k], e->xn[k], e->B, e->h)) ||
+            (st = t->gemm(b, s, e->B, e->ffn * (e->gated ? 2 : 1), e->h, e->xn[k], wpart(w, e, 3), e->u[k], 0.f)) ||
+            (st = t->activate(b, s, e->u[k], e->y[k], e->B, e->ffn, e->gated ? ENG_ACT_SILU_MUL : ENG_ACT_RELU)))
+            return st;
+        return t->gemm(b, s, e->B, e->h, e->ffn, e->y[k], wpart(w, e, 4), e->x[k], 1.f);
+    case KV_OP_KV_D2H: {
+        size_t off = (size_t)srow * bc * krow;
+        if ((st = t->copy(b, s, e->kvh[c] + off, e->kvslot[sl] + off, bc * krow * 2, 1))) return st;
+        if (e->pl->keep_act)
+            st = t->copy(b, s, e->acth[c] + (size_t)srow * bc * h, e->actslot[sl] + (size_t)srow * bc * h, bc * h * 2, 1);
+        return st;
+    }
+    case KV_OP_Q_D2H:
+        if ((st = t->copy(b, s, e->qh[k], e->q[k] + bg * e->qd, bc * e->qd * 2, 1))) return st;
+        return t->copy(b, s, e->kvh[c] + (size_t)srow * bc * krow, e->kvn[k], bc * krow * 2, 1);
+    case KV_OP_CPU_ATTN: {
+        if (e->nca == e->cap_ca) {
+            int nc = e->cap_ca ? 2 * e->cap_ca : 256;
+            cpu_attn_arg **v = realloc(e->ca, (size_t)nc * sizeof *v);
+            if (!v) return kv_errorf(KV_ENOMEM, "out of memory");
+            e->ca = v, e->cap_ca = nc;
+        }
+        cpu_attn_arg *a = malloc(sizeof *a);
+        if (!a) return kv_errorf(KV_ENOMEM, "out of memory");
+        *a = (cpu_attn_arg){e->qh[k], e->kvh[c], e->oh[k], e->bc, o->ctx + 1, e->m->n_heads, e->m->n_kv_heads, e->m->head_dim};
+        e->ca[e->nca++] = a;
+        return t->host_fn(b, s, run_cpu_attn, a);
+    }
+    case KV_OP_O_H2D: return t->copy(b, s, e->ao[k] + bg * e->qd, e->oh[k], bc * e->qd * 2, 0);
+    case KV_OP_HEAD: return head(e, s, k);
+    default: return kv_errorf(KV_EINVAL, "engine: no way to run op %s", kv_op_name((kv_op)o->op));
+    }
+}
+
 void eng_result_free(eng_result *r) {
-    free(r->spans), free(r->hidden), free(r->attn);
-    r->spans = NULL, r->hidden = r->attn = NULL;
+    free(r->spans), free(r->hidden), free(r->attn), free(r->ops);
+    r->spans = NULL, r->hidden = r->attn = NULL, r->ops = NULL;
     r->nspans = 0;
 }
 
@@ -392,15 +804,17 @@ kv_status eng_write_db(kv_db *db, const eng_result *r, const kv_model *m, const 
     if (st) return st;
     for (int i = 0; i < r->nspans && !st; i++) st = db_run_span(db, id, &r->spans[i]);
     if (!st) st = db_run_metric(db, id, "decode_s", r->decode_s, "s");
+    if (!st && r->prefill_s > 0) st = db_run_metric(db, id, "prefill_s", r->prefill_s, "s");
     if (!st) {
         int T = kv_plan_steps(pl);
         double *end = calloc((size_t)T, sizeof *end);
+        for (int t = 0; end && t < T; t++) end[t] = r->prefill_s;
         for (int i = 0; end && i < r->nspans; i++)
-            end[r->spans[i].step] = fmax(end[r->spans[i].step], (double)r->spans[i].end_ps * 1e-12);
+            if (r->spans[i].step >= 0) end[r->spans[i].step] = fmax(end[r->spans[i].step], (double)r->spans[i].end_ps * 1e-12);
         char nm[64];
         for (int t = 0; end && t < T && !st; t++) {
             snprintf(nm, sizeof nm, "step_%d_s", t);
-            st = db_run_metric(db, id, nm, end[t] - (t ? end[t - 1] : 0), "s");
+            st = db_run_metric(db, id, nm, end[t] - (t ? end[t - 1] : r->prefill_s), "s");
         }
         free(end);
     }

@@ -1,21 +1,24 @@
 /* eng_host: the host backend. One thread per stream runs that stream's operations in order;
  * events are timestamps with a flag, and a wait blocks its stream until the event is recorded,
- * as cudaStreamWaitEvent does. Copies are memcpy, GEMMs OpenBLAS sgemm on fp32 copies of the
+ * as cudaStreamWaitEvent does; a hold blocks its stream until release(), as the CUDA backend's
+ * spin kernel does. Copies are memcpy, GEMMs OpenBLAS sgemm on fp32 copies of the
  * fp16 operands (fp32 accumulate, as cuBLAS's GemmEx with CUBLAS_COMPUTE_32F). */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "../kernels/ref.h"
 #include "backend.h"
+#include "sysmem.h"
 
 float eng_h2f(eng_half h) { return kref_h2f(h); }
 eng_half eng_f2h(float f) { return kref_f2h(f); }
 
-typedef enum { OP_COPY, OP_GEMM, OP_ATTN, OP_ACT, OP_NORM, OP_RECORD, OP_WAIT } op_kind;
+typedef enum { OP_COPY, OP_GEMM, OP_ATTN, OP_ACT, OP_NORM, OP_RECORD, OP_WAIT, OP_HOLD, OP_FN } op_kind;
 
 typedef struct {
     op_kind k;
@@ -23,6 +26,9 @@ typedef struct {
     const void *src, *src2;
     size_t bytes;
     int M, N, K, ctx, nh, nkv, d, ev;
+    void (*fn)(void *); /* OP_FN */
+    void *arg;
+    long gen; /* OP_HOLD: waits while the release count is still this */
     float beta;
     eng_act act;
 } op_t;
@@ -44,8 +50,7 @@ struct eng_backend {
     int nev;
     int *ev_done;
     double *ev_t; /* seconds, CLOCK_MONOTONIC */
-    kv_status err;
-    char errmsg[256];
+    long releases; /* release() calls so far */
 };
 
 static double now_s(void) {
@@ -68,10 +73,11 @@ static void run_gemm(hstream *st, const op_t *o) {
     if (ensure(&st->sa, &st->na, mk) || ensure(&st->sb, &st->nb, kn) || ensure(&st->sc, &st->nc, mn)) abort();
     const eng_half *A = o->src, *B = o->src2;
     eng_half *C = o->dst;
-    for (size_t i = 0; i < mk; i++) st->sa[i] = eng_h2f(A[i]);
-    for (size_t i = 0; i < kn; i++) st->sb[i] = eng_h2f(B[i]);
+    const float *h2f = kref_h2f_table();
+    for (size_t i = 0; i < mk; i++) st->sa[i] = h2f[A[i]];
+    for (size_t i = 0; i < kn; i++) st->sb[i] = h2f[B[i]];
     if (o->beta != 0)
-        for (size_t i = 0; i < mn; i++) st->sc[i] = eng_h2f(C[i]);
+        for (size_t i = 0; i < mn; i++) st->sc[i] = h2f[C[i]];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o->M, o->N, o->K, 1.0f, st->sa, o->K, st->sb, o->N, o->beta,
                 st->sc, o->N);
     for (size_t i = 0; i < mn; i++) C[i] = eng_f2h(st->sc[i]);
@@ -84,6 +90,7 @@ static void execute(eng_backend *b, hstream *st, const op_t *o) {
     case OP_ATTN: kref_attention_f(o->src, o->src2, o->dst, o->M, o->ctx, o->nh, o->nkv, o->d); break;
     case OP_ACT: kref_activate_f(o->src, o->dst, o->M, o->N, (int)o->act); break;
     case OP_NORM: kref_rmsnorm_f(o->src, o->dst, o->M, o->N); break;
+    case OP_FN: o->fn(o->arg); break;
     case OP_RECORD:
         pthread_mutex_lock(&b->mu);
         b->ev_t[o->ev] = now_s();
@@ -96,6 +103,16 @@ static void execute(eng_backend *b, hstream *st, const op_t *o) {
         while (!b->ev_done[o->ev] && !b->stop) pthread_cond_wait(&b->cv, &b->mu);
         pthread_mutex_unlock(&b->mu);
         break;
+    case OP_HOLD: {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10; /* as the CUDA backend's spin kernel: never hang on a missing release */
+        pthread_mutex_lock(&b->mu);
+        while (b->releases == o->gen && !b->stop)
+            if (pthread_cond_timedwait(&b->cv, &b->mu, &until) != 0) break;
+        pthread_mutex_unlock(&b->mu);
+        break;
+    }
     }
 }
 
@@ -200,12 +217,18 @@ static kv_status h_open(eng_backend **out, int device, int n_events) {
     return KV_OK;
 }
 
-static kv_status h_info(eng_backend *b, char *name, size_t n, double *free_b, double *total_b) {
+static kv_status h_info(eng_backend *b, eng_devinfo *o) {
     (void)b;
-    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
-    snprintf(name, n, "host (CPU threads, OpenBLAS)");
-    *total_b = (double)pages * (double)ps;
-    *free_b = (double)avail * (double)ps;
+    long pages = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE), cores = sysconf(_SC_NPROCESSORS_ONLN);
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "host (CPU threads, OpenBLAS)");
+    o->total_bytes = (double)pages * (double)ps;
+    /* what this process may still allocate, cgroup limits included: "device" buffers are host RAM */
+    o->free_bytes = eng_sysmem_available(NULL, 0);
+    if (o->free_bytes < 0) o->free_bytes = (double)sysconf(_SC_AVPHYS_PAGES) * (double)ps;
+    o->l2_bytes = 32.0 * 1048576; /* a typical last-level cache: only decides buffer rotation in bench */
+    o->sms = cores > 0 ? (int)cores : 1;
+    o->shares_host_memory = 1;
     return KV_OK;
 }
 
@@ -244,6 +267,10 @@ static kv_status h_norm(eng_backend *b, int s, const eng_half *x, eng_half *out,
     op_t o = {.k = OP_NORM, .src = x, .dst = out, .M = rows, .N = cols};
     return enqueue(b, s, &o);
 }
+static kv_status h_hostfn(eng_backend *b, int s, void (*fn)(void *), void *arg) {
+    op_t o = {.k = OP_FN, .fn = fn, .arg = arg};
+    return enqueue(b, s, &o);
+}
 static kv_status h_record(eng_backend *b, int s, int ev) {
     if (ev < 0 || ev >= b->nev) return kv_errorf(KV_EINVAL, "host backend: no event %d", ev);
     op_t o = {.k = OP_RECORD, .ev = ev};
@@ -265,12 +292,26 @@ static kv_status h_sync(eng_backend *b) {
     pthread_mutex_unlock(&b->mu);
     return KV_OK;
 }
-static kv_status h_elapsed(eng_backend *b, int ev, double *ms) {
-    if (ev < 0 || ev >= b->nev || !b->ev_done[ev] || !b->ev_done[0])
-        return kv_errorf(KV_EINVAL, "host backend: event %d was not recorded", ev);
-    *ms = 1e3 * (b->ev_t[ev] - b->ev_t[0]);
+static kv_status h_elapsed(eng_backend *b, int a, int z, double *ms) {
+    if (a < 0 || a >= b->nev || z < 0 || z >= b->nev || !b->ev_done[a] || !b->ev_done[z])
+        return kv_errorf(KV_EINVAL, "host backend: event %d or %d was not recorded", a, z);
+    *ms = 1e3 * (b->ev_t[z] - b->ev_t[a]);
+    return KV_OK;
+}
+static kv_status h_hold(eng_backend *b, int s) {
+    pthread_mutex_lock(&b->mu);
+    long g = b->releases;
+    pthread_mutex_unlock(&b->mu);
+    op_t o = {.k = OP_HOLD, .gen = g};
+    return enqueue(b, s, &o);
+}
+static kv_status h_release(eng_backend *b) {
+    pthread_mutex_lock(&b->mu);
+    b->releases++;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
     return KV_OK;
 }
 
 const eng_backend_type eng_host_backend = {"host", h_open, h_close, h_info, h_alloc, h_free, h_halloc, h_hfree, h_copy,
-                                            h_gemm, h_attn, h_act, h_norm, h_record, h_wait, h_sync, h_elapsed};
+                                            h_gemm, h_attn, h_act, h_norm, h_hostfn, h_record, h_wait, h_sync, h_elapsed, h_hold, h_release};

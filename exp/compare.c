@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <errno.h>
 #include "../sim/sim.h"
 #include "compare.h"
 
@@ -61,84 +61,102 @@ static void stats(vec *a, exp_cmp_stat *s) {
     free(x);
 }
 
-static void fig_scatter(const char *dir, const char *dat) {
-    char gp[700];
-    snprintf(gp, sizeof gp, "%s/compare-scatter.gp", dir);
-    FILE *f = fopen(gp, "w");
-    if (!f) return;
+/* the scatter's data were written while joining; the script goes with them */
+static kv_status fig_scatter(exp_fig *F) {
     for (int fmt = 0; fmt < 2; fmt++) {
-        fprintf(f, "set terminal %s size 800,700\nset output '%s/compare-scatter.%s'\n", fmt ? "svg" : "pngcairo", dir, fmt ? "svg" : "png");
-        fprintf(f, "set title 'predicted against measured op durations'\nset logscale xy\nset xlabel 'measured (ms)'\nset ylabel 'simulated (ms)'\n"
-                   "set grid\nset key top left noenhanced\nset size ratio -1\n"
-                   "plot for [k=0:%d] '%s' using ($5==k?$6*1e3:1/0):($7*1e3) with points pt 7 ps 0.6 title word('%s', k+1), x with lines lc 'black' title 'exact'\n",
-                KV_OP_COUNT - 1, dat, "w_h2d wkv_h2d act_h2d kv_h2d recompute qkv attn ffn kv_d2h q_d2h cpu_attn o_h2d");
+        exp_fig_terminal(F, fmt, 800, 700);
+        fprintf(F->gp, "set title 'predicted against measured op durations'\nset logscale xy\nset xlabel 'measured (ms)'\nset ylabel 'simulated (ms)'\n"
+                       "set grid\nset key top left noenhanced\nset size ratio -1\nplot for [k=0:%d] ", KV_OP_COUNT - 1);
+        exp_gp_str(F->gp, F->dat_path);
+        char ops[512] = "";
+        for (int k = 0; k < KV_OP_COUNT; k++) /* the legend: every kind of op, in order */
+            snprintf(ops + strlen(ops), sizeof ops - strlen(ops), "%s%s", k ? " " : "", kv_op_name((kv_op)k));
+        fprintf(F->gp, " using ($5==k?$6*1e3:1/0):($7*1e3) with points pt 7 ps 0.6 title word(");
+        exp_gp_str(F->gp, ops);
+        fprintf(F->gp, ", k+1), x with lines lc 'black' title 'exact'\n");
     }
-    fclose(f);
-    exp_gnuplot(gp);
+    return exp_fig_close(F);
 }
 
-static void fig_timeline(const char *dir, const jspan *meas, int nm, const jspan *sim, int ns, int step, const int *res_of_op) {
-    char dat[700], gp[700];
-    snprintf(dat, sizeof dat, "%s/compare-timeline.dat", dir);
-    snprintf(gp, sizeof gp, "%s/compare-timeline.gp", dir);
-    FILE *f = fopen(dat, "w");
-    if (!f) return;
+static kv_status fig_timeline(const char *dir, const jspan *meas, int nm, const jspan *sim, int ns, int step, const int *res_of_op) {
+    exp_fig F;
+    kv_status st = exp_fig_open(&F, dir, "compare-timeline", 1);
+    if (st) return st;
     for (int which = 0; which < 2; which++) {
         const jspan *a = which ? sim : meas;
         int n = which ? ns : nm;
-        double t0 = INFINITY;
+        double t0 = HUGE_VAL;
         for (int i = 0; i < n; i++)
             if (a[i].step == step) t0 = fmin(t0, a[i].start);
         for (int i = 0; i < n; i++) {
             if (a[i].step != step) continue;
             double y = (which ? 0 : 5) + res_of_op[a[i].op];
-            fprintf(f, "%.6f %.2f %.6f %.6f %.2f %.2f %d\n", (a[i].start - t0) * 1e3, y, (a[i].start - t0) * 1e3,
+            fprintf(F.dat, "%.6f %.2f %.6f %.6f %.2f %.2f %d\n", (a[i].start - t0) * 1e3, y, (a[i].start - t0) * 1e3,
                     (a[i].start + a[i].dur - t0) * 1e3, y - 0.4, y + 0.4, a[i].op);
         }
     }
-    fclose(f);
-    if (!(f = fopen(gp, "w"))) return;
-    static const char *const col[KV_OP_COUNT] = {"#7b3294", "#c2a5cf", "#4dac26", "#e66101", "#fdb863", "#92c5de",
-                                                 "#0571b0", "#404040", "#ca0020", "#f4a582", "#b8e186", "#5e3c99"};
     for (int fmt = 0; fmt < 2; fmt++) {
-        fprintf(f, "set terminal %s size 1100,420\nset output '%s/compare-timeline.%s'\n", fmt ? "svg" : "pngcairo", dir, fmt ? "svg" : "png");
-        fprintf(f, "set title 'decode step %d: measured (top) and simulated (bottom)'\nset xlabel 'time in the step (ms)'\n"
-                   "set ytics ('sim h2d' 0, 'sim d2h' 1, 'sim gpu' 2, 'measured h2d' 5, 'measured d2h' 6, 'measured gpu' 7)\n"
-                   "set yrange [-1:8]\nset style fill solid 0.9 border -1\nset key outside right noenhanced\nset grid xtics\nplot ",
+        exp_fig_terminal(&F, fmt, 1100, 420);
+        fprintf(F.gp, "set title 'decode step %d: measured (top) and simulated (bottom)'\nset xlabel 'time in the step (ms)'\n"
+                      "set ytics ('sim h2d' 0, 'sim d2h' 1, 'sim gpu' 2, 'measured h2d' 5, 'measured d2h' 6, 'measured gpu' 7)\n"
+                      "set yrange [-1:8]\nset style fill solid 0.9 border -1\nset key outside right noenhanced\nset grid xtics\nplot ",
                 step);
-        for (int k = 0; k < KV_OP_COUNT; k++)
-            fprintf(f, "%s'%s' using 1:($7==%d?$2:1/0):3:4:5:6 with boxxyerror lc rgb '%s' title '%s'", k ? ", " : "", dat, k, col[k],
-                    kv_op_name((kv_op)k));
-        fprintf(f, "\n");
+        for (int k = 0; k < KV_OP_COUNT; k++) {
+            fprintf(F.gp, "%s", k ? ", " : "");
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " using 1:($7==%d?$2:1/0):3:4:5:6 with boxxyerror lc rgb '%s' title '%s'", k, exp_op_color(k), kv_op_name((kv_op)k));
+        }
+        fprintf(F.gp, "\n");
     }
-    fclose(f);
-    exp_gnuplot(gp);
+    return exp_fig_close(&F);
+}
+
+/* --measured: "all", or run ids separated by commas; each a positive integer. */
+static kv_status measured_sql(const char *sel, char *sql, size_t n) {
+    if (!sel || !strcmp(sel, "all")) {
+        snprintf(sql, n, "SELECT id, model, plan FROM runs WHERE kind = 'engine' ORDER BY id");
+        return KV_OK;
+    }
+    size_t o = (size_t)snprintf(sql, n, "SELECT id, model, plan FROM runs WHERE kind = 'engine' AND id IN (");
+    const char *c = sel;
+    int k = 0;
+    for (;;) {
+        char *e;
+        errno = 0;
+        long long id = (*c >= '0' && *c <= '9') ? strtoll(c, &e, 10) : 0;
+        if (id <= 0 || errno || (*e && *e != ',')) break;
+        if (o + 32 >= n) return kv_errorf(KV_EINVAL, "--measured: too many run ids");
+        o += (size_t)snprintf(sql + o, n - o, "%s%lld", k++ ? "," : "", id);
+        if (!*e) {
+            snprintf(sql + o, n - o, ") ORDER BY id");
+            return KV_OK;
+        }
+        c = e + 1;
+    }
+    return kv_errorf(KV_EINVAL, "--measured takes 'all' or run ids like 3,4,7, got '%s'", sel);
 }
 
 kv_status exp_compare(kv_db *db, const char *sel, const hw_profile *p, const char *dir, FILE *out, exp_cmp *res) {
     memset(res, 0, sizeof *res);
-    char sql[1200];
-    if (!sel || !strcmp(sel, "all")) snprintf(sql, sizeof sql, "SELECT id, model, plan FROM runs WHERE kind = 'engine' ORDER BY id");
-    else {
-        for (const char *c = sel; *c; c++)
-            if (!((*c >= '0' && *c <= '9') || *c == ',')) return kv_errorf(KV_EINVAL, "--measured takes 'all' or run ids like 3,4,7, got '%s'", sel);
-        snprintf(sql, sizeof sql, "SELECT id, model, plan FROM runs WHERE kind = 'engine' AND id IN (%.1000s) ORDER BY id", sel);
-    }
-    sqlite3_stmt *q, *qs;
+    char sql[4096];
+    kv_status st = measured_sql(sel, sql, sizeof sql);
+    if (st) return st;
+    if (dir && (st = exp_plot_dir(dir))) return st;
+    sqlite3_stmt *q = NULL, *qs = NULL;
     if (sqlite3_prepare_v2(db_handle(db), sql, -1, &q, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db_handle(db), "SELECT step, layer, mb, op, start_ps, end_ps FROM spans WHERE run_id = ?", -1, &qs, NULL) != SQLITE_OK)
-        return kv_errorf(KV_EDB, "compare: %s", sqlite3_errmsg(db_handle(db)));
+        sqlite3_prepare_v2(db_handle(db), "SELECT step, layer, mb, op, start_ps, end_ps FROM spans WHERE run_id = ?", -1, &qs, NULL) != SQLITE_OK) {
+        st = kv_errorf(KV_EDB, "compare: %s", sqlite3_errmsg(db_handle(db)));
+        sqlite3_finalize(q);
+        sqlite3_finalize(qs);
+        return st;
+    }
     vec op_err[KV_OP_COUNT], step_err = {0};
     memset(op_err, 0, sizeof op_err);
     sim_ctx *sx = sim_new();
-    kv_status st = sx ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
-    char dat[700] = "";
+    st = sx ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    exp_fig scatter;
     FILE *sc = NULL;
-    if (dir) {
-        mkdir(dir, 0755);
-        snprintf(dat, sizeof dat, "%s/compare-scatter.dat", dir);
-        sc = fopen(dat, "w");
-    }
+    if (!st && dir && !(st = exp_fig_open(&scatter, dir, "compare-scatter", 1))) sc = scatter.dat;
     int drawn = 0;
     while (!st && sqlite3_step(q) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(q, 0);
@@ -206,25 +224,30 @@ kv_status exp_compare(kv_db *db, const char *sel, const hw_profile *p, const cha
         /* decode steps: measured step time from the spans' ends */
         int T = kv_plan_steps(&pl);
         double *end = calloc((size_t)T, sizeof *end);
+        /* decode starts at the first token: the prompt pass's last LM head (0 without a prompt pass) */
+        double first = 0;
+        for (int k = 0; k < nm; k++)
+            if (ms[k].step < 0 && ms[k].op == KV_OP_HEAD) first = fmax(first, ms[k].start + ms[k].dur);
+        for (int t = 0; end && t < T; t++) end[t] = first;
         for (int k = 0; end && k < nm; k++)
             if (ms[k].step >= 0 && ms[k].step < T) end[ms[k].step] = fmax(end[ms[k].step], ms[k].start + ms[k].dur);
         double se = 0;
         int sn = 0;
         for (int t = 0; end && t < T; t++) {
-            double mt = end[t] - (t ? end[t - 1] : 0);
+            double mt = end[t] - (t ? end[t - 1] : first);
             if (mt > 0) {
                 double e = (sr.step_s[t] - mt) / mt;
                 push(&step_err, e);
                 se += fabs(e), sn++;
             }
         }
-        if (!drawn && dir) fig_timeline(dir, ms, nm, ss, ns, T / 2, res_of_op), drawn = 1;
+        if (!drawn && dir) st = fig_timeline(dir, ms, nm, ss, ns, T / 2, res_of_op), drawn = 1;
         free(end);
         /* the re-simulated run lands in the database, with its error against the measurement */
         char key[160];
         snprintf(key, sizeof key, "compare/%lld/%.100s", (long long)id, p->name);
         int64_t sid;
-        if (!(st = sim_write_db(sx, db, &m, p, &pl, &sr, key, 1, &sid))) {
+        if (!st && !(st = sim_write_db(sx, db, &m, p, &pl, &sr, key, 1, &sid))) {
             st = db_metric_add(db, sid, "measured_run", (double)id, "");
             if (!st && sn) st = db_metric_add(db, sid, "step_mape", se / sn, "");
         }
@@ -234,13 +257,15 @@ kv_status exp_compare(kv_db *db, const char *sel, const hw_profile *p, const cha
     sqlite3_finalize(q);
     sqlite3_finalize(qs);
     sim_free(sx);
-    if (sc) fclose(sc);
     for (int k = 0; k < KV_OP_COUNT; k++) stats(&op_err[k], &res->op[k]), free(op_err[k].v);
     stats(&step_err, &res->step);
     free(step_err.v);
+    if (!st && !res->runs) st = kv_errorf(KV_ENOTFOUND, "no engine runs to compare (run 'kvpr-engine run' on a GPU, or give --from traces/...)");
+    if (sc) {
+        if (st) exp_fig_abort(&scatter);
+        else st = fig_scatter(&scatter);
+    }
     if (st) return st;
-    if (!res->runs) return kv_errorf(KV_ENOTFOUND, "no engine runs to compare (run 'kvpr-engine run' on a GPU, or give --from traces/...)");
-    if (dir && *dat) fig_scatter(dir, dat);
     if (out) {
         fprintf(out, "%d engine runs re-simulated on %s; %d spans joined on (step, layer, mb, op), %d unmatched\n", res->runs, p->name,
                 res->joined, res->missing);

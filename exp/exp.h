@@ -6,6 +6,7 @@
 #define EXP_H
 
 #include "../core/db.h"
+#include "../core/kv_io.h"
 #include "../core/plan.h"
 #include <stdio.h>
 #include "../hwmodel/profile.h"
@@ -13,6 +14,9 @@
 
 #define EXP_MAXV 24
 #define EXP_MAXF 8
+/* An experiment's name names its figure files and its run keys: at most this many bytes of
+ * [A-Za-z0-9._-], not starting with '.', never cut (two names sharing a prefix must not collide). */
+#define EXP_NAME_MAX 63
 
 typedef struct {
     char key[16], val[128];
@@ -59,8 +63,10 @@ typedef struct {
 
 /* Finds a spec: a path, the path + ".exp", or NAME in the shipped experiments/ folder. */
 kv_status exp_find(const char *name, char *path, size_t n);
-/* Parses; errors carry "file:line: ...". */
+/* Parses; errors carry "file:line: ...". The file must be a regular file. */
 kv_status exp_parse(const char *path, exp_spec *s);
+/* The same from text in memory; label names it in messages. */
+kv_status exp_parse_text(const char *text, const char *label, exp_spec *s);
 /* Every run of the spec, in a fixed order (sharding slices it). Caller frees *runs. */
 kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n);
 void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n);
@@ -69,15 +75,36 @@ int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f);
 /* The plan of run r; for kvpr its scheduler picks the split. *steps (dynamic) is malloc'ed. */
 kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps);
 
-/* Figures (gnuplot, PNG and SVG into dir): decode time against the split with marked choices. */
+/* Figures: DIR/NAME.dat and DIR/NAME.gp written atomically, then gnuplot (started without a
+ * shell) renders DIR/NAME.png and DIR/NAME.svg, each renamed into place once complete. A missing
+ * gnuplot is reported once and is not an error; a failed write or a failing gnuplot is. */
+typedef struct {
+    char dir[512], name[128], dat_path[700];
+    kv_afile *gpf, *datf;
+    FILE *gp, *dat; /* the script, and the data file (NULL unless asked for) */
+} exp_fig;
+/* Creates the plots directory if needed; KV_EINVAL if it cannot exist there (bad input). */
+kv_status exp_plot_dir(const char *dir);
+/* name must be a plain file name (kv_str_is_name). */
+kv_status exp_fig_open(exp_fig *f, const char *dir, const char *name, int with_data);
+/* Writes the terminal (fmt 0: PNG, 1: SVG) and its output into the script. */
+void exp_fig_terminal(exp_fig *f, int fmt, int w, int h);
+kv_status exp_fig_close(exp_fig *f);
+void exp_fig_abort(exp_fig *f);
+/* s as a gnuplot string literal (every byte that gnuplot could read as syntax octal-escaped),
+ * and as a double-quoted field of a data file. */
+void exp_gp_str(FILE *f, const char *s);
+void exp_dat_str(FILE *f, const char *s);
+/* The colour of op kind k in timelines. */
+const char *exp_op_color(int k);
+
+/* Decode time against the split, each scheduler's choice marked. */
 typedef struct {
     const char *label;
     int l;
     double t;
 } exp_mark;
-void exp_plot_sweep(const char *dir, const char *name, const char *title, const double *ts, int n, const exp_mark *m, int nm);
-/* Runs gnuplot on a script; a missing gnuplot is reported, not fatal. */
-int exp_gnuplot(const char *script);
+kv_status exp_plot_sweep(const char *dir, const char *name, const char *title, const double *ts, int n, const exp_mark *m, int nm);
 
 typedef struct {
     int jobs;          /* worker processes */

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include "../core/kv_io.h"
+#include "../core/kv_str.h"
 #include "exp.h"
 
 #ifndef KVPR_DATADIR
@@ -42,10 +44,20 @@ static int words(char *s, char **w, int max) {
     return n;
 }
 
-static kv_status ints(const char *f, int ln, const char *key, char *v, int *dst, int *n, int lo, int hi) {
+/* A word listed twice would give two runs the same run key (one replacing the other) or, for
+ * policies and schedulers, more runs than the sweep was sized for: an error, named. */
+static kv_status no_repeat(const char *f, int ln, const char *key, char **w, int k) {
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(w[i], w[j])) return kv_errorf(KV_EINVAL, "%s:%d: '%s' lists '%s' twice", f, ln, key, w[i]);
+    return KV_OK;
+}
+
+/* At most maxn integers into dst (which holds maxn). */
+static kv_status ints(const char *f, int ln, const char *key, char *v, int *dst, int *n, int lo, int hi, int maxn) {
     char *w[EXP_MAXV];
-    int k = words(v, w, EXP_MAXV);
-    if (k <= 0) return PERR("%s:%d: '%s' needs 1 to %d integers", f, ln, key, EXP_MAXV);
+    int k = words(v, w, maxn);
+    if (k <= 0) return maxn == 1 ? PERR("%s:%d: '%s' is one integer", f, ln, key) : PERR("%s:%d: '%s' needs 1 to %d integers", f, ln, key, maxn);
     for (int i = 0; i < k; i++) {
         char *e;
         errno = 0;
@@ -53,6 +65,8 @@ static kv_status ints(const char *f, int ln, const char *key, char *v, int *dst,
         if (*e || errno || x < lo || x > hi)
             return kv_errorf(KV_EINVAL, "%s:%d: '%s' value '%s' is not an integer in [%d, %d]", f, ln, key, w[i], lo, hi);
         dst[i] = (int)x;
+        for (int j = 0; j < i; j++)
+            if (dst[j] == dst[i]) return kv_errorf(KV_EINVAL, "%s:%d: '%s' lists %d twice", f, ln, key, dst[i]);
     }
     *n = k;
     return KV_OK;
@@ -62,7 +76,11 @@ static kv_status strs(const char *f, int ln, const char *key, char *v, char dst[
     char *w[EXP_MAXV];
     int k = words(v, w, EXP_MAXV);
     if (k <= 0) return PERR("%s:%d: '%s' needs 1 to %d names", f, ln, key, EXP_MAXV);
-    for (int i = 0; i < k; i++) snprintf(dst[i], 128, "%s", w[i]);
+    kv_status st = no_repeat(f, ln, key, w, k);
+    if (st) return st;
+    for (int i = 0; i < k; i++)
+        if (kv_str_copy(dst[i], 128, w[i])) /* a cut name would be another name */
+            return kv_errorf(KV_EINVAL, "%s:%d: '%s' entry '%s' is longer than 127 bytes", f, ln, key, w[i]);
     *n = k;
     return KV_OK;
 }
@@ -82,7 +100,8 @@ static kv_status filters(const char *f, int ln, char *v, exp_filters *out) {
         for (const char *const *a = filter_keys; *a; a++) ok |= !strcmp(*a, w[i]);
         if (!ok) return PERR("%s:%d: unknown filter key '%s' (model, hw, mode, batch, prompt, gen, policy, scheduler)", f, ln, w[i]);
         snprintf(out->f[out->n].key, sizeof out->f[0].key, "%s", w[i]);
-        snprintf(out->f[out->n].val, sizeof out->f[0].val, "%s", eq + 1);
+        if (kv_str_copy(out->f[out->n].val, sizeof out->f[0].val, eq + 1))
+            return kv_errorf(KV_EINVAL, "%s:%d: filter value '%s' is longer than 127 bytes", f, ln, eq + 1);
         out->n++;
     }
     return KV_OK;
@@ -108,6 +127,7 @@ static kv_status claim(const char *f, int ln, char *rest, const char *comment, e
     if (!*val || *trim(e) || errno || !isfinite(c->value)) return kv_errorf(KV_EINVAL, "%s:%d: claim value '%s' is not a number", f, ln, val);
     char *head = trim(rest);
     char *m = strtok(head, " \t");
+    if (!m) return PERR("%s:%d: a claim needs a metric: 'claim METRIC [key=value ...] = NUMBER # text'", f, ln);
     int ok = 0;
     for (const char *const *a = metrics; *a; a++) ok |= !strcmp(*a, m);
     if (!ok)
@@ -117,14 +137,35 @@ static kv_status claim(const char *f, int ln, char *rest, const char *comment, e
     char *fl = strtok(NULL, "");
     kv_status st = filters(f, ln, fl ? fl : (char[]){0}, &c->where);
     if (st) return st;
-    snprintf(c->text, sizeof c->text, "%s", comment ? comment : "");
+    kv_str_copy(c->text, sizeof c->text, comment ? comment : ""); /* display text: cut whole characters */
     s->nclaims++;
     return KV_OK;
 }
 
 kv_status exp_parse(const char *path, exp_spec *s) {
-    FILE *fp = fopen(path, "r");
-    if (!fp) return kv_errorf(KV_ENOTFOUND, "cannot read experiment %s", path);
+    char *text;
+    size_t len;
+    kv_status st = kv_io_read_all(path, 1 << 20, &text, &len);
+    if (st) return st == KV_ENOTFOUND ? kv_errorf(st, "cannot read experiment %s", path) : st;
+    if (strlen(text) != len) st = kv_errorf(KV_EPARSE, "%s: not a text file (it holds a NUL byte)", path);
+    else st = exp_parse_text(text, path, s);
+    free(text);
+    return st;
+}
+
+/* Takes the next line of *p into line (n bytes); returns 0 at the end, -1 if it is too long. */
+static int next_line(const char **p, char *line, size_t n) {
+    if (!**p) return 0;
+    const char *e = strchr(*p, '\n');
+    size_t len = e ? (size_t)(e - *p) : strlen(*p);
+    if (len >= n) return -1;
+    memcpy(line, *p, len);
+    line[len] = 0;
+    *p += len + (e ? 1 : 0);
+    return 1;
+}
+
+kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
     s->nb = 8, s->prefetch = 2, s->fig_bars = 1;
@@ -132,12 +173,13 @@ kv_status exp_parse(const char *path, exp_spec *s) {
     s->pols[0] = KV_POL_OFFLOAD, s->pols[1] = KV_POL_KVPR, s->npols = 2;
     s->scheds[0] = SCHED_PIPELINED, s->nscheds = 1;
     char line[1024];
-    int ln = 0;
+    int ln = 0, got;
     kv_status st = KV_OK;
     unsigned seen = 0;
-    while (fgets(line, sizeof line, fp)) {
+    const char *p = text;
+    while ((got = next_line(&p, line, sizeof line))) {
         ln++;
-        if (!strchr(line, '\n') && !feof(fp)) {
+        if (got < 0) {
             st = PERR("%s:%d: line longer than %zu characters", path, ln, sizeof line - 2);
             break;
         }
@@ -176,36 +218,54 @@ kv_status exp_parse(const char *path, exp_spec *s) {
             break;
         }
         switch (idx) {
-        case 0: snprintf(s->name, sizeof s->name, "%s", v); break;
-        case 1: snprintf(s->title, sizeof s->title, "%s", v); break;
+        case 0:
+            /* the name becomes file names under --plots and run keys: a plain name, never cut */
+            if (!kv_str_is_name(v, EXP_NAME_MAX))
+                st = kv_errorf(KV_EINVAL, "%s:%d: name '%s' must be 1 to %d characters of A-Z a-z 0-9 . _ - and not start with '.'",
+                               path, ln, v, EXP_NAME_MAX);
+            else snprintf(s->name, sizeof s->name, "%s", v);
+            break;
+        case 1:
+            if (kv_str_copy(s->title, sizeof s->title, v))
+                st = kv_errorf(KV_EINVAL, "%s:%d: 'title' is longer than %zu bytes", path, ln, sizeof s->title - 1);
+            break;
         case 2: st = strs(path, ln, k, v, s->models, &s->nmodels); break;
         case 3: st = strs(path, ln, k, v, s->hws, &s->nhws); break;
         case 4:
             n = words(v, w, 2);
             if (n <= 0) { st = PERR("%s:%d: 'mode' is latency, throughput or both", path, ln); break; }
+            if ((st = no_repeat(path, ln, k, w, n))) break;
             for (int i = 0; i < n && !st; i++)
                 if ((st = kv_mode_parse(w[i], &s->modes[i]))) kv_errctx(st, "%s:%d: ", path, ln);
             s->nmodes = n;
             break;
-        case 5: st = ints(path, ln, k, v, s->batch, &s->nbatch, 1, 1 << 16); break;
-        case 6: st = ints(path, ln, k, v, s->prompt, &s->nprompt, 1, 1 << 20); break;
-        case 7: st = ints(path, ln, k, v, s->gen, &s->ngen, 2, 1 << 20); break;
+        case 5: st = ints(path, ln, k, v, s->batch, &s->nbatch, 1, 1 << 16, EXP_MAXV); break;
+        case 6: st = ints(path, ln, k, v, s->prompt, &s->nprompt, 1, 1 << 20, EXP_MAXV); break;
+        case 7: st = ints(path, ln, k, v, s->gen, &s->ngen, 2, 1 << 20, EXP_MAXV); break;
         case 8:
             n = words(v, w, KV_POL_COUNT);
             if (n <= 0) { st = PERR("%s:%d: 'policies' lists 1 to %d policies", path, ln, KV_POL_COUNT); break; }
+            if ((st = no_repeat(path, ln, k, w, n))) break;
             for (int i = 0; i < n && !st; i++)
                 if ((st = kv_policy_parse(w[i], &s->pols[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            for (int i = 0; i < n && !st; i++) /* two spellings of one policy */
+                for (int j = 0; j < i && !st; j++)
+                    if (s->pols[i] == s->pols[j]) st = kv_errorf(KV_EINVAL, "%s:%d: 'policies' lists '%s' twice", path, ln, kv_policy_name(s->pols[i]));
             s->npols = n;
             break;
         case 9:
             n = words(v, w, SCHED_COUNT);
             if (n <= 0) { st = PERR("%s:%d: 'schedulers' lists 1 to %d schedulers", path, ln, SCHED_COUNT); break; }
+            if ((st = no_repeat(path, ln, k, w, n))) break;
             for (int i = 0; i < n && !st; i++)
                 if ((st = sched_parse(w[i], &s->scheds[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            for (int i = 0; i < n && !st; i++)
+                for (int j = 0; j < i && !st; j++)
+                    if (s->scheds[i] == s->scheds[j]) st = kv_errorf(KV_EINVAL, "%s:%d: 'schedulers' lists '%s' twice", path, ln, sched_name(s->scheds[i]));
             s->nscheds = n;
             break;
-        case 10: st = ints(path, ln, k, v, &s->nb, &n, 1, 256); if (!st && n != 1) st = PERR("%s:%d: 'nb' is one integer", path, ln); break;
-        case 11: st = ints(path, ln, k, v, &s->prefetch, &n, 1, 16); if (!st && n != 1) st = PERR("%s:%d: 'prefetch' is one integer", path, ln); break;
+        case 10: st = ints(path, ln, k, v, &s->nb, &n, 1, 256, 1); break;
+        case 11: st = ints(path, ln, k, v, &s->prefetch, &n, 1, 16, 1); break;
         case 12:
             if (!strcmp(v, "yes")) s->keep_act = 1;
             else if (!strcmp(v, "no")) s->keep_act = 0;
@@ -214,6 +274,7 @@ kv_status exp_parse(const char *path, exp_spec *s) {
         case 13:
             s->fig_bars = s->fig_heatmap = 0;
             n = words(v, w, 4);
+            if (n < 0) { st = PERR("%s:%d: 'figures' lists bars, heatmap or both", path, ln); break; }
             for (int i = 0; i < n && !st; i++) {
                 if (!strcmp(w[i], "bars")) s->fig_bars = 1;
                 else if (!strcmp(w[i], "heatmap")) s->fig_heatmap = 1;
@@ -225,7 +286,6 @@ kv_status exp_parse(const char *path, exp_spec *s) {
         }
         if (st) break;
     }
-    fclose(fp);
     if (st) return st;
     static const char *const need[] = {"name", "models", "hardware", "batch", "prompt", "gen"};
     static const int need_idx[] = {0, 2, 3, 5, 6, 7};
@@ -242,9 +302,8 @@ kv_status exp_parse(const char *path, exp_spec *s) {
 }
 
 kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n) {
-    int has_kvpr = 0;
-    for (int i = 0; i < s->npols; i++) has_kvpr |= s->pols[i] == KV_POL_KVPR;
-    long per = s->npols + (has_kvpr ? s->nscheds - 1 : 0);
+    long per = 0; /* counted the way the loop below fills, whatever the lists hold */
+    for (int i = 0; i < s->npols; i++) per += s->pols[i] == KV_POL_KVPR ? s->nscheds : 1;
     long total = (long)s->nmodels * s->nhws * s->nmodes * s->nbatch * s->nprompt * s->ngen * per;
     if (total > 1000000) return kv_errorf(KV_EINVAL, "%s: %ld runs is too many for one experiment (limit 1000000)", s->path, total);
     exp_run *r = malloc((size_t)(total ? total : 1) * sizeof *r);

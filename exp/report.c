@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "../sim/sim.h"
 #include "exp.h"
 
@@ -36,7 +35,8 @@ static kv_status load(rep *R, kv_db *db) {
         res_t *x = &R->res[i];
         memset(x, 0, sizeof *x);
         x->fits = 1;
-        while (sqlite3_step(q) == SQLITE_ROW) {
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             x->present = 1;
             x->id = sqlite3_column_int64(q, 0);
             const char *nm = (const char *)sqlite3_column_text(q, 1);
@@ -51,6 +51,11 @@ static kv_status load(rep *R, kv_db *db) {
             else if (!strncmp(nm, "busy_", 5))
                 for (int k = 0; k < KV_OP_COUNT; k++)
                     if (!strcmp(nm + 5, kv_op_name((kv_op)k))) x->busy[k] = v;
+        }
+        if (rc != SQLITE_DONE) { /* a damaged or locked database: say so rather than print half a table */
+            kv_status st = kv_errorf(KV_EDB, "report: reading runs: %s", sqlite3_errmsg(db_handle(db)));
+            sqlite3_finalize(q);
+            return st;
         }
     }
     sqlite3_finalize(q);
@@ -151,7 +156,7 @@ static void main_table(const rep *R, FILE *o) {
 static double claim_value(const rep *R, const exp_claim *c, int sched) {
     int red = !strcmp(c->metric, "latency_reduction") || !strcmp(c->metric, "max_latency_reduction");
     int gain = !strcmp(c->metric, "throughput_gain");
-    double best = -INFINITY, sum = 0;
+    double best = -HUGE_VAL, sum = 0;
     int n = 0;
     for (int i = 0; i < R->n; i++) {
         const exp_run *r = &R->runs[i];
@@ -173,7 +178,7 @@ static double claim_value(const rep *R, const exp_claim *c, int sched) {
             n++;
         }
     }
-    if (!n) return NAN;
+    if (!n) return nan("");
     return red || gain ? best : sum / n;
 }
 
@@ -201,59 +206,61 @@ static void claims_table(const rep *R, FILE *o) {
 }
 
 /* bars: one cluster per configuration, one bar per policy/scheduler */
-static void fig_bars(const rep *R, const char *dir) {
+static kv_status fig_bars(const rep *R, const char *dir) {
     int nc = ncols(R);
     for (int mode = 0; mode < 2; mode++) {
-        char dat[700], gp[700];
-        snprintf(dat, sizeof dat, "%s/%s-%s.dat", dir, R->s->name, mode ? "throughput" : "latency");
-        FILE *f = NULL;
         int rows = 0;
+        for (int i = 0; i < R->n; i += nc) rows += (int)R->s->modes[R->runs[i].mode] == mode;
+        if (!rows) continue;
+        char name[128];
+        snprintf(name, sizeof name, "%s-%s", R->s->name, mode ? "throughput" : "latency");
+        exp_fig F;
+        kv_status st = exp_fig_open(&F, dir, name, 1);
+        if (st) return st;
+        fprintf(F.dat, "config");
+        for (int c = 0; c < nc; c++) {
+            char lab[64];
+            col_label(&R->runs[c], lab, sizeof lab);
+            fputc(' ', F.dat);
+            exp_dat_str(F.dat, lab);
+        }
+        fprintf(F.dat, "\n");
         for (int i = 0; i < R->n; i += nc) {
             if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
-            if (!f && !(f = fopen(dat, "w"))) return;
-            if (!rows) {
-                fprintf(f, "config");
-                for (int c = 0; c < nc; c++) {
-                    char lab[64];
-                    col_label(&R->runs[c], lab, sizeof lab);
-                    fprintf(f, " \"%s\"", lab);
-                }
-                fprintf(f, "\n");
-            }
             char cl[200];
             short_label(R, i, cl, sizeof cl);
-            fprintf(f, "\"%s\"", cl);
+            exp_dat_str(F.dat, cl);
             for (int c = 0; c < nc; c++) {
                 const res_t *x = &R->res[i + c];
-                if (!ok(R, i + c)) fprintf(f, " NaN");
-                else fprintf(f, " %.6g", mode ? x->thr : x->decode_s);
+                if (!ok(R, i + c)) fprintf(F.dat, " NaN");
+                else fprintf(F.dat, " %.6g", mode ? x->thr : x->decode_s);
             }
-            fprintf(f, "\n");
-            rows++;
+            fprintf(F.dat, "\n");
         }
-        if (!f) continue;
-        fclose(f);
-        snprintf(gp, sizeof gp, "%s/%s-%s.gp", dir, R->s->name, mode ? "throughput" : "latency");
-        if (!(f = fopen(gp, "w"))) return;
         for (int fmt = 0; fmt < 2; fmt++) {
-            fprintf(f, "set terminal %s size %d,600\nset output '%s/%s-%s.%s'\n", fmt ? "svg" : "pngcairo",
-                    rows * 45 + 300 > 1800 ? 1800 : rows * 45 + 300, dir, R->s->name, mode ? "throughput" : "latency", fmt ? "svg" : "png");
-            fprintf(f, "set title '%s' noenhanced\nset style data histograms\nset style histogram clustered gap 1\n"
-                       "set style fill solid 0.85 border -1\nset xtics rotate by -35 noenhanced font ',9'\nset key top left noenhanced\n"
-                       "set grid ytics\nset ylabel '%s'\nset bmargin 10\nset yrange [0:*]\n",
-                    R->s->title[0] ? R->s->title : R->s->name, mode ? "decode throughput (tokens/s)" : "decode time (s)");
-            fprintf(f, "plot for [c=2:%d] '%s' using c:xtic(1) title columnheader(c)\n", nc + 1, dat);
+            exp_fig_terminal(&F, fmt, rows * 45 + 300 > 1800 ? 1800 : rows * 45 + 300, 600);
+            fprintf(F.gp, "set title ");
+            exp_gp_str(F.gp, R->s->title[0] ? R->s->title : R->s->name);
+            fprintf(F.gp, " noenhanced\nset style data histograms\nset style histogram clustered gap 1\n"
+                          "set style fill solid 0.85 border -1\nset xtics rotate by -35 noenhanced font ',9'\nset key top left noenhanced\n"
+                          "set grid ytics\nset ylabel '%s'\nset bmargin 10\nset yrange [0:*]\n",
+                    mode ? "decode throughput (tokens/s)" : "decode time (s)");
+            fprintf(F.gp, "plot for [c=2:%d] ", nc + 1);
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " using c:xtic(1) title columnheader(c)\n");
         }
-        fclose(f);
-        exp_gnuplot(gp);
+        if ((st = exp_fig_close(&F))) return st;
     }
+    return KV_OK;
 }
 
 /* the decode time of every split of the sweep configuration(s), each scheduler's choice marked */
-static void fig_sweep(const rep *R, const char *dir) {
+static kv_status fig_sweep(const rep *R, const char *dir) {
     int done = 0;
+    kv_status st = KV_OK;
     sim_ctx *sx = sim_new();
-    for (int i = 0; i < R->n && done < 2 && sx; i++) {
+    if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int i = 0; i < R->n && done < 2 && !st; i++) {
         const exp_run *r = &R->runs[i];
         if (r->pol != KV_POL_KVPR || !exp_match(R->s, r, &R->s->sweep) || !ok(R, i)) continue;
         int first = find(R, i, KV_POL_KVPR, (int)R->s->scheds[0]);
@@ -285,26 +292,28 @@ static void fig_sweep(const rep *R, const char *dir) {
             char name[128], cl[200];
             snprintf(name, sizeof name, "%s-sweep%d", R->s->name, done + 1);
             cfg_label(R, i, cl, sizeof cl);
-            exp_plot_sweep(dir, name, cl, ts, lmax + 1, mk, nm);
+            st = exp_plot_sweep(dir, name, cl, ts, lmax + 1, mk, nm);
             done++;
         }
         free(ts);
     }
     sim_free(sx);
+    return st;
 }
 
 /* heat-map of kvpr's speed-up (first scheduler) over hardware x model, with the split l/s */
-static void heat(const rep *R, const char *dir, FILE *o) {
+static kv_status heat(const rep *R, const char *dir, FILE *o) {
     const exp_spec *s = R->s;
     fprintf(o, "\n%-26s %-20s %8s %8s %10s %9s %6s   (kvpr/%s, %s b%d p%d g%d)\n", "hardware", "model", "H2D GB/s", "TFLOP/s",
             "B/F B/kFLOP", "speed-up", "l/s", sched_name(s->scheds[0]), kv_mode_name(s->modes[0]), s->batch[0], s->prompt[0], s->gen[0]);
-    char dat[700], gp[700];
-    snprintf(dat, sizeof dat, "%s/%s-heatmap.dat", dir, s->name);
-    FILE *f = fopen(dat, "w");
-    if (!f) return;
+    char name[128];
+    snprintf(name, sizeof name, "%s-heatmap", s->name);
+    exp_fig F;
+    kv_status st = exp_fig_open(&F, dir, name, 1);
+    if (st) return st;
     for (int h = 0; h < s->nhws; h++) {
         for (int m = 0; m < s->nmodels; m++) {
-            double v = NAN, ls = NAN;
+            double v = nan(""), ls = nan("");
             for (int i = 0; i < R->n; i++) {
                 const exp_run *r = &R->runs[i];
                 if (r->hw != h || r->model != m || r->mode || r->batch || r->prompt || r->gen || r->pol != KV_POL_KVPR ||
@@ -319,100 +328,118 @@ static void heat(const rep *R, const char *dir, FILE *o) {
             fprintf(o, "%-26s %-20s %8.1f %8.0f %10.3f ", s->hws[h], s->models[m], bw, tf, bw / tf); /* GB/s per TFLOP/s = B/kFLOP */
             if (isnan(v)) fprintf(o, "%9s %6s\n", "n/a", "");
             else fprintf(o, "%8.3fx %6.2f\n", v, ls);
-            if (isnan(v)) fprintf(f, "%d %d NaN \"does not fit\"\n", m, h);
-            else fprintf(f, "%d %d %.6g \"%.2fx\"\n", m, h, v, v);
+            if (isnan(v)) fprintf(F.dat, "%d %d NaN \"does not fit\"\n", m, h);
+            else fprintf(F.dat, "%d %d %.6g \"%.2fx\"\n", m, h, v, v);
         }
-        fprintf(f, "\n");
+        fprintf(F.dat, "\n");
     }
-    fclose(f);
-    snprintf(gp, sizeof gp, "%s/%s-heatmap.gp", dir, s->name);
-    if (!(f = fopen(gp, "w"))) return;
     for (int fmt = 0; fmt < 2; fmt++) {
-        fprintf(f, "set terminal %s size %d,%d\nset output '%s/%s-heatmap.%s'\n", fmt ? "svg" : "pngcairo", 420 + 150 * s->nmodels,
-                200 + 40 * s->nhws, dir, s->name, fmt ? "svg" : "png");
-        fprintf(f, "set title 'speed-up of kvpr (%s) over offloading' noenhanced\nset view map\nset palette defined (0 'white', 0.5 'orange', 1 'red')\nset cbrange [1:2]\n"
-                   "set cblabel 'speed-up'\nset xtics (",
+        exp_fig_terminal(&F, fmt, 420 + 150 * s->nmodels, 200 + 40 * s->nhws);
+        fprintf(F.gp, "set title 'speed-up of kvpr (%s) over offloading' noenhanced\nset view map\nset palette defined (0 'white', 0.5 'orange', 1 'red')\nset cbrange [1:2]\n"
+                      "set cblabel 'speed-up'\nset xtics (",
                 sched_name(s->scheds[0]));
-        for (int m = 0; m < s->nmodels; m++) fprintf(f, "%s'%s' %d", m ? ", " : "", s->models[m], m);
-        fprintf(f, ") noenhanced\nset ytics (");
-        for (int h = 0; h < s->nhws; h++) fprintf(f, "%s'%s' %d", h ? ", " : "", s->hws[h], h);
-        fprintf(f, ") noenhanced\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\nset lmargin 28\n", s->nmodels - 0.5, s->nhws - 0.5);
-        fprintf(f, "plot '%s' using 1:2:3 with image notitle, '%s' using 1:2:4 with labels notitle\n", dat, dat);
+        for (int m = 0; m < s->nmodels; m++) {
+            fprintf(F.gp, "%s", m ? ", " : "");
+            exp_gp_str(F.gp, s->models[m]);
+            fprintf(F.gp, " %d", m);
+        }
+        fprintf(F.gp, ") noenhanced\nset ytics (");
+        for (int h = 0; h < s->nhws; h++) {
+            fprintf(F.gp, "%s", h ? ", " : "");
+            exp_gp_str(F.gp, s->hws[h]);
+            fprintf(F.gp, " %d", h);
+        }
+        fprintf(F.gp, ") noenhanced\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\nset lmargin 28\n", s->nmodels - 0.5, s->nhws - 0.5);
+        fprintf(F.gp, "plot ");
+        exp_gp_str(F.gp, F.dat_path);
+        fprintf(F.gp, " using 1:2:3 with image notitle, ");
+        exp_gp_str(F.gp, F.dat_path);
+        fprintf(F.gp, " using 1:2:4 with labels notitle\n");
     }
-    fclose(f);
-    exp_gnuplot(gp);
+    return exp_fig_close(&F);
 }
 
 /* one decode step (the middle one) of the timeline configuration, per policy: bars per resource */
-static void fig_timeline(const rep *R, kv_db *db, const char *dir) {
+static kv_status fig_timeline(const rep *R, kv_db *db, const char *dir) {
     int c = -1;
     for (int i = 0; i < R->n && c < 0; i++)
         if (exp_match(R->s, &R->runs[i], &R->s->timeline) && ok(R, i)) c = i;
-    if (c < 0) return;
+    if (c < 0) return KV_OK;
     int nc = ncols(R), base = c - (c % nc);
-    char dat[700], gp[700];
-    snprintf(dat, sizeof dat, "%s/%s-timeline.dat", dir, R->s->name);
-    FILE *f = fopen(dat, "w");
-    if (!f) return;
+    char name[128];
+    snprintf(name, sizeof name, "%s-timeline", R->s->name);
+    exp_fig F;
+    kv_status st = exp_fig_open(&F, dir, name, 1);
+    if (st) return st;
     int step = R->s->gen[R->runs[c].gen] / 2 - 1, rows = 0;
     if (step < 0) step = 0;
-    char ytics[2048] = "";
+    int labrow[64];
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(db_handle(db),
                            "SELECT op, resource, start_ps, end_ps FROM spans WHERE run_id = ? AND step = ? ORDER BY start_ps", -1, &q,
                            NULL) != SQLITE_OK) {
-        fclose(f);
-        return;
+        st = kv_errorf(KV_EDB, "report: reading spans: %s", sqlite3_errmsg(db_handle(db)));
+        exp_fig_abort(&F);
+        return st;
     }
-    for (int k = 0; k < nc; k++) {
+    for (int k = 0; k < nc && rows < 64; k++) {
         int i = base + k;
         if (!ok(R, i)) continue;
         sqlite3_reset(q);
         sqlite3_bind_int64(q, 1, R->res[i].id);
         sqlite3_bind_int(q, 2, step);
         int64_t t0 = -1;
-        char lab[64];
-        col_label(&R->runs[i], lab, sizeof lab);
-        while (sqlite3_step(q) == SQLITE_ROW) {
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             const char *op = (const char *)sqlite3_column_text(q, 0), *res = (const char *)sqlite3_column_text(q, 1);
             int64_t a = sqlite3_column_int64(q, 2), b = sqlite3_column_int64(q, 3);
             if (t0 < 0) t0 = a;
             int ri = 0, oi = 0;
-            for (int x = 0; x < KV_RES_COUNT; x++) if (!strcmp(res, kv_res_name((kv_resource)x))) ri = x;
-            for (int x = 0; x < KV_OP_COUNT; x++) if (!strcmp(op, kv_op_name((kv_op)x))) oi = x;
+            for (int x = 0; x < KV_RES_COUNT; x++) if (res && !strcmp(res, kv_res_name((kv_resource)x))) ri = x;
+            for (int x = 0; x < KV_OP_COUNT; x++) if (op && !strcmp(op, kv_op_name((kv_op)x))) oi = x;
             double y = rows * 5 + ri;
-            fprintf(f, "%.6f %.1f %.6f %.6f %.2f %.2f %d\n", (a - t0) / 1e9, y, (a - t0) / 1e9, (b - t0) / 1e9, y - 0.4, y + 0.4, oi + 1);
+            fprintf(F.dat, "%.6f %.1f %.6f %.6f %.2f %.2f %d\n", (a - t0) / 1e9, y, (a - t0) / 1e9, (b - t0) / 1e9, y - 0.4, y + 0.4, oi + 1);
         }
-        size_t l = strlen(ytics);
-        for (int x = 0; x < KV_RES_COUNT && l < sizeof ytics - 80; x++) {
-            snprintf(ytics + l, sizeof ytics - l, "%s'%s %s' %d", l ? ", " : "", lab, kv_res_name((kv_resource)x), rows * 5 + x);
-            l = strlen(ytics);
+        if (rc != SQLITE_DONE) {
+            st = kv_errorf(KV_EDB, "report: reading spans: %s", sqlite3_errmsg(db_handle(db)));
+            break;
         }
-        rows++;
+        labrow[rows++] = i;
     }
     sqlite3_finalize(q);
-    fclose(f);
-    if (!rows) return;
-    snprintf(gp, sizeof gp, "%s/%s-timeline.gp", dir, R->s->name);
-    if (!(f = fopen(gp, "w"))) return;
+    if (st || !rows) {
+        exp_fig_abort(&F);
+        return st;
+    }
     char cl[200];
     cfg_label(R, c, cl, sizeof cl);
     for (int fmt = 0; fmt < 2; fmt++) {
-        fprintf(f, "set terminal %s size 1100,%d\nset output '%s/%s-timeline.%s'\n", fmt ? "svg" : "pngcairo", 160 + 110 * rows, dir,
-                R->s->name, fmt ? "svg" : "png");
-        fprintf(f, "set title 'decode step %d of %s, per policy' noenhanced\nset xlabel 'time in the step (ms)'\n"
-                   "set ytics (%s) noenhanced\nset grid xtics\nset style fill solid 0.9 border -1\nset key outside right noenhanced\n"
-                   "set lmargin 26\nset yrange [-1:%d]\nplot ",
-                step, cl, ytics, rows * 5 - 1);
-        static const char *const col[KV_OP_COUNT] = {"#7b3294", "#c2a5cf", "#4dac26", "#e66101", "#fdb863", "#92c5de",
-                                                     "#0571b0", "#404040", "#ca0020", "#f4a582", "#b8e186", "#5e3c99"};
-        for (int k = 0; k < KV_OP_COUNT; k++)
-            fprintf(f, "%s'%s' using 1:($7==%d?$2:1/0):3:4:5:6 with boxxyerror lc rgb '%s' title '%s'", k ? ", " : "", dat, k + 1,
-                    col[k], kv_op_name((kv_op)k));
-        fprintf(f, "\n");
+        exp_fig_terminal(&F, fmt, 1100, 160 + 110 * rows);
+        char title[300];
+        snprintf(title, sizeof title, "decode step %d of %s, per policy", step, cl);
+        fprintf(F.gp, "set title ");
+        exp_gp_str(F.gp, title);
+        fprintf(F.gp, " noenhanced\nset xlabel 'time in the step (ms)'\nset ytics (");
+        for (int r = 0; r < rows; r++)
+            for (int x = 0; x < KV_RES_COUNT; x++) {
+                char lab[64], t[100];
+                col_label(&R->runs[labrow[r]], lab, sizeof lab);
+                snprintf(t, sizeof t, "%s %s", lab, kv_res_name((kv_resource)x));
+                fprintf(F.gp, "%s", r || x ? ", " : "");
+                exp_gp_str(F.gp, t);
+                fprintf(F.gp, " %d", r * 5 + x);
+            }
+        fprintf(F.gp, ") noenhanced\nset grid xtics\nset style fill solid 0.9 border -1\nset key outside right noenhanced\n"
+                      "set lmargin 26\nset yrange [-1:%d]\nplot ",
+                rows * 5 - 1);
+        for (int k = 0; k < KV_OP_COUNT; k++) {
+            fprintf(F.gp, "%s", k ? ", " : "");
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " using 1:($7==%d?$2:1/0):3:4:5:6 with boxxyerror lc rgb '%s' title '%s'", k + 1, exp_op_color(k), kv_op_name((kv_op)k));
+        }
+        fprintf(F.gp, "\n");
     }
-    fclose(f);
-    exp_gnuplot(gp);
+    return exp_fig_close(&F);
 }
 
 kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FILE *o) {
@@ -421,11 +448,14 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
     if (st) return st;
     R.res = calloc((size_t)(R.n ? R.n : 1), sizeof *R.res);
     kv_db *db = NULL;
-    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
-    if (!st) st = db_open(dbpath, 30000, &db);
-    if (!st) st = load(&R, db);
+    int ms = 30000;
     if (!dir) dir = "plots";
-    mkdir(dir, 0755);
+    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!st) st = db_timeout_from_env(30000, &ms);
+    /* read-only: a report must work on a database it may not write (a shared or archived one) */
+    if (!st) st = db_open_ro(dbpath, ms, &db);
+    if (!st) st = load(&R, db);
+    if (!st) st = exp_plot_dir(dir);
     if (!st) {
         int missing = 0;
         for (int i = 0; i < R.n; i++) missing += !R.res[i].present;
@@ -433,10 +463,10 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
         if (missing) fprintf(o, "(%d of %d runs are not in %s yet: run the missing shards and merge them)\n", missing, R.n, dbpath);
         main_table(&R, o);
         claims_table(&R, o);
-        if (s->fig_heatmap) heat(&R, dir, o);
-        if (s->fig_bars) fig_bars(&R, dir);
-        if (s->has_sweep) fig_sweep(&R, dir);
-        if (s->has_timeline) fig_timeline(&R, db, dir);
+        if (s->fig_heatmap) st = heat(&R, dir, o);
+        if (!st && s->fig_bars) st = fig_bars(&R, dir);
+        if (!st && s->has_sweep) st = fig_sweep(&R, dir);
+        if (!st && s->has_timeline) st = fig_timeline(&R, db, dir);
     }
     db_close(db);
     free(R.runs);

@@ -1,11 +1,14 @@
 /* exp run: executes an experiment's runs into results.db: in parallel worker processes that
  * each write their own database file (merged at the end, as shards are), or one shard of the
  * sweep for a cluster's job array. */
+#include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../sim/sim.h"
@@ -95,18 +98,12 @@ static void bar(int done, int total) {
     fflush(stderr);
 }
 
-/* Runs the selected runs (indices sel[0..n)) in this process; reports each finished run as a
- * byte on fd (or -1). */
-static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel, int n, const char *dbpath, int fd,
-                          int *ran, int *nofit) {
-    kv_db *db;
-    kv_status st = db_open(dbpath, 30000, &db);
-    if (st) return st;
+/* Runs the selected runs (indices sel[0..n)) in this process into db; reports each finished run
+ * as a byte on fd (or -1). */
+static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel, int n, kv_db *db, int fd, int *ran, int *nofit) {
     sim_ctx *sx = sim_new();
-    if (!sx) {
-        db_close(db);
-        return kv_errorf(KV_ENOMEM, "out of memory");
-    }
+    if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
+    kv_status st = KV_OK;
     for (int i = 0; i < n; i++) {
         st = run_one(s, &runs[sel[i]], sx, db);
         if (st == KV_ENOFIT) (*nofit)++, st = KV_OK;
@@ -115,7 +112,6 @@ static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel
         if (fd >= 0 && write(fd, "x", 1) != 1) break;
     }
     sim_free(sx);
-    db_close(db);
     return st;
 }
 
@@ -128,15 +124,60 @@ static void unlink_db(const char *path) {
     unlink(p);
 }
 
+/* Worker databases are named DB.jobPID-W after the parent's pid. Those of a run that was killed
+ * (its parent is gone) hold completed runs: merge them into db and remove them, so nothing is
+ * lost and nothing is left behind. Those of a live run are left alone. */
+static kv_status recover_jobs(kv_db *db, const char *dbpath) {
+    const char *slash = strrchr(dbpath, '/'), *base = slash ? slash + 1 : dbpath;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - dbpath) + (slash == dbpath) : 1, slash ? dbpath : ".");
+    DIR *d = opendir(dir);
+    if (!d) return KV_OK; /* nothing to recover where we cannot look */
+    size_t bl = strlen(base);
+    kv_status st = KV_OK;
+    int merged = 0;
+    struct dirent *e;
+    while (!st && (e = readdir(d))) {
+        const char *nm = e->d_name;
+        if (strncmp(nm, base, bl) != 0 || strncmp(nm + bl, ".job", 4) != 0) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(nm + bl + 4, &end, 10);
+        if (errno || pid <= 0 || *end != '-') continue;
+        char *end2;
+        strtol(end + 1, &end2, 10);
+        if (end2 == end + 1 || *end2) continue; /* not DB.jobPID-W itself (its -wal, -shm go with it) */
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char path[2100];
+        snprintf(path, sizeof path, "%s/%s", dir, nm);
+        if ((st = db_merge(db, path))) {
+            kv_errctx(st, "recovering runs of an interrupted 'kvpr run' (remove %s to skip them): ", path);
+            break;
+        }
+        unlink_db(path);
+        merged++;
+    }
+    closedir(d);
+    if (merged) fprintf(stderr, "kvpr: merged the completed runs of %d worker database(s) left by an interrupted run into %s\n", merged, dbpath);
+    return st;
+}
+
 kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit) {
     exp_run *runs;
-    int n;
-    kv_status st = exp_runs(s, &runs, &n);
-    if (st) return st;
+    int n, ms;
+    kv_status st = db_timeout_from_env(30000, &ms);
+    if (st || (st = exp_runs(s, &runs, &n))) return st;
     int *sel = malloc((size_t)(n ? n : 1) * sizeof *sel), ns = 0;
-    if (!sel) {
-        free(runs);
-        return kv_errorf(KV_ENOMEM, "out of memory");
+    int *part = malloc((size_t)(n ? n : 1) * sizeof *part);
+    kv_db *db = NULL;
+    if (!sel || !part) st = kv_errorf(KV_ENOMEM, "out of memory");
+    /* the main database first: a locked or damaged one stops us before any work */
+    if (!st) st = db_open(o->db, ms, &db);
+    if (!st) st = recover_jobs(db, o->db);
+    if (st) {
+        db_close(db);
+        free(runs), free(sel), free(part);
+        return st;
     }
     for (int i = 0; i < n; i++)
         if (o->nshard <= 1 || i % o->nshard == o->shard - 1) sel[ns++] = i;
@@ -146,35 +187,44 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
         int done = 0;
         if (o->progress) bar(0, ns);
         for (int i = 0; i < ns && !st; i++) {
-            st = run_list(s, runs, sel + i, 1, o->db, -1, ran, nofit);
+            st = run_list(s, runs, sel + i, 1, db, -1, ran, nofit);
             if (o->progress) bar(++done, ns);
         }
-        free(runs);
-        free(sel);
+        db_close(db);
+        free(runs), free(sel), free(part);
         return st;
     }
+    db_close(db); /* workers write their own files; the parent merges at the end */
+    db = NULL;
     /* Workers: worker w takes every jobs-th run and writes its own database, merged at the end. */
     int pfd[2];
     if (pipe(pfd)) {
-        free(runs);
-        free(sel);
+        free(runs), free(sel), free(part);
         return kv_errorf(KV_EIO, "pipe failed");
     }
     pid_t pids[64];
     char paths[64][600];
     if (jobs > 64) jobs = 64;
-    int *part = malloc((size_t)ns * sizeof *part);
+    pid_t parent = getpid();
     for (int w = 0; w < jobs; w++) {
         int k = 0;
         for (int i = w; i < ns; i += jobs) part[k++] = sel[i];
-        snprintf(paths[w], sizeof paths[w], "%s.job%d-%d", o->db, (int)getpid(), w);
+        snprintf(paths[w], sizeof paths[w], "%s.job%d-%d", o->db, (int)parent, w);
         unlink_db(paths[w]);
         fflush(NULL);
         pids[w] = fork();
         if (pids[w] == 0) {
+            /* a worker outliving a killed parent would keep writing a file nobody merges */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) _exit(1);
             close(pfd[0]);
             int r = 0, nf = 0;
-            kv_status ws = run_list(s, runs, part, k, paths[w], pfd[1], &r, &nf);
+            kv_db *wdb;
+            kv_status ws = db_open(paths[w], ms, &wdb);
+            if (!ws) {
+                ws = run_list(s, runs, part, k, wdb, pfd[1], &r, &nf);
+                db_close(wdb);
+            }
             if (ws) fprintf(stderr, "\nkvpr: %s\n", kv_errmsg());
             /* exit status carries "did not fit" counts back: ran and nofit travel through the db */
             _exit(ws ? 1 : 0);
@@ -185,7 +235,6 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
             break;
         }
     }
-    free(part);
     close(pfd[1]);
     char buf[256];
     int done = 0;
@@ -201,39 +250,30 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
         int wst;
         if (waitpid(pids[w], &wst, 0) != pids[w] || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) failed = 1;
     }
-    if (!st && failed) st = kv_errorf(KV_EIO, "a worker failed (its message is above); completed runs are kept in %s.job*", o->db);
-    if (!st) {
-        kv_db *db;
-        if (!(st = db_open(o->db, 30000, &db))) {
-            for (int w = 0; w < jobs && !st; w++) st = db_merge(db, paths[w]);
-            db_close(db);
-        }
-        if (!st)
-            for (int w = 0; w < jobs; w++) unlink_db(paths[w]);
-    }
+    /* what every worker completed is merged, failed or not: each run is its own transaction */
+    kv_status mst = db_open(o->db, ms, &db);
+    for (int w = 0; w < jobs && !mst; w++)
+        if (access(paths[w], F_OK) == 0 && !(mst = db_merge(db, paths[w]))) unlink_db(paths[w]);
+    if (mst) kv_errctx(mst, "merging worker databases (the next 'kvpr run' with --db %s retries): ", o->db);
+    if (!st && failed) st = kv_errorf(KV_EIO, "a worker failed (its message is above); the runs it completed are in %s", o->db);
+    if (!st) st = mst;
     /* count what landed */
-    if (!st) {
-        kv_db *db;
-        if (!(st = db_open(o->db, 30000, &db))) {
-            for (int i = 0; i < ns; i++) {
-                char key[512];
-                exp_run_key(s, &runs[sel[i]], key, sizeof key);
-                sqlite3_stmt *q;
-                if (sqlite3_prepare_v2(db_handle(db),
-                                       "SELECT coalesce((SELECT value FROM metrics m WHERE m.run_id = r.id AND name = 'fits'), 1)"
-                                       " FROM runs r WHERE run_key = ?", -1, &q, NULL) != SQLITE_OK)
-                    continue;
-                sqlite3_bind_text(q, 1, key, -1, SQLITE_TRANSIENT);
-                if (sqlite3_step(q) == SQLITE_ROW) {
-                    if (sqlite3_column_double(q, 0) > 0) (*ran)++;
-                    else (*nofit)++;
-                }
-                sqlite3_finalize(q);
-            }
-            db_close(db);
+    for (int i = 0; i < ns && !st; i++) {
+        char key[512];
+        exp_run_key(s, &runs[sel[i]], key, sizeof key);
+        sqlite3_stmt *q;
+        if (sqlite3_prepare_v2(db_handle(db),
+                               "SELECT coalesce((SELECT value FROM metrics m WHERE m.run_id = r.id AND name = 'fits'), 1)"
+                               " FROM runs r WHERE run_key = ?", -1, &q, NULL) != SQLITE_OK)
+            continue;
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            if (sqlite3_column_double(q, 0) > 0) (*ran)++;
+            else (*nofit)++;
         }
+        sqlite3_finalize(q);
     }
-    free(runs);
-    free(sel);
+    db_close(db);
+    free(runs), free(sel), free(part);
     return st;
 }

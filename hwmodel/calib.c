@@ -9,40 +9,110 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include "../core/kv_io.h"
 #include "cost.h"
 
-kv_status hw_calib_open_source(const char *path, kv_db **out) {
-    size_t n = strlen(path);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return kv_errorf(KV_ENOTFOUND, "no measurements at %s", path);
-    if (n < 4 || strcmp(path + n - 4, ".sql") != 0) return db_open(path, 5000, out);
-    /* a text dump: replay it into memory, so traces/ stays plain text */
-    FILE *f = fopen(path, "rb");
-    if (!f) return kv_errorf(KV_EIO, "cannot read %s", path);
-    char *sql = malloc((size_t)sb.st_size + 1);
-    size_t got = sql ? fread(sql, 1, (size_t)sb.st_size, f) : 0;
-    fclose(f);
-    if (!sql || got != (size_t)sb.st_size) {
-        free(sql);
-        return kv_errorf(KV_EIO, "cannot read %s", path);
+/* Dumps are shared files: replaying one must not reach anything but a private in-memory
+ * database. The authorizer admits only what `sqlite3 .dump` of a results database holds:
+ * BEGIN/COMMIT, CREATE TABLE and CREATE INDEX of kvpr's tables, INSERT ... VALUES into them and the
+ * functions .dump uses to spell strings. No ATTACH (nor VACUUM INTO, which SQLite authorizes as one),
+ * no PRAGMA (foreign_keys=OFF, which .dump writes, is ignored), no SELECT (so no recursive CTE), no
+ * triggers, views, virtual tables, DELETE, UPDATE or load_extension. */
+static int is_kv_table(const char *t) {
+    static const char *const known[] = {"runs", "spans", "metrics", "measurements", "calibrations", NULL};
+    for (const char *const *k = known; t && *k; k++)
+        if (!strcmp(t, *k)) return 1;
+    return 0;
+}
+
+static int is_schema(const char *t) { return t && (!strcmp(t, "sqlite_master") || !strcmp(t, "sqlite_schema")); }
+
+static int dump_auth(void *u, int action, const char *a, const char *b, const char *dbname, const char *trigger) {
+    (void)u;
+    if (trigger) return SQLITE_DENY;
+    int main_db = !dbname || !strcmp(dbname, "main");
+    switch (action) {
+    case SQLITE_TRANSACTION: return SQLITE_OK;
+    case SQLITE_PRAGMA: return a && !strcmp(a, "foreign_keys") && !dbname ? SQLITE_IGNORE : SQLITE_DENY;
+    case SQLITE_CREATE_TABLE: return main_db && is_kv_table(a) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_CREATE_INDEX: return main_db && is_kv_table(b) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_REINDEX: return main_db ? SQLITE_OK : SQLITE_DENY;           /* part of CREATE INDEX */
+    case SQLITE_INSERT: return main_db && (is_kv_table(a) || is_schema(a)) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_UPDATE: return main_db && is_schema(a) ? SQLITE_OK : SQLITE_DENY; /* CREATE writes the schema */
+    case SQLITE_READ: return main_db && (is_kv_table(a) || is_schema(a)) ? SQLITE_OK : SQLITE_DENY; /* CHECK, index columns */
+    case SQLITE_FUNCTION:
+        return b && (!strcmp(b, "replace") || !strcmp(b, "char") || !strcmp(b, "unistr")) ? SQLITE_OK : SQLITE_DENY;
+    default: return SQLITE_DENY;
     }
-    sql[got] = 0;
+}
+
+/* A dump of measurements replays in well under a second; the limit only stops one built to hang. */
+#define DUMP_LIMIT_S 60
+
+static int dump_progress(void *u) {
+    const struct timespec *t0 = u;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec - t0->tv_sec > DUMP_LIMIT_S;
+}
+
+kv_status hw_calib_load_dump(const char *sql, const char *label, sqlite3 **out) {
     sqlite3 *h;
-    kv_status st;
-    if (sqlite3_open(":memory:", &h) != SQLITE_OK) {
-        free(sql);
+    if (sqlite3_open_v2(":memory:", &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        sqlite3_close(h);
         return kv_errorf(KV_EDB, "cannot open an in-memory database");
     }
+    sqlite3_db_config(h, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_VIEW, 0, (int *)NULL);
+    sqlite3_db_config(h, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
+    sqlite3_limit(h, SQLITE_LIMIT_ATTACHED, 0);
+    sqlite3_set_authorizer(h, dump_auth, NULL);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sqlite3_progress_handler(h, 100000, dump_progress, &t0);
     char *em = NULL;
     int rc = sqlite3_exec(h, sql, NULL, NULL, &em);
-    free(sql);
+    sqlite3_progress_handler(h, 0, NULL, NULL);
+    sqlite3_set_authorizer(h, NULL, NULL);
     if (rc != SQLITE_OK) {
-        st = kv_errorf(KV_EPARSE, "%s: not a results database dump (%s)", path, em ? em : sqlite3_errstr(rc));
+        kv_status st = rc == SQLITE_INTERRUPT
+                           ? kv_errorf(KV_EPARSE, "%s: replaying the dump took longer than %d s: refused", label, DUMP_LIMIT_S)
+                       : rc == SQLITE_AUTH
+                           ? kv_errorf(KV_EPARSE, "%s: not a plain results database dump (%s): it may only create kvpr's tables and insert rows",
+                                       label, em ? em : sqlite3_errstr(rc))
+                           : kv_errorf(KV_EPARSE, "%s: not a results database dump (%s)", label, em ? em : sqlite3_errstr(rc));
         sqlite3_free(em);
         sqlite3_close(h);
         return st;
     }
+    *out = h;
+    return KV_OK;
+}
+
+kv_status hw_calib_open_source(const char *path, kv_db **out) {
+    size_t n = strlen(path);
+    if (n < 4 || strcmp(path + n - 4, ".sql") != 0) {
+        struct stat sb;
+        if (stat(path, &sb) != 0) return kv_errorf(KV_ENOTFOUND, "no measurements at %s", path);
+        return db_open(path, 5000, out);
+    }
+    /* a text dump: replay it into memory, so traces/ stays plain text */
+    char *sql;
+    size_t len;
+    kv_status st = kv_io_read_all(path, (size_t)1 << 30, &sql, &len);
+    if (st) return st == KV_ENOTFOUND ? kv_errorf(st, "no measurements at %s", path) : st;
+    if (strlen(sql) != len) {
+        free(sql);
+        return kv_errorf(KV_EPARSE, "%s: not a results database dump (it holds a NUL byte)", path);
+    }
+    sqlite3 *h;
+    st = hw_calib_load_dump(sql, path, &h);
+    free(sql);
+    if (st) return st;
     /* .dump does not carry PRAGMA user_version: infer it from the schema the dump brought */
     sqlite3_stmt *q;
     int version = 0;
@@ -51,8 +121,8 @@ kv_status hw_calib_open_source(const char *path, kv_db **out) {
         if (sqlite3_step(q) == SQLITE_ROW) version = sqlite3_column_int(q, 0) ? (sqlite3_column_int(q, 1) ? 2 : 1) : 0;
         sqlite3_finalize(q);
     }
-    char pv[64];
-    snprintf(pv, sizeof pv, "PRAGMA user_version=%d", version);
+    char pv[96];
+    snprintf(pv, sizeof pv, "PRAGMA user_version=%d; PRAGMA application_id=%d", version, DB_APPLICATION_ID);
     sqlite3_exec(h, pv, NULL, NULL, NULL);
     /* hand the in-memory database over through a temporary file: db_open checks and upgrades it */
     char tmp[] = "/tmp/kvpr-calib-XXXXXX";
@@ -63,11 +133,16 @@ kv_status hw_calib_open_source(const char *path, kv_db **out) {
     }
     close(fd);
     sqlite3 *dst;
-    sqlite3_open(tmp, &dst);
-    sqlite3_backup *bk = sqlite3_backup_init(dst, "main", h, "main");
-    if (bk) sqlite3_backup_step(bk, -1), sqlite3_backup_finish(bk);
+    int rc = sqlite3_open(tmp, &dst);
+    sqlite3_backup *bk = rc == SQLITE_OK ? sqlite3_backup_init(dst, "main", h, "main") : NULL;
+    rc = bk ? sqlite3_backup_step(bk, -1) : SQLITE_ERROR;
+    if (bk) sqlite3_backup_finish(bk);
     sqlite3_close(dst);
     sqlite3_close(h);
+    if (rc != SQLITE_DONE) {
+        unlink(tmp);
+        return kv_errorf(KV_EIO, "%s: cannot copy the dump into a temporary database (%s)", path, sqlite3_errstr(rc));
+    }
     st = db_open(tmp, 5000, out);
     unlink(tmp); /* the open handle keeps it alive */
     return st;

@@ -25,6 +25,10 @@ typedef struct {
 
 /* Opens a results database, or loads a .sql dump into a private in-memory database. */
 kv_status hw_calib_open_source(const char *path, kv_db **out);
+/* Replays a dump's SQL text into a new in-memory database, admitting only kvpr's tables and rows
+ * (see calib.c); KV_EPARSE for anything else. label names it in messages. */
+struct sqlite3;
+kv_status hw_calib_load_dump(const char *sql, const char *label, struct sqlite3 **out);
 /* Fits base's fields to the measurements of one device (the one with most rows if device is NULL). */
 kv_status hw_calibrate(kv_db *db, const hw_profile *base, const char *source, const char *device, hw_profile *out,
                        hw_calib_report *rep);

@@ -65,6 +65,31 @@ hw_layer_cost hw_decode_layer(const hw_profile *p, const kv_model *m, int batch,
     return c;
 }
 
+hw_layer_cost hw_prefill_layer(const hw_profile *p, const kv_model *m, int batch, int prompt) {
+    hw_layer_cost c;
+    int e = kv_dtype_bytes(m->dtype);
+    double rows = (double)batch * prompt, h = m->hidden, q = (double)m->n_heads * m->head_dim, kv = kv_model_kv_dim(m);
+    c.qkv = hw_gemm_time(p, rows, h, q + 2 * kv, e);
+    /* causal attention: 2 * batch * q * prompt * (prompt + 1) FLOPs at the GEMM rate of an M = prompt tile */
+    double flops = 2.0 * batch * q * prompt * (prompt + 1.0);
+    c.attn = flops / (p->gpu.peak_flops.value * hw_table_eval(&p->gpu.gemm_eff, prompt));
+    if (p->gpu.memory_floor) c.attn = fmax(c.attn, rows * (2 * q * e + (double)kv_model_kv_bytes_token_layer(m)) / p->gpu.hbm_bw.value);
+    c.attn += p->gpu.launch.value;
+    c.out = hw_gemm_time(p, rows, q, h, e);
+    c.mlp = hw_gemm_time(p, rows, h, (m->gated_mlp ? 2.0 : 1.0) * m->ffn, e) + hw_gemm_time(p, rows, m->ffn, h, e);
+    c.other = 0;
+    if (p->gpu.memory_floor) c.other = 4 * (2.0 * rows * h * e / p->gpu.hbm_bw.value);
+    c.other += 4 * p->gpu.launch.value;
+    c.total = c.qkv + c.attn + c.out + c.mlp + c.other;
+    return c;
+}
+
+double hw_head_time(const hw_profile *p, const kv_model *m, int batch) {
+    int e = kv_dtype_bytes(m->dtype);
+    double norm = p->gpu.launch.value + (p->gpu.memory_floor ? 2.0 * batch * m->hidden * e / p->gpu.hbm_bw.value : 0);
+    return norm + hw_gemm_time(p, batch, m->hidden, m->vocab, e);
+}
+
 hw_paper_cost hw_paper_layer(const hw_profile *p, const kv_model *m, int batch, int ctx, int l) {
     double b = batch, h = m->hidden, pe = kv_dtype_bytes(m->dtype);
     double vcom = p->link.h2d.bandwidth.value, vgpu = p->gpu.peak_flops.value;

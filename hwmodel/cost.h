@@ -35,6 +35,13 @@ typedef struct {
 } hw_layer_cost;
 hw_layer_cost hw_decode_layer(const hw_profile *p, const kv_model *m, int batch, int ctx);
 
+/* One layer of the prompt pass for `batch` sequences of `prompt` tokens: GEMMs with
+ * M = batch x prompt, causal attention over the prompt (compute-bound at these sizes: the GEMM
+ * rate for M = prompt, or reading Q, K, V once where memory-bound). */
+hw_layer_cost hw_prefill_layer(const hw_profile *p, const kv_model *m, int batch, int prompt);
+/* Final norm and LM head of one position for `batch` sequences. */
+double hw_head_time(const hw_profile *p, const kv_model *m, int batch);
+
 /* The paper's per-layer cost model (method.md section 3) on a profile's plateau link
  * bandwidth and peak rate: T(l) = t_act + max(t_rec, t_kv). */
 typedef struct {

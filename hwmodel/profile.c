@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../core/kv_io.h"
+#include "../core/kv_str.h"
 
 #ifndef KVPR_DATADIR
 #define KVPR_DATADIR "."
@@ -50,6 +52,12 @@ static kv_status get_str(const ctx_t *c, json_t *obj, const char *where, const c
     if (!v) return perr(c, KV_EPARSE, "missing field '%s%s'", where, key);
     if (!json_is_string(v) || json_string_length(v) == 0)
         return perr(c, KV_EPARSE, "field '%s%s' must be a non-empty string", where, key);
+    /* never cut: a cut name is another name, and one cut inside a character is not UTF-8 */
+    if (json_string_length(v) >= n || strlen(json_string_value(v)) != json_string_length(v)) {
+        char lim[32];
+        snprintf(lim, sizeof lim, "%zu", n - 1);
+        return kv_errorf(KV_EINVAL, "%s: field '%s%s' must be a string of at most %s bytes without NUL", c->label, where, key, lim);
+    }
     snprintf(dst, n, "%s", json_string_value(v));
     return KV_OK;
 }
@@ -144,6 +152,61 @@ static kv_status parse_dir(const ctx_t *c, json_t *link, const char *name, hw_li
     return KV_OK;
 }
 
+/* Physical ranges, checked after unit scaling. A value finite in the file can scale to infinity,
+ * and one absurd but positive (a bandwidth of 1e-300 GB/s) makes simulated times too long for any
+ * clock: neither describes a machine. Bounds are in the file's units, wide enough for any real
+ * device and for what calibration writes. */
+typedef struct {
+    const char *field, *unit;
+    const hw_val *v;
+    double scale, lo, hi;
+} range_t;
+
+static kv_status check_range(const ctx_t *c, const char *where, const range_t *r) {
+    double x = r->v->value;
+    if (x >= r->lo * r->scale && x <= r->hi * r->scale) return KV_OK;
+    return kv_errorf(KV_EINVAL, "%s: field '%s%s.value' is %g %s, outside the physical range [%g, %g] %s", c->label, where, r->field,
+                     x / r->scale, r->unit, r->lo, r->hi, r->unit);
+}
+
+static kv_status check_table(const ctx_t *c, const char *where, const char *field, const hw_table *t) {
+    for (int i = 0; i < t->n; i++)
+        if (!(t->x[i] >= 1 && t->x[i] <= 1e15) || !(t->y[i] >= 1e-4))
+            return kv_errorf(KV_EINVAL, "%s: '%s%s.table[%d]' = [%g, %g] is outside the physical range (x in [1, 1e15], efficiency in [1e-4, 1])",
+                             c->label, where, field, i, t->x[i], t->y[i]);
+    return KV_OK;
+}
+
+static kv_status check_dir(const ctx_t *c, const char *name, const hw_link_dir *d) {
+    char where[32];
+    snprintf(where, sizeof where, "link.%s.", name);
+    const range_t r[] = {{"bandwidth_gbps", "GB/s", &d->bandwidth, GB, 1e-3, 1e5},
+                         {"overhead_us", "us", &d->overhead, US, 0, 1e6},
+                         {"pageable_gbps", "GB/s", &d->pageable, GB, 1e-3, 1e5},
+                         {"duplex_factor", "", &d->duplex, 1, 1e-3, 1}};
+    kv_status st = KV_OK;
+    for (size_t i = 0; i < sizeof r / sizeof r[0] && !st; i++) st = check_range(c, where, &r[i]);
+    return st ? st : check_table(c, where, "size_efficiency", &d->size_eff);
+}
+
+static kv_status check_ranges(const ctx_t *c, const hw_profile *p) {
+    const range_t g[] = {{"peak_fp16_tflops", "TFLOP/s", &p->gpu.peak_flops, TFLOP, 1e-3, 1e6},
+                         {"hbm_gbps", "GB/s", &p->gpu.hbm_bw, GB, 0.1, 1e6},
+                         {"memory_gib", "GiB", &p->gpu.mem_bytes, GIB, 1.0 / 1024, 1 << 20},
+                         {"launch_us", "us", &p->gpu.launch, US, 0, 1e6},
+                         {"attention_bw_efficiency", "", &p->gpu.attn_eff, 1, 1e-4, 1}};
+    const range_t u[] = {{"mem_bw_gbps", "GB/s", &p->cpu.mem_bw, GB, 1e-3, 1e6},
+                         {"memory_gib", "GiB", &p->cpu.mem_bytes, GIB, 1.0 / 1024, 1 << 20},
+                         {"attn_tflops", "TFLOP/s", &p->cpu.attn_flops, TFLOP, 1e-6, 1e6}};
+    kv_status st = KV_OK;
+    for (size_t i = 0; i < sizeof g / sizeof g[0] && !st; i++) st = check_range(c, "gpu.", &g[i]);
+    if (!st) st = check_table(c, "gpu.", "gemm_efficiency", &p->gpu.gemm_eff);
+    if (!st) st = check_dir(c, "h2d", &p->link.h2d);
+    if (!st) st = check_dir(c, "d2h", &p->link.d2h);
+    for (size_t i = 0; i < sizeof u / sizeof u[0] && !st; i++) st = check_range(c, "cpu.", &u[i]);
+    return st;
+}
+
 static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
     kv_status st = KV_OK;
     memset(p, 0, sizeof *p);
@@ -156,7 +219,10 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
     if ((st = check_keys(c, root, "", top)) || (st = get_str(c, root, "", "name", p->name, sizeof p->name)))
         return st;
     json_t *d = json_object_get(root, "description");
-    if (d && json_is_string(d)) snprintf(p->description, sizeof p->description, "%s", json_string_value(d));
+    if (d && (!json_is_string(d) || json_string_length(d) >= sizeof p->description ||
+              strlen(json_string_value(d)) != json_string_length(d)))
+        return perr(c, KV_EINVAL, "field 'description' must be a string of at most 511 bytes without NUL%s%s", "", "");
+    if (d) snprintf(p->description, sizeof p->description, "%s", json_string_value(d));
 
     json_t *g = need_obj(c, root, "", "gpu", &st);
     if (st || (st = check_keys(c, g, "gpu.", gk)) || (st = get_str(c, g, "gpu.", "name", p->gpu.name, sizeof p->gpu.name)) ||
@@ -186,7 +252,7 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
         (st = get_val(c, cp, "cpu.", "memory_gib", GIB, 'p', &p->cpu.mem_bytes)) ||
         (st = get_val(c, cp, "cpu.", "attn_tflops", TFLOP, 'p', &p->cpu.attn_flops)))
         return st;
-    return KV_OK;
+    return check_ranges(c, p);
 }
 
 static kv_status load_json(json_t *root, json_error_t *je, const char *label, hw_profile *out) {
@@ -202,10 +268,24 @@ static kv_status load_json(json_t *root, json_error_t *je, const char *label, hw
     return st;
 }
 
-kv_status hw_profile_load(const char *path, hw_profile *out) {
+/* Profiles are shared files: read only regular files (a FIFO would block), of a sane size. */
+static kv_status read_json(const char *path, json_t **root) {
+    char *text;
+    size_t len;
+    kv_status st = kv_io_read_all(path, 1 << 24, &text, &len);
+    if (st) return st;
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    return load_json(root, &je, path, out);
+    *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!*root) return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return KV_OK;
+}
+
+kv_status hw_profile_load(const char *path, hw_profile *out) {
+    json_t *root;
+    kv_status st = read_json(path, &root);
+    if (st) return st;
+    return load_json(root, NULL, path, out);
 }
 
 kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out) {
@@ -225,23 +305,23 @@ const char *hw_links_dir(void) {
 }
 
 kv_status hw_link_load(const char *name, hw_profile *p) {
+    if (!kv_str_is_name(name, 63)) return kv_errorf(KV_EINVAL, "bad link name '%s'", name);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.json", hw_links_dir(), name);
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        if (je.line < 0) return kv_errorf(KV_ENOTFOUND, "unknown link '%s' (files in %s)", name, hw_links_dir());
-        return kv_errorf(KV_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-    }
+    json_t *root;
+    kv_status st = read_json(path, &root);
+    if (st == KV_ENOTFOUND) return kv_errorf(KV_ENOTFOUND, "unknown link '%s' (files in %s)", name, hw_links_dir());
+    if (st) return st;
     ctx_t c = {.label = path};
     static const char *const lk[] = {"name", "h2d", "d2h", NULL};
-    kv_status st = KV_OK;
     hw_profile q = *p;
     if (!json_is_object(root)) st = perr(&c, KV_EPARSE, "top level must be a JSON object%s%s", "", "");
     if (!st) st = check_keys(&c, root, "link.", lk);
     if (!st) st = get_str(&c, root, "link.", "name", q.link.name, sizeof q.link.name);
     if (!st) st = parse_dir(&c, root, "h2d", &q.link.h2d);
     if (!st) st = parse_dir(&c, root, "d2h", &q.link.d2h);
+    if (!st) st = check_dir(&c, "h2d", &q.link.h2d);
+    if (!st) st = check_dir(&c, "d2h", &q.link.d2h);
     json_decref(root);
     if (st) return st;
     *p = q;
@@ -257,9 +337,17 @@ static kv_status resolve_variant(const char *name, hw_profile *out) {
     kv_status st = hw_profile_resolve(base, &p);
     if (st) return st;
     if ((st = hw_link_load(at + 1, &p))) return st;
-    snprintf(p.name, sizeof p.name, "%.63s", name);
-    size_t dl = strlen(p.description);
-    snprintf(p.description + dl, sizeof p.description - dl, " [link replaced by %s]", p.link.name);
+    if (kv_str_copy(p.name, sizeof p.name, name)) return kv_errorf(KV_EINVAL, "profile name '%s' is longer than 63 bytes", name);
+    char tail[128];
+    snprintf(tail, sizeof tail, " [link replaced by %s]", p.link.name);
+    size_t dl = strlen(p.description), room = sizeof p.description - 1;
+    if (dl + strlen(tail) > room) { /* keep the note whole; cut the description at a character */
+        char d[sizeof p.description];
+        kv_str_copy(d, room - strlen(tail) + 1, p.description);
+        snprintf(p.description, sizeof p.description, "%s", d);
+        dl = strlen(p.description);
+    }
+    snprintf(p.description + dl, sizeof p.description - dl, "%s", tail);
     *out = p;
     return KV_OK;
 }
@@ -307,8 +395,18 @@ double hw_table_eval(const hw_table *t, double x) {
     return t->y[i] + u * (t->y[i + 1] - t->y[i]);
 }
 
+/* The value in the file's unit that loads back to exactly v: v / scale rounded can land one or two
+ * ulps beside every x with x * scale == v, so the neighbours are tried. */
+static double unscale(double v, double scale) {
+    double x = v / scale, c[5] = {x, nextafter(x, HUGE_VAL), nextafter(x, -HUGE_VAL), 0, 0};
+    c[3] = nextafter(c[1], HUGE_VAL), c[4] = nextafter(c[2], -HUGE_VAL);
+    for (int i = 0; i < 5; i++)
+        if (c[i] * scale == v) return c[i];
+    return x;
+}
+
 static json_t *jval(const hw_val *v, double scale) {
-    return json_pack("{s:f,s:s}", "value", v->value / scale, "source", v->source);
+    return json_pack("{s:f,s:s}", "value", unscale(v->value, scale), "source", v->source);
 }
 static json_t *jtab(const hw_table *t) {
     json_t *a = json_array();
@@ -332,7 +430,8 @@ char *hw_profile_to_json(const hw_profile *p) {
                           "memory_gib", jval(&p->cpu.mem_bytes, GIB), "attn_tflops", jval(&p->cpu.attn_flops, TFLOP));
     json_t *root = json_pack("{s:s,s:s,s:o,s:o,s:o}", "name", p->name, "description", p->description, "gpu", g,
                              "link", l, "cpu", c);
-    char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+    /* 17 significant digits: every double prints as itself, so the profile loads back unchanged */
+    char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(root);
     return s;
 }

@@ -5,11 +5,21 @@
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <stddef.h>
 
-/* Decode attention, one block per (query head, sequence), four warps; each warp streams a quarter
- * of the positions with an online softmax, then the warps combine. d <= 256. */
+/* Scratch for decode attention's split results, owned by the caller per stream (two launches on
+ * different streams must not share one), and the multiprocessor count the split is sized for. */
+typedef struct {
+    float *buf;
+    size_t bytes;
+    int sms;
+} kvpr_attn_ws;
+
+/* Decode attention (kernels/attn_split.h): flash-decoding with 16-byte loads, the query heads of a
+ * GQA group sharing one read of K/V, the context split across blocks when the batch alone would
+ * not fill the device (ws NULL or too small: fewer or no splits). d <= 256. */
 cudaError_t kvpr_attention(const __half *q, const __half *kv, __half *out, int B, int ctx, int nh, int nkv, int d,
-                           cudaStream_t s);
+                           const kvpr_attn_ws *ws, cudaStream_t s);
 /* act 1: ReLU (out may be x); act 2: out = silu(gate) * up from rows [gate | up]. */
 cudaError_t kvpr_activate(const __half *x, __half *out, int rows, int cols, int act, cudaStream_t s);
 

@@ -1,14 +1,31 @@
 /* kref: CPU references of the engine kernels. */
 #include "ref.h"
+#include "attn_split.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-float kref_h2f(uint16_t h) {
-    _Float16 x;
-    memcpy(&x, &h, 2);
-    return (float)x;
+/* fp16 -> float through a table: the compiler's conversion is a library call on CPUs without F16C,
+ * and the host backend converts every GEMM operand, weights included, on every call */
+static float h2f_table[65536];
+static pthread_once_t h2f_once = PTHREAD_ONCE_INIT;
+
+static void h2f_init(void) {
+    for (uint32_t i = 0; i < 65536; i++) {
+        uint16_t h = (uint16_t)i;
+        _Float16 x;
+        memcpy(&x, &h, 2);
+        h2f_table[i] = (float)x;
+    }
 }
+
+const float *kref_h2f_table(void) {
+    pthread_once(&h2f_once, h2f_init);
+    return h2f_table;
+}
+
+float kref_h2f(uint16_t h) { return kref_h2f_table()[h]; }
 
 uint16_t kref_f2h(float f) {
     _Float16 x = (_Float16)f;
@@ -17,10 +34,13 @@ uint16_t kref_f2h(float f) {
     return h;
 }
 
-static double h2d(uint16_t h) { return (double)kref_h2f(h); }
+/* inside the functions below, after INIT: the table without the once-check per value */
+#define INIT pthread_once(&h2f_once, h2f_init)
+static double h2d(uint16_t h) { return (double)h2f_table[h]; }
 static uint16_t f2h(float f) { return kref_f2h(f); }
 
 double kref_relerr(const uint16_t *a, const double *ref, size_t n) {
+    INIT;
     double mx = 0, e = 0;
     for (size_t i = 0; i < n; i++) {
         double x = h2d(a[i]);
@@ -32,6 +52,7 @@ double kref_relerr(const uint16_t *a, const double *ref, size_t n) {
 }
 
 void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d) {
+    INIT;
     int row = 2 * nkv * d, grp = nh / nkv;
     double *s = malloc(sizeof(double) * (size_t)(ctx > 0 ? ctx : 1));
     double scale = 1.0 / sqrt((double)d);
@@ -59,6 +80,7 @@ void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B,
 }
 
 void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d) {
+    INIT;
     int row = 2 * nkv * d, grp = nh / nkv;
     float *s = malloc(sizeof(float) * (size_t)(ctx > 0 ? ctx : 1)), *acc = malloc(sizeof(float) * (size_t)d);
     float scale = 1.0f / sqrtf((float)d);
@@ -88,9 +110,76 @@ void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int 
     free(acc);
 }
 
+int kref_attention_split_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d, int sms,
+                           size_t ws_bytes) {
+    INIT;
+    kattn_plan p = kattn_make_plan(B, ctx, nh, nkv, d, sms, ws_bytes);
+    int row = 2 * nkv * d, grp = nh / nkv;
+    float qscale = (float)(KATTN_LOG2E / sqrt((double)d));
+    /* per split: (m, l) and the partial sums of one (sequence, head) */
+    float *sm = malloc(sizeof(float) * (size_t)p.splits), *sl = malloc(sizeof(float) * (size_t)p.splits);
+    float *sacc = malloc(sizeof(float) * (size_t)p.splits * (size_t)d);
+    /* per position group: the same, inside one block */
+    float *gm = malloc(sizeof(float) * (size_t)p.groups), *gl = malloc(sizeof(float) * (size_t)p.groups);
+    float *gacc = malloc(sizeof(float) * (size_t)p.groups * (size_t)d), *qs = malloc(sizeof(float) * (size_t)d);
+    if (!sm || !sl || !sacc || !gm || !gl || !gacc || !qs) goto out;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int kh = h / grp;
+            for (int j = 0; j < d; j++) qs[j] = kref_h2f(q[((size_t)b * nh + h) * d + j]) * qscale;
+            for (int s = 0; s < p.splits; s++) {
+                int p0 = s * p.chunk, p1 = p0 + p.chunk < ctx ? p0 + p.chunk : ctx;
+                for (int w = 0; w < p.groups; w++) {
+                    float m = -INFINITY, l = 0;
+                    float *acc = gacc + (size_t)w * d;
+                    for (int j = 0; j < d; j++) acc[j] = 0;
+                    for (int pos = p0 + w; pos < p1; pos += p.groups) {
+                        const uint16_t *k = kv + ((size_t)pos * B + b) * row + (size_t)kh * d, *v = k + (size_t)nkv * d;
+                        float dot = 0;
+                        for (int j = 0; j < d; j++) dot += qs[j] * kref_h2f(k[j]);
+                        float mn = fmaxf(m, dot), corr = exp2f(m - mn), pe = exp2f(dot - mn);
+                        l = l * corr + pe;
+                        for (int j = 0; j < d; j++) acc[j] = acc[j] * corr + pe * kref_h2f(v[j]);
+                        m = mn;
+                    }
+                    gm[w] = m, gl[w] = l;
+                }
+                /* the block's merge of its groups */
+                float M = -INFINITY, L = 0;
+                for (int w = 0; w < p.groups; w++)
+                    if (gl[w] > 0) M = fmaxf(M, gm[w]);
+                for (int w = 0; w < p.groups; w++)
+                    if (gl[w] > 0) L += gl[w] * exp2f(gm[w] - M);
+                for (int j = 0; j < d; j++) {
+                    float a = 0;
+                    for (int w = 0; w < p.groups; w++)
+                        if (gl[w] > 0) a += gacc[(size_t)w * d + j] * exp2f(gm[w] - M);
+                    sacc[(size_t)s * d + j] = a;
+                }
+                sm[s] = M, sl[s] = L;
+            }
+            /* the merge of the splits (with one split, the block's own division) */
+            float M = -INFINITY, L = 0;
+            for (int s = 0; s < p.splits; s++)
+                if (sl[s] > 0) M = fmaxf(M, sm[s]);
+            for (int s = 0; s < p.splits; s++)
+                if (sl[s] > 0) L += sl[s] * exp2f(sm[s] - M);
+            for (int j = 0; j < d; j++) {
+                float a = 0;
+                for (int s = 0; s < p.splits; s++)
+                    if (sl[s] > 0) a += sacc[(size_t)s * d + j] * exp2f(sm[s] - M);
+                out[((size_t)b * nh + h) * d + j] = f2h(a / L);
+            }
+        }
+out:
+    free(sm), free(sl), free(sacc), free(gm), free(gl), free(gacc), free(qs);
+    return p.splits;
+}
+
 static double silu(double x) { return x / (1 + exp(-x)); }
 
 void kref_activate_d(const uint16_t *x, double *out, int rows, int cols, int act) {
+    INIT;
     for (int r = 0; r < rows; r++) {
         double *o = out + (size_t)r * cols;
         if (act == 2) {
@@ -104,6 +193,7 @@ void kref_activate_d(const uint16_t *x, double *out, int rows, int cols, int act
 }
 
 void kref_activate_f(const uint16_t *x, uint16_t *out, int rows, int cols, int act) {
+    INIT;
     for (int r = 0; r < rows; r++) {
         uint16_t *o = out + (size_t)r * cols;
         if (act == 2) {
@@ -120,6 +210,7 @@ void kref_activate_f(const uint16_t *x, uint16_t *out, int rows, int cols, int a
 }
 
 void kref_rmsnorm_d(const uint16_t *x, double *out, int rows, int cols) {
+    INIT;
     for (int r = 0; r < rows; r++) {
         double ss = 0;
         for (int c = 0; c < cols; c++) ss += h2d(x[(size_t)r * cols + c]) * h2d(x[(size_t)r * cols + c]);
@@ -129,6 +220,7 @@ void kref_rmsnorm_d(const uint16_t *x, double *out, int rows, int cols) {
 }
 
 void kref_rmsnorm_f(const uint16_t *x, uint16_t *out, int rows, int cols) {
+    INIT;
     for (int r = 0; r < rows; r++) {
         float ss = 0;
         for (int c = 0; c < cols; c++) {

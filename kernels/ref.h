@@ -10,6 +10,8 @@
 
 /* fp16 bit pattern <-> float, round to nearest even */
 float kref_h2f(uint16_t h);
+/* the same as a table of all 65536 values (for loops that convert many) */
+const float *kref_h2f_table(void);
 uint16_t kref_f2h(float f);
 /* max |a - ref| / max |ref| over n elements; infinite if an element of a is not finite (a poisoned
  * output element that a kernel left unwritten) */
@@ -17,6 +19,12 @@ double kref_relerr(const uint16_t *a, const double *ref, size_t n);
 
 void kref_attention_d(const uint16_t *q, const uint16_t *kv, double *out, int B, int ctx, int nh, int nkv, int d);
 void kref_attention_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d);
+/* The CUDA kernel's flash-decoding arithmetic on the CPU, in float: the partition of
+ * kattn_make_plan(B, ctx, nh, nkv, d, sms, ws_bytes) (kernels/attn_split.h), an online softmax per
+ * position group in base 2, the groups merged per block, the splits merged last. Checks the split
+ * and merge arithmetic where no GPU runs it. Returns the number of splits used. */
+int kref_attention_split_f(const uint16_t *q, const uint16_t *kv, uint16_t *out, int B, int ctx, int nh, int nkv, int d, int sms,
+                           size_t ws_bytes);
 /* act 1: ReLU, out [rows][cols] from x [rows][cols]; act 2: x rows are [gate | up] (2*cols),
  * out [rows][cols] = silu(gate) * up. kref_activate_f may run in place for ReLU. */
 void kref_activate_d(const uint16_t *x, double *out, int rows, int cols, int act);

@@ -1,5 +1,6 @@
 /* sched: the formulations as types, memory limits, and the plan entry point. */
 #include "sched.h"
+#include "graph.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,35 +22,22 @@ static double now_us(void) {
 
 /* ---- memory limits ------------------------------------------------------------------ */
 
+/* The largest split whose buffers fit, from the graph's layout (the memory model the simulator
+ * and the engine use): memory is affine in l (activation slots on the GPU, stored activations on
+ * the CPU), so two layouts give it. */
 int sched_lmax(const kv_model *m, const hw_profile *p, const kv_plan *pl) {
-    double seqs = (double)pl->batch * pl->nb, L = m->n_layers, ctx = (double)pl->prompt + pl->gen;
-    double kvb = (double)kv_model_kv_bytes_token_layer(m), actb = (double)kv_model_act_bytes_token(m);
-    int thr = pl->mode == KV_MODE_THROUGHPUT;
-    double cpu_fixed = seqs * ctx * kvb * L + (thr ? (double)kv_model_bytes_total(m) : 0);
-    if (cpu_fixed > p->cpu.mem_bytes.value) {
-        kv_errorf(KV_ENOFIT, "does not fit in CPU memory: the KV cache%s alone needs %.1f GiB of %.1f GiB",
-                  thr ? " and the weights" : "", cpu_fixed / 1073741824.0, p->cpu.mem_bytes.value / 1073741824.0);
-        return -1;
-    }
-    double l_cpu = floor((p->cpu.mem_bytes.value - cpu_fixed) / (seqs * L * actb));
-    double resident = thr ? 2.0 * m->vocab * m->hidden * kv_dtype_bytes(m->dtype) : (double)kv_model_bytes_total(m);
-    if (resident > p->gpu.mem_bytes.value) {
-        kv_errorf(KV_ENOFIT, "does not fit in GPU memory: %s weights need %.1f GiB of %.1f GiB (use --mode throughput)",
-                  m->name, resident / 1073741824.0, p->gpu.mem_bytes.value / 1073741824.0);
-        return -1;
-    }
-    /* D buffers in flight, each holding one layer's K/V of the longest context (stored or recomputed),
-     * the prefix activations, and in throughput mode the layer's weights. */
-    double D = pl->prefetch, b = pl->batch;
-    double fixed = resident + D * (b * ctx * kvb + (thr ? (double)kv_model_bytes_layer(m) : 0));
-    if (fixed > p->gpu.mem_bytes.value) {
-        kv_errorf(KV_ENOFIT, "does not fit in GPU memory: %d layer buffers of K/V need %.1f GiB beside %.1f GiB resident, of %.1f GiB",
-                  pl->prefetch, (fixed - resident) / 1073741824.0, resident / 1073741824.0, p->gpu.mem_bytes.value / 1073741824.0);
-        return -1;
-    }
-    double l_gpu = floor((p->gpu.mem_bytes.value - fixed) / (D * b * actb));
+    kv_plan q = *pl;
+    q.policy = KV_POL_KVPR, q.split_steps = NULL, q.split = 0;
+    kv_layout a, b;
+    if (kv_layout_resolve(m, &q, &a)) return -1;
+    if (kv_layout_fits(&a, pl->paper_model ? 1e300 : p->gpu.mem_bytes.value, p->cpu.mem_bytes.value)) return -1;
+    q.split = 1;
+    if (kv_layout_resolve(m, &q, &b)) return -1;
     double avail = pl->keep_act ? pl->prompt + pl->gen - 2 : pl->prompt;
-    return (int)fmin(avail, fmin(l_cpu, l_gpu));
+    double dg = b.gpu_total - a.gpu_total, dc = b.cpu_total - a.cpu_total;
+    if (dg > 0 && !pl->paper_model) avail = fmin(avail, floor((p->gpu.mem_bytes.value - a.gpu_total) / dg));
+    if (dc > 0) avail = fmin(avail, floor((p->cpu.mem_bytes.value - a.cpu_total) / dc));
+    return (int)avail;
 }
 
 static void kept(sched_result *r, const kv_model *m, const kv_plan *pl, int tokens) {

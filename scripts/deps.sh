@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kvpr builds and tests against. Idempotent: it asks dpkg
 # first and stays quiet when everything is there, so `make` can call it every time.
+# `deps.sh fuzz` adds clang and its runtime (libFuzzer, the sanitizers) for `make fuzz`.
 set -eu
 pkgs="build-essential pkg-config libsqlite3-dev sqlite3 libgsl-dev libglpk-dev glpk-utils
       libjansson-dev libcmocka-dev gnuplot-nox libopenblas-dev"
+[ "${1:-}" = fuzz ] && pkgs="$pkgs clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,8 +1,12 @@
-/* sim_des: the discrete-event core. Tasks occupy one resource each and carry dependencies;
- * each resource runs its tasks one at a time in program order (as a CUDA stream or a copy
- * engine does): a task starts when it is at the head of its resource, the resource is free,
- * and its dependencies are done. Copies on the two link directions slow each other down while
- * both run (flow-level: an in-flight copy is re-rated when the other direction starts or stops).
+/* sim_des: the discrete-event core. Tasks sit on queues (in-order streams, kv_queue) and carry
+ * dependencies: a queue runs its tasks one at a time in program order, as a CUDA stream does; a
+ * task starts when it heads its queue, the queue is idle and its dependencies are done. Queues that
+ * copy draw on a link direction, shared flow-level: the copies in flight on one direction split its
+ * bandwidth equally (max-min fair on a single constraint), and while the other direction copies
+ * too, each gets the profile's duplex fraction of that. Whenever the set of copies in flight
+ * changes, every in-flight copy of the touched directions is re-rated (remaining work updated
+ * lazily, completion rescheduled; stale completion events are skipped by version). A copy pays its
+ * per-copy overhead first and counts as in flight from its start.
  * Time is integer femtoseconds in 128 bits: exact enough that the paper-model check holds to
  * 1e-9, and no overflow however long the generation. */
 #ifndef SIM_DES_H
@@ -17,15 +21,14 @@ typedef __int128 sim_time; /* femtoseconds */
 #define SIM_FS_PER_PS 1000
 
 typedef struct {
-    uint8_t op, res;
+    uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
     int32_t step, layer, mb;
     double bytes, flops;
     double fixed_s;   /* compute: duration; copy: per-copy overhead alpha */
     double work;      /* copy: bytes / size-efficiency, moved at the link's rate */
-    double mem_alloc; /* bytes allocated on the GPU when the task starts */
-    double mem_free;  /* bytes released when the task ends */
     int32_t deps_left, succ_off, nsucc;
     int32_t crit;     /* the task whose completion let this one start (-1: none) */
+    uint32_t ver;     /* completion-event version (copies are re-rated) */
     sim_time start, end;
 } sim_task;
 
@@ -40,29 +43,37 @@ sim_des *sim_des_new(void);
 void sim_des_free(sim_des *d);
 /* Forget all tasks, keep the memory: one context serves a whole sweep without allocating. */
 void sim_des_reset(sim_des *d);
-/* Adds a task at the end of its resource's program order; returns its index or -1 (out of memory). */
-int32_t sim_des_task(sim_des *d, kv_op op, kv_resource res, int step, int layer, int mb);
+/* Adds a task at the end of its queue's program order; returns its index or -1 (out of memory). */
+int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
+/* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */
+int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out);
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to);
 /* Successors of a task (valid after sim_des_run). */
 const int32_t *sim_des_succ(const sim_des *d, int32_t id, int32_t *n);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
-/* GPU memory: capacity and what is resident before the first task (weights, caches). */
-void sim_des_memory(sim_des *d, double capacity, double resident);
 
 typedef struct {
     sim_time makespan;
     uint64_t events;
-    double mem_peak;
-    sim_time busy[KV_RES_COUNT];
+    sim_time busy[KV_RES_COUNT]; /* a link is busy while at least one copy is in flight on it */
+    sim_time busy_at_mark[KV_RES_COUNT]; /* busy time when the marked task ended (0 without a mark) */
     int32_t last; /* task that ended last */
 } sim_des_stats;
 
-/* Runs to completion. KV_ENOFIT (with a message naming the task) when memory runs out;
- * KV_EINVAL if a dependency cycle leaves tasks unrun. */
+/* Snapshot the busy times when task `id` ends (e.g. the first token), so that utilisation can be
+ * given for what follows; -1 for none. The marked task must end with its resource idle. */
+void sim_des_mark(sim_des *d, int32_t id);
+
+/* Runs to completion. KV_EINVAL if a dependency cycle leaves tasks unrun, or a duration is not a
+ * finite time that fits the clock. (GPU memory is the graph layout's, checked before a run.) */
 kv_status sim_des_run(sim_des *d, sim_des_stats *st);
 
+/* Longest duration the clock accepts: 1e18 s (the 128-bit femtosecond clock holds 1.7e23 s). */
+#define SIM_MAX_S 1e18
+static inline int sim_time_ok(double s) { return s >= 0 && s <= SIM_MAX_S; }
+/* Only for values that passed sim_time_ok (the conversion of anything else is undefined). */
 static inline sim_time sim_from_s(double s) { return (sim_time)(s * SIM_FS_PER_S + 0.5); }
 static inline double sim_to_s(sim_time t) { return (double)t / SIM_FS_PER_S; }
 

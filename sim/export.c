@@ -1,31 +1,52 @@
 /* sim export: Chrome trace JSON, results.db rows, the JSON summary. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "../core/kv_io.h"
 #include "sim.h"
 
-kv_status sim_write_trace(sim_ctx *s, const char *path) {
+/* Picoseconds as microseconds with six exact decimals: printing ts and ts + dur from the same
+ * integer end points keeps back-to-back spans of a queue from overlapping (Perfetto drops
+ * partially overlapping slices). */
+static void us_of(FILE *f, const char *key, int64_t ps) {
+    fprintf(f, "\"%s\":%lld.%06lld", key, (long long)(ps / 1000000), (long long)(ps % 1000000));
+}
+
+kv_status sim_write_trace(sim_ctx *s, const char *path, const char *title, int step0, int step1) {
     sim_des *d = sim_last_des(s);
-    FILE *f = fopen(path, "w");
-    if (!f) return kv_errorf(KV_EIO, "cannot write trace %s", path);
-    /* Streamed with fprintf: a long run has hundreds of thousands of spans. */
-    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
-    for (int r = 0; r < KV_RES_COUNT; r++)
-        fprintf(f, "{\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"%s\"}},\n", r,
-                kv_res_name((kv_resource)r));
+    kv_afile *af;
+    kv_status st = kv_afile_open(path, &af);
+    if (st) return st;
+    FILE *f = kv_afile_fp(af);
+    char esc[512];
+    json_t *tj = json_string(title ? title : "kvpr sim");
+    char *tq = tj ? json_dumps(tj, JSON_ENCODE_ANY) : NULL; /* a JSON string, quoted and escaped */
+    json_decref(tj);
+    snprintf(esc, sizeof esc, "%s", tq ? tq : "\"kvpr sim\"");
+    free(tq);
+    /* Streamed with fprintf: a long run has millions of spans. */
+    fprintf(f, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"run\":%s,\"steps\":\"%d:%d\"},\"traceEvents\":[\n", esc, step0, step1);
+    fprintf(f, "{\"ph\":\"M\",\"pid\":0,\"name\":\"process_name\",\"args\":{\"name\":%s}}", esc);
+    for (int q = 0; q < KV_Q_COUNT; q++) {
+        fprintf(f, ",\n{\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"%s (%s)\"}}", q,
+                kv_queue_name((kv_queue)q), kv_res_name(kv_queue_res((kv_queue)q)));
+        fprintf(f, ",\n{\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_index\":%d}}", q, q);
+    }
     int32_t n = sim_des_count(d);
     for (int32_t i = 0; i < n; i++) {
         sim_task *t = sim_des_get(d, i);
-        /* microseconds, as the format wants; femtosecond times keep 9 decimals exact */
-        fprintf(f,
-                "{\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"name\":\"%s\",\"ts\":%.6f,\"dur\":%.6f,"
-                "\"args\":{\"step\":%d,\"layer\":%d,\"mb\":%d,\"bytes\":%.0f,\"flops\":%.0f}}%s\n",
-                t->res, kv_op_name((kv_op)t->op), (double)t->start / 1e9, (double)(t->end - t->start) / 1e9, t->step,
-                t->layer, t->mb, t->bytes, t->flops, i + 1 < n ? "," : "");
+        if (t->step < step0 || t->step > step1) continue;
+        int64_t a = (int64_t)(t->start / SIM_FS_PER_PS), z = (int64_t)(t->end / SIM_FS_PER_PS);
+        fprintf(f, ",\n{\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"name\":\"%s\",", t->queue, kv_op_name((kv_op)t->op));
+        us_of(f, "ts", a);
+        fputc(',', f);
+        us_of(f, "dur", z - a);
+        fprintf(f, ",\"args\":{\"step\":%d,\"layer\":%d,\"mb\":%d,\"bytes\":%.0f,\"flops\":%.0f}}", t->step, t->layer, t->mb,
+                t->bytes, t->flops);
     }
-    fprintf(f, "]}\n");
-    if (fclose(f) != 0) return kv_errorf(KV_EIO, "error writing trace %s", path);
-    return KV_OK;
+    fprintf(f, "\n]}\n");
+    return kv_afile_commit(af);
 }
 
 static json_t *workload_json(const kv_plan *pl) {
@@ -42,12 +63,25 @@ char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *
     }
     for (int i = 0; i < r->nsteps; i++) json_array_append_new(steps, json_real(r->step_s[i]));
     char *plan = kv_plan_json(pl);
-    json_t *o = json_pack("{s:s,s:s,s:o,s:o,s:f,s:f,s:i,s:i,s:o,s:o,s:f,s:o,s:f,s:f,s:I,s:i,s:o}", "model", m->name, "hw",
-                          p->name, "workload", workload_json(pl), "plan", json_loads(plan ? plan : "{}", 0, NULL),
-                          "decode_s", r->decode_s, "throughput_tok_s", r->throughput, "split_first", r->split0,
+    json_t *pf = json_object();
+    for (int i = 0; i < KV_OP_COUNT; i++)
+        if (r->prefill_op_s[i] > 0) json_object_set_new(pf, kv_op_name((kv_op)i), json_real(r->prefill_op_s[i]));
+    const kv_layout *ly = &r->layout;
+    json_t *lay = json_pack("{s:i,s:i,s:b,s:f,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f}}", "kv_seqs_gpu", ly->b_gpu,
+                            "kv_seqs_cpu", ly->b_cpu, "hidden_on_cpu", ly->hidden_cpu, "weights_gpu_bytes_layer", ly->w_gpu,
+                            "weights_cpu_bytes_layer", ly->w_cpu, "gpu", "weights", ly->gpu_weights, "weight_buffers",
+                            ly->gpu_wslots, "kv_cache", ly->gpu_kv, "kv_buffers", ly->gpu_kvslots, "act_buffers",
+                            ly->gpu_actslots, "working", ly->gpu_work + ly->gpu_prefill, "cpu", "weights",
+                            ly->cpu_weights, "kv_cache", ly->cpu_kv, "activations", ly->cpu_act, "hidden", ly->cpu_hidden);
+    json_t *o = json_pack("{s:s,s:s,s:o,s:o,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:o,s:o,s:f,s:o,s:f,s:f,s:I,s:i,s:o,s:o,s:o}", "model",
+                          m->name, "hw", p->name, "workload", workload_json(pl), "plan",
+                          json_loads(plan ? plan : "{}", 0, NULL), "prefill_s", r->prefill_s, "decode_s", r->decode_s,
+                          "generation_tok_s", r->generation_tok_s, "decode_tok_s", r->decode_tok_s,
+                          "throughput_tok_s", r->throughput, "split_first", r->split0,
                           "split_last", r->split_last, "utilisation", util, "busy_s", ops, "gpu_idle_s", r->gpu_idle_s,
                           "critical_path_s", crit, "gpu_mem_peak_bytes", r->mem_peak, "cpu_mem_bytes", r->cpu_mem,
-                          "events", (json_int_t)r->events, "tasks", r->tasks, "step_s", steps);
+                          "events", (json_int_t)r->events, "tasks", r->tasks, "step_s", steps, "prefill_busy_s", pf,
+                          "layout", lay);
     free(plan);
     char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(o);
@@ -75,6 +109,8 @@ kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profil
     }
     struct { const char *n; double v; const char *u; } mt[] = {
         {"decode_s", r->decode_s, "s"},         {"throughput", r->throughput, "tok/s"},
+        {"prefill_s", r->prefill_s, "s"},       {"decode_tok_s", r->decode_tok_s, "tok/s"},
+        {"generation_tok_s", r->generation_tok_s, "tok/s"},
         {"gpu_idle_s", r->gpu_idle_s, "s"},     {"util_gpu", r->util[KV_RES_GPU], ""},
         {"util_h2d", r->util[KV_RES_H2D], ""},  {"util_d2h", r->util[KV_RES_D2H], ""},
         {"util_cpu", r->util[KV_RES_CPU], ""},  {"gpu_mem_peak", r->mem_peak, "bytes"},

@@ -1,6 +1,8 @@
-/* sim: runs a decode plan on a model of the machine: expands the plan into tasks (policies x
- * modes), runs the discrete-event core, and reports latency, throughput, utilisation, the time
- * breakdown and the critical path; exports a Chrome trace and a run in results.db. */
+/* sim: runs a plan on a model of the machine: times the op graph of sched/graph.h (the same graph
+ * the engine executes) with the hardware model, runs the discrete-event core, and reports time to
+ * first token, decode latency and throughput, utilisation, the time breakdown and the critical
+ * path; exports a Chrome trace and a run in results.db. Costs come from the calibrated hardware
+ * model, or from the paper's formula (--paper-model: a cost type, not another graph). */
 #ifndef SIM_H
 #define SIM_H
 
@@ -9,9 +11,16 @@
 #include "../hwmodel/profile.h"
 #include "des.h"
 
+#include "../sched/graph.h"
+
 typedef struct {
-    double decode_s;          /* total decode time */
-    double throughput;        /* prompts * (gen - 1) / decode_s, tokens/s */
+    double prefill_s;         /* the prompt pass: time to the first token of every sequence (0: no prefill) */
+    double decode_s;          /* total decode time, from the first token to the end */
+    double throughput;        /* decode_tok_s (kept for existing queries) */
+    double decode_tok_s;      /* sequences * (gen - 1) / decode_s */
+    double generation_tok_s;  /* sequences * gen / (prefill_s + decode_s), FlexGen's generation throughput */
+    double prefill_op_s[KV_OP_COUNT]; /* busy time per op kind in the prompt pass */
+    kv_layout layout;         /* placement and memory of the run */
     int nsteps;
     double *step_s;           /* per decode step latency (owned by the sim context) */
     double util[KV_RES_COUNT];
@@ -19,8 +28,8 @@ typedef struct {
     double gpu_idle_s;
     double crit_s[KV_OP_COUNT]; /* time on the critical path per op kind */
     double crit_wait_s;         /* critical-path time spent waiting on nothing (should be 0) */
-    double mem_peak;            /* GPU bytes */
-    double cpu_mem;             /* CPU bytes for KV, stored activations (and weights) */
+    double mem_peak;            /* GPU bytes: the layout's buffers */
+    double cpu_mem;             /* CPU bytes: KV, stored activations, weights, hidden states */
     uint64_t events;
     int32_t tasks;
     int split0, split_last;     /* split used at the first and last decode step */
@@ -34,7 +43,9 @@ void sim_free(sim_ctx *s);
 kv_status sim_run(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, sim_result *out);
 /* The tasks of the last run (for tests and exporters). */
 sim_des *sim_last_des(sim_ctx *s);
-kv_status sim_write_trace(sim_ctx *s, const char *path);
+/* Chrome trace (Perfetto, chrome://tracing) of the last run's steps step0..step1 (-1: the prompt
+ * pass), written whole or not at all; title names the run. */
+kv_status sim_write_trace(sim_ctx *s, const char *path, const char *title, int step0, int step1);
 /* Writes the last run with its metrics (and all its spans if `spans`) as one transaction. */
 kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *plan,
                        const sim_result *r, const char *run_key, int spans, int64_t *run_id);

@@ -91,11 +91,14 @@ int main(void) {
     group_cost(&c);
     group_db(&c);
     group_sim(&c);
+    group_graph(&c);
     group_sched(&c);
     group_exp(&c);
     group_engine(&c);
+    group_gpurun(&c);
     group_calib(&c);
     group_cli(&c);
+    group_input(&c);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir());
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir());

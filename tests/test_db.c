@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../core/db.h"
@@ -184,13 +185,116 @@ static void t_merge(void **s) {
     /* merging the same shard again is idempotent for keyed runs */
     assert_int_equal(db_merge(m, p1), KV_OK);
     assert_int_equal(count(m, "SELECT count(*) FROM runs"), 4);
-    assert_int_equal(db_merge(m, "/nonexistent/dir/x.db"), KV_EDB);
+    assert_int_equal(db_merge(m, "/nonexistent/dir/x.db"), KV_ENOTFOUND); /* and not created */
+    db_close(m);
+}
+
+
+static void file_bytes(const char *p, char **buf, long *n) {
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc((size_t)*n + 1);
+    assert_int_equal(fread(*buf, 1, (size_t)*n, f), (size_t)*n);
+    fclose(f);
+}
+
+/* item 18: kvpr writes only into its own databases, and never into a damaged one */
+static void t_refuse_foreign(void **s) {
+    (void)s;
+    char p[512], wal[600];
+    path(p, sizeof p, "notes.db");
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(p, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "CREATE TABLE notes(x); INSERT INTO notes VALUES('keep me');", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    char *before, *after;
+    long nb, na;
+    file_bytes(p, &before, &nb);
+    kv_db *db;
+    assert_int_equal(db_open(p, 1000, &db), KV_EINVAL);
+    assert_non_null(strstr(kv_errmsg(), "not a kvpr results database"));
+    file_bytes(p, &after, &na);
+    assert_true(na == nb && !memcmp(before, after, (size_t)nb)); /* not converted: no tables, no WAL, no user_version */
+    free(before), free(after);
+    snprintf(wal, sizeof wal, "%s-wal", p);
+    assert_int_equal(access(wal, F_OK), -1);
+    /* another application's id */
+    path(p, sizeof p, "app.db");
+    assert_int_equal(sqlite3_open(p, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "PRAGMA application_id=1234;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    assert_int_equal(db_open(p, 1000, &db), KV_EINVAL);
+    assert_int_equal(db_open_ro(p, 1000, &db), KV_EINVAL);
+    /* a kvpr database made before application ids opens, and gets the id */
+    path(p, sizeof p, "legacy.db");
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    assert_int_equal(db_exec(db, "PRAGMA application_id=0"), KV_OK);
+    db_close(db);
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    assert_int_equal(count(db, "SELECT application_id FROM pragma_application_id"), DB_APPLICATION_ID);
+    db_close(db);
+    /* random bytes over a page in the middle */
+    path(p, sizeof p, "damaged.db");
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    for (int i = 0; i < 6; i++) assert_int_equal(add_run(db, NULL, 2000), KV_OK);
+    assert_int_equal(db_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)"), KV_OK);
+    db_close(db);
+    FILE *f = fopen(p, "r+b");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, (size / 4096 / 2) * 4096, SEEK_SET);
+    unsigned x = 12345;
+    for (int i = 0; i < 4096; i++) fputc((int)((x = x * 1103515245u + 12345u) >> 16) & 0xff, f);
+    fclose(f);
+    file_bytes(p, &before, &nb);
+    assert_int_equal(db_open(p, 1000, &db), KV_EDB);
+    assert_non_null(strstr(kv_errmsg(), "is damaged"));
+    assert_int_equal(db_open_ro(p, 1000, &db), KV_EDB);
+    file_bytes(p, &after, &na);
+    assert_true(na == nb && !memcmp(before, after, (size_t)nb));
+    free(before), free(after);
+    /* a path that cannot be a database file */
+    assert_int_equal(db_open(tmp_dir(), 1000, &db), KV_EINVAL);
+    assert_int_equal(db_open("/nonexistent-dir/x.db", 1000, &db), KV_EINVAL);
+    assert_int_equal(db_open_ro("/nonexistent-dir/x.db", 1000, &db), KV_ENOTFOUND);
+}
+
+/* item 19: merging the same shard again changes nothing; a database cannot merge into itself */
+static void t_merge_idempotent(void **s) {
+    (void)s;
+    char ps[512], pm[512];
+    path(ps, sizeof ps, "shard.db");
+    path(pm, sizeof pm, "main.db");
+    kv_db *a, *m;
+    assert_int_equal(db_open(ps, 1000, &a), KV_OK);
+    assert_int_equal(add_run(a, NULL, 3), KV_OK);
+    assert_int_equal(add_run(a, "keyed", 2), KV_OK);
+    assert_int_equal(db_measurement(a, "H100", "copy_h2d_pinned", "{}", 1e6, 5e-5, "s"), KV_OK);
+    assert_int_equal(db_measurement(a, "H100", "copy_h2d_pinned", "{}", 2e6, 9e-5, "s"), KV_OK);
+    assert_int_equal(db_calibration(a, "h100-sxm", "traces/x.sql", "{}", "{}", NULL), KV_OK);
+    db_close(a);
+    assert_int_equal(db_open(pm, 1000, &m), KV_OK);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(db_merge(m, ps), KV_OK);
+        assert_int_equal(count(m, "SELECT count(*) FROM runs"), 2);
+        assert_int_equal(count(m, "SELECT count(*) FROM spans"), 5);
+        assert_int_equal(count(m, "SELECT count(*) FROM metrics"), 2);
+        assert_int_equal(count(m, "SELECT count(*) FROM measurements"), 2);
+        assert_int_equal(count(m, "SELECT count(*) FROM calibrations"), 1);
+    }
+    assert_int_equal(db_merge(m, pm), KV_EINVAL);
+    assert_non_null(strstr(kv_errmsg(), "into itself"));
+    assert_int_equal(count(m, "SELECT count(*) FROM runs"), 2);
     db_close(m);
 }
 
 void group_db(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_schema_and_run), cmocka_unit_test(t_upgrade),
                                    cmocka_unit_test(t_killed_midway), cmocka_unit_test(t_locked),
-                                   cmocka_unit_test(t_merge)};
+                                   cmocka_unit_test(t_merge), cmocka_unit_test(t_refuse_foreign),
+                                   cmocka_unit_test(t_merge_idempotent)};
     RUN_GROUP(c, "db", t);
 }

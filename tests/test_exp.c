@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "../exp/exp.h"
 #include "tests.h"
@@ -191,7 +192,108 @@ static void t_tables(void **st) {
     assert_int_equal(access(png, R_OK), 0);
 }
 
+
+/* items 4, 6, 7, 14: names are plain and never cut, list entries unique, claims whole */
+static void t_parse_untrusted(void **st) {
+    (void)st;
+    const char *base = "models = OPT-125M\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n";
+    char t[2000];
+    snprintf(t, sizeof t, "name = x\n%spolicies = kvpr kvpr\nschedulers = paper pipelined\n", base);
+    expect_parse(t, KV_EINVAL, "'policies' lists 'kvpr' twice");
+    snprintf(t, sizeof t, "name = x\n%sschedulers = paper paper\n", base);
+    expect_parse(t, KV_EINVAL, "'schedulers' lists 'paper' twice");
+    snprintf(t, sizeof t, "name = x\nmodels = OPT-125M OPT-125M\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n");
+    expect_parse(t, KV_EINVAL, "'models' lists 'OPT-125M' twice");
+    snprintf(t, sizeof t, "name = x\nmodels = OPT-125M\nhardware = t4\nbatch = 2 2\nprompt = 16\ngen = 3\n");
+    expect_parse(t, KV_EINVAL, "'batch' lists 2 twice");
+    snprintf(t, sizeof t, "name = x\n%smode = latency latency\n", base);
+    expect_parse(t, KV_EINVAL, "'mode' lists 'latency' twice");
+    snprintf(t, sizeof t, "name = x\n%snb = 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20\n", base);
+    expect_parse(t, KV_EPARSE, "'nb' is one integer");
+    snprintf(t, sizeof t, "name = x\n%sclaim  = 2\n", base);
+    expect_parse(t, KV_EPARSE, "needs a metric");
+    snprintf(t, sizeof t, "name = ../../x\n%s", base);
+    expect_parse(t, KV_EINVAL, "name '../../x' must be");
+    snprintf(t, sizeof t, "name = a/b\n%s", base);
+    expect_parse(t, KV_EINVAL, "must be 1 to 63 characters");
+    snprintf(t, sizeof t, "name = .hidden\n%s", base);
+    expect_parse(t, KV_EINVAL, "not start with '.'");
+    /* 64 characters: two such names sharing 63 would replace each other's runs */
+    snprintf(t, sizeof t, "name = %s\n%s", "a123456789b123456789c123456789d123456789e123456789f123456789abcd", base);
+    expect_parse(t, KV_EINVAL, "must be 1 to 63 characters");
+    char longm[300];
+    memset(longm, 'm', 200);
+    longm[200] = 0;
+    snprintf(t, sizeof t, "name = x\nmodels = %s\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n", longm);
+    expect_parse(t, KV_EINVAL, "longer than 127 bytes");
+    /* 63 is fine, and the run count is what the loop fills */
+    snprintf(t, sizeof t, "name = %s\n%spolicies = offload kvpr gpu\nschedulers = paper pipelined dynamic\n",
+             "a123456789b123456789c123456789d123456789e123456789f123456789abc", base);
+    char p[512];
+    spec_file(p, sizeof p, "ok63", t);
+    static exp_spec s;
+    if (exp_parse(p, &s)) fail_msg("%s", kv_errmsg());
+    assert_int_equal(strlen(s.name), 63);
+    exp_run *r;
+    int n;
+    assert_int_equal(exp_runs(&s, &r, &n), KV_OK);
+    assert_int_equal(n, 1 + 3 + 1);
+    free(r);
+    /* a NUL byte would cut the file short */
+    spec_file(p, sizeof p, "nul", "name = x\n");
+    FILE *f = fopen(p, "ab");
+    fwrite("models = a\0\nbatch = 1\n", 1, 22, f);
+    fclose(f);
+    assert_int_equal(exp_parse(p, &s), KV_EPARSE);
+    assert_non_null(strstr(kv_errmsg(), "NUL byte"));
+}
+
+/* item 15: the worker databases of a killed 'kvpr run' are merged by the next one and removed */
+static void t_stale_workers(void **st) {
+    (void)st;
+    char p[512], db[600], job[700], side[800];
+    spec_file(p, sizeof p, "stale", "name = stale\nmodels = OPT-125M\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n");
+    static exp_spec s;
+    if (exp_parse(p, &s)) fail_msg("%s", kv_errmsg());
+    snprintf(db, sizeof db, "%s/stale.db", tmp_dir());
+    unlink(db);
+    pid_t dead = fork(); /* a pid that is surely gone: our own child, reaped */
+    if (dead == 0) _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+    snprintf(job, sizeof job, "%s.job%d-0", db, (int)dead);
+    kv_db *h;
+    assert_int_equal(db_open(job, 1000, &h), KV_OK);
+    db_run_info in = {.kind = "sim", .model = "m", .hardware = "h", .run_key = "exp/killed/run"};
+    int64_t id;
+    assert_int_equal(db_run_begin(h, &in, &id), KV_OK);
+    assert_int_equal(db_run_metric(h, id, "decode_s", 1.0, "s"), KV_OK);
+    assert_int_equal(db_run_commit(h), KV_OK);
+    db_close(h);
+    /* a live run's worker file is left alone */
+    snprintf(side, sizeof side, "%s.job%d-0", db, (int)getppid());
+    assert_int_equal(db_open(side, 1000, &h), KV_OK);
+    db_close(h);
+    exp_opts o = {.jobs = 2, .shard = 1, .nshard = 1, .db = db};
+    int ran, nofit;
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    assert_int_equal(ran, 2);
+    assert_int_equal(access(job, F_OK), -1);
+    char wal[800];
+    snprintf(wal, sizeof wal, "%s-wal", job);
+    assert_int_equal(access(wal, F_OK), -1);
+    assert_int_equal(access(side, F_OK), 0);
+    unlink(side);
+    assert_int_equal(db_open(db, 1000, &h), KV_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db_handle(h), "SELECT count(*) FROM runs WHERE run_key = 'exp/killed/run'", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
+    db_close(h);
+}
+
 void group_exp(tcount *c) {
-    const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables)};
+    const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables),
+                                   cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers)};
     RUN_GROUP(c, "exp", t);
 }

@@ -2,6 +2,7 @@
  * decode FLOPs, the config.json loader and its errors. */
 #include <stdio.h>
 #include "../core/model.h"
+#include "../core/kv_str.h"
 #include "tests.h"
 
 
@@ -133,10 +134,47 @@ static void t_overflow(void **s) {
     assert_non_null(strstr(kv_errmsg(), "KV cache size overflows"));
 }
 
+
+/* items 8, 11: every field bounded (sizes exact in 64 bits), duplicate keys rejected, names whole characters */
+static void t_hf_untrusted(void **s) {
+    (void)s;
+    expect_cfg_error("{\"hidden_size\": 4096, \"num_hidden_layers\": 2, \"num_attention_heads\": 65536, \"num_key_value_heads\": 65536,"
+                     " \"head_dim\": 65536, \"vocab_size\": 10, \"ffn_dim\": 8}", KV_EOVERFLOW, "num_attention_heads x head_dim");
+    expect_cfg_error("{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"head_dim\": 1073741824,"
+                     " \"vocab_size\": 10, \"ffn_dim\": 8}", KV_EOVERFLOW, "head_dim out of range");
+    expect_cfg_error("{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 131072, \"num_key_value_heads\": 1,"
+                     " \"vocab_size\": 10, \"ffn_dim\": 8}", KV_EOVERFLOW, "num_attention_heads out of range");
+    expect_cfg_error("{\"hidden_size\": 64, \"hidden_size\": 128, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+                     " \"vocab_size\": 10, \"ffn_dim\": 8}", KV_EPARSE, "duplicate");
+    /* the largest accepted shapes still size exactly */
+    char p[512];
+    snprintf(p, sizeof p, "%s/cfg.json", tmp_dir());
+    write_text(p, "{\"hidden_size\": 1048576, \"num_hidden_layers\": 4096, \"num_attention_heads\": 4, \"head_dim\": 1048576,"
+                  " \"vocab_size\": 16777216, \"intermediate_size\": 4194304, \"torch_dtype\": \"float32\"}");
+    kv_model m;
+    kv_status st = kv_model_load_hf(p, &m);
+    if (st == KV_OK) {
+        assert_int_equal(kv_model_kv_dim(&m), 4 * 1048576);
+        assert_true(kv_model_bytes_total(&m) > kv_model_params_total(&m));
+    } else assert_int_equal(st, KV_EOVERFLOW);
+    /* a long UTF-8 _name_or_path is cut between characters, never inside one */
+    char name[80];
+    memset(name, 'a', 62);
+    snprintf(name + 62, sizeof name - 62, "\xc3\xa9xyz");
+    char text[600];
+    snprintf(text, sizeof text, "{\"_name_or_path\": \"%s\", \"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4,"
+                                " \"vocab_size\": 10, \"ffn_dim\": 8}", name);
+    write_text(p, text);
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(strlen(m.name), 62);
+    assert_true(kv_str_utf8_ok(m.name));
+}
+
 void group_model(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_param_counts), cmocka_unit_test(t_opt_shapes),
                                    cmocka_unit_test(t_kv_sizes),     cmocka_unit_test(t_flops),
                                    cmocka_unit_test(t_hf_loader),    cmocka_unit_test(t_hf_errors),
-                                   cmocka_unit_test(t_overflow)};
+                                   cmocka_unit_test(t_overflow),
+                                   cmocka_unit_test(t_hf_untrusted)};
     RUN_GROUP(c, "model", t);
 }

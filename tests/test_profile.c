@@ -138,9 +138,107 @@ static void t_bad_profiles(void **s) {
     assert_int_equal(hw_profile_resolve("../etc/passwd", &p), KV_ENOTFOUND);
 }
 
+
+/* item 9: a value that is absurd once in SI units is not a profile */
+static void t_physical_ranges(void **s) {
+    (void)s;
+    mutate("gpu.hbm_gbps.value", "1e-300", KV_EINVAL, "'gpu.hbm_gbps.value' is 1e-300 GB/s, outside the physical range");
+    mutate("gpu.peak_fp16_tflops.value", "1e300", KV_EINVAL, "'gpu.peak_fp16_tflops.value' is inf TFLOP/s, outside"); /* finite, then infinite */
+    mutate("gpu.memory_gib.value", "1e-12", KV_EINVAL, "outside the physical range");
+    mutate("gpu.launch_us.value", "1e300", KV_EINVAL, "outside the physical range");
+    mutate("link.d2h.overhead_us.value", "1e12", KV_EINVAL, "'link.d2h.overhead_us.value'");
+    mutate("link.h2d.duplex_factor.value", "1e-200", KV_EINVAL, "outside the physical range");
+    mutate("cpu.attn_tflops.value", "1e-30", KV_EINVAL, "'cpu.attn_tflops.value'");
+    mutate("gpu.gemm_efficiency.table", "[[1, 1e-300], [64, 1]]", KV_EINVAL, "outside the physical range");
+    mutate("link.h2d.size_efficiency.table", "[[1e-300, 0.5], [1e6, 0.9]]", KV_EINVAL, "outside the physical range");
+    mutate("name", "\"a123456789b123456789c123456789d123456789e123456789f123456789abcd\"", KV_EINVAL, "at most 63 bytes");
+}
+
+static void same_val(const char *what, const hw_val *a, const hw_val *b) {
+    if (a->value != b->value || strcmp(a->source, b->source))
+        fail_msg("%s: %.17g '%s' came back as %.17g '%s'", what, a->value, a->source, b->value, b->source);
+}
+
+static void same_table(const char *what, const hw_table *a, const hw_table *b) {
+    assert_int_equal(a->n, b->n);
+    for (int i = 0; i < a->n; i++)
+        if (a->x[i] != b->x[i] || a->y[i] != b->y[i]) fail_msg("%s[%d] changed", what, i);
+    assert_string_equal(a->source, b->source);
+}
+
+static void same_dir(const char *what, const hw_link_dir *a, const hw_link_dir *b) {
+    same_val(what, &a->bandwidth, &b->bandwidth);
+    same_val(what, &a->overhead, &b->overhead);
+    same_val(what, &a->pageable, &b->pageable);
+    same_val(what, &a->duplex, &b->duplex);
+    same_table(what, &a->size_eff, &b->size_eff);
+}
+
+/* every field of b equals a's, bit for bit */
+static void same_profile(const hw_profile *a, const hw_profile *b) {
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->description, b->description);
+    assert_string_equal(a->gpu.name, b->gpu.name);
+    same_val("peak", &a->gpu.peak_flops, &b->gpu.peak_flops);
+    same_val("hbm", &a->gpu.hbm_bw, &b->gpu.hbm_bw);
+    same_val("gpu mem", &a->gpu.mem_bytes, &b->gpu.mem_bytes);
+    same_val("launch", &a->gpu.launch, &b->gpu.launch);
+    same_val("attn", &a->gpu.attn_eff, &b->gpu.attn_eff);
+    same_table("gemm", &a->gpu.gemm_eff, &b->gpu.gemm_eff);
+    assert_int_equal(a->gpu.memory_floor, b->gpu.memory_floor);
+    assert_string_equal(a->link.name, b->link.name);
+    same_dir("h2d", &a->link.h2d, &b->link.h2d);
+    same_dir("d2h", &a->link.d2h, &b->link.d2h);
+    assert_string_equal(a->cpu.name, b->cpu.name);
+    same_val("cpu bw", &a->cpu.mem_bw, &b->cpu.mem_bw);
+    same_val("cpu mem", &a->cpu.mem_bytes, &b->cpu.mem_bytes);
+    same_val("cpu attn", &a->cpu.attn_flops, &b->cpu.attn_flops);
+}
+
+static void roundtrip(const hw_profile *a) {
+    char *js = hw_profile_to_json(a);
+    if (!js) fail_msg("%s: cannot be printed", a->name);
+    hw_profile b;
+    if (hw_profile_parse(js, "roundtrip", &b) != KV_OK) fail_msg("%s does not load back: %s", a->name, kv_errmsg());
+    free(js);
+    same_profile(a, &b);
+}
+
+/* item 10: whatever loads prints, and what prints loads back to the same values */
+static void t_roundtrip_exact(void **s) {
+    (void)s;
+    char names[64][64];
+    int n = hw_profile_list(names, 64);
+    for (int i = 0; i < n; i++) {
+        hw_profile p = hwp(names[i]);
+        roundtrip(&p);
+    }
+    hw_profile v;
+    assert_int_equal(hw_profile_resolve("h100-sxm@gen3", &v), KV_OK);
+    roundtrip(&v);
+    /* values that need all 17 digits: 10 made the table non-monotone */
+    hw_profile p = hwp("a100-40gb-pcie4");
+    p.gpu.gemm_eff.n = 2;
+    p.gpu.gemm_eff.x[0] = 1, p.gpu.gemm_eff.x[1] = 1.00000000001;
+    p.gpu.gemm_eff.y[0] = 0.1, p.gpu.gemm_eff.y[1] = 0.10000000000001;
+    p.link.h2d.bandwidth.value = 25.123456789012345e9;
+    p.gpu.mem_bytes.value = 40.000000000000007 * 1073741824.0;
+    roundtrip(&p);
+    /* through the command */
+    char f[600], out[1 << 15];
+    snprintf(f, sizeof f, "%s/rt.json", tmp_dir());
+    for (int i = 0; i < n; i++) {
+        if (run_cmd(out, sizeof out, "%s hw show %s --json > %s", kvpr_bin(), names[i], f) != 0) fail_msg("hw show %s --json: %s", names[i], out);
+        hw_profile a = hwp(names[i]), b;
+        if (hw_profile_load(f, &b) != KV_OK) fail_msg("%s: %s", names[i], kv_errmsg());
+        same_profile(&a, &b);
+    }
+}
+
 void group_profile(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_shipped), cmocka_unit_test(t_paper_constants),
                                    cmocka_unit_test(t_table_eval), cmocka_unit_test(t_roundtrip),
-                                   cmocka_unit_test(t_bad_profiles)};
+                                   cmocka_unit_test(t_bad_profiles),
+                                   cmocka_unit_test(t_physical_ranges), cmocka_unit_test(t_roundtrip_exact)};
     RUN_GROUP(c, "profile", t);
 }

@@ -12,14 +12,14 @@
 /* ---- hand-built graphs on the core ----------------------------------------------- */
 
 static int32_t copy(sim_des *d, kv_resource r, double bytes, double alpha) {
-    int32_t id = sim_des_task(d, r == KV_RES_H2D ? KV_OP_KV_H2D : KV_OP_KV_D2H, r, 0, 0, 0);
+    int32_t id = sim_des_task(d, r == KV_RES_H2D ? KV_OP_KV_H2D : KV_OP_KV_D2H, r == KV_RES_H2D ? KV_Q_CACHE : KV_Q_STORE, 0, 0, 0);
     sim_task *t = sim_des_get(d, id);
     t->bytes = t->work = bytes;
     t->fixed_s = alpha;
     return id;
 }
 static int32_t comp(sim_des *d, double s) {
-    int32_t id = sim_des_task(d, KV_OP_RECOMPUTE, KV_RES_GPU, 0, 0, 0);
+    int32_t id = sim_des_task(d, KV_OP_RECOMPUTE, KV_Q_COMPUTE, 0, 0, 0);
     sim_des_get(d, id)->fixed_s = s;
     return id;
 }
@@ -110,31 +110,6 @@ static void t_program_order(void **s) {
     sim_des_free(d);
 }
 
-static void t_memory_core(void **s) {
-    (void)s;
-    sim_des *d = sim_des_new();
-    sim_link one = {1e9, 1};
-    sim_des_links(d, one, one);
-    sim_des_memory(d, 10e9, 2e9);
-    int32_t a = copy(d, KV_RES_H2D, 1e9, 0), b = copy(d, KV_RES_H2D, 1e9, 0), g = comp(d, 1.5);
-    sim_des_get(d, a)->mem_alloc = 3e9;
-    sim_des_get(d, b)->mem_alloc = 4e9;
-    sim_des_get(d, g)->mem_free = 3e9; /* consumes a's buffer */
-    sim_des_dep(d, a, g);
-    sim_des_stats st;
-    assert_int_equal(sim_des_run(d, &st), KV_OK);
-    assert_rel(st.mem_peak, 9e9, 1e-15); /* 2 resident + 3 + 4 */
-    sim_des_reset(d);
-    sim_des_links(d, one, one);
-    sim_des_memory(d, 8e9, 2e9);
-    a = copy(d, KV_RES_H2D, 1e9, 0);
-    b = copy(d, KV_RES_H2D, 1e9, 0);
-    sim_des_get(d, a)->mem_alloc = 3e9;
-    sim_des_get(d, b)->mem_alloc = 4e9;
-    assert_int_equal(sim_des_run(d, &st), KV_ENOFIT);
-    assert_non_null(strstr(kv_errmsg(), "kv_h2d at step 0 layer 0"));
-    sim_des_free(d);
-}
 
 /* ---- whole plans ------------------------------------------------------------------ */
 
@@ -191,8 +166,9 @@ static void t_two_layer_by_hand(void **s) {
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
     assert_rel(r.decode_s, 2 * 96e-6, 1e-12);
     /* with prefetch (not the paper model) and a link-bound run, the two layers' K/V stream back to
-     * back: decode = 2 copies + what follows the last copy (attention and ffn of layer 1) */
-    pl.paper_model = 0;
+     * back: decode = 2 copies + what follows the last copy (attention and ffn of layer 1, and the
+     * LM head); decode only, so that no load is prefetched during the prompt pass */
+    pl.paper_model = 0, pl.no_prefill = 1;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
     sim_des *d = sim_last_des(sx);
     double last_kv_end = 0, tail = 0;
@@ -203,7 +179,7 @@ static void t_two_layer_by_hand(void **s) {
     assert_rel(last_kv_end, 2 * 96e-6, 1e-12);
     for (int32_t i = 0; i < sim_des_count(d); i++) {
         sim_task *t = sim_des_get(d, i);
-        if (t->layer == 1 && (t->op == KV_OP_ATTN || t->op == KV_OP_FFN)) tail += t->fixed_s;
+        if ((t->layer == 1 && (t->op == KV_OP_ATTN || t->op == KV_OP_FFN)) || t->op == KV_OP_HEAD) tail += t->fixed_s;
     }
     assert_rel(r.decode_s, last_kv_end + tail, 1e-9);
     sim_free(sx);
@@ -211,30 +187,37 @@ static void t_two_layer_by_hand(void **s) {
 
 static void check_invariants(sim_des *d, const sim_result *r) {
     int32_t n = sim_des_count(d);
-    double sum = 0, busy[KV_RES_COUNT] = {0};
-    sim_time last_end[KV_RES_COUNT];
-    for (int k = 0; k < KV_RES_COUNT; k++) last_end[k] = 0;
+    double sum = 0, busy[KV_Q_COUNT] = {0};
+    sim_time last_end[KV_Q_COUNT];
+    for (int k = 0; k < KV_Q_COUNT; k++) last_end[k] = 0;
+    sim_time t0 = sim_from_s(r->prefill_s);
     for (int32_t i = 0; i < n; i++) {
         sim_task *t = sim_des_get(d, i);
         assert_true(t->start >= 0 && t->end >= t->start); /* ran, once */
-        sum += sim_to_s(t->end - t->start);
-        busy[t->res] += sim_to_s(t->end - t->start);
+        assert_true(t->res == kv_queue_res((kv_queue)t->queue));
+        /* after the first token, per queue */
+        sim_time a = t->start > t0 ? t->start : t0, b = t->end;
+        if (b > a) sum += sim_to_s(b - a), busy[t->queue] += sim_to_s(b - a);
         int32_t ns;
         const int32_t *succ = sim_des_succ(d, i, &ns);
         for (int32_t k = 0; k < ns; k++) assert_true(sim_des_get(d, succ[k])->start >= t->end);
     }
-    /* program order on every resource: tasks in creation order never overlap */
+    /* program order on every queue: tasks in creation order never overlap */
     for (int32_t i = 0; i < n; i++) {
         sim_task *t = sim_des_get(d, i);
-        assert_true(t->start >= last_end[t->res]);
-        last_end[t->res] = t->end;
+        assert_true(t->start >= last_end[t->queue]);
+        last_end[t->queue] = t->end;
     }
-    for (int k = 0; k < KV_RES_COUNT; k++) assert_true(r->decode_s >= busy[k] * (1 - 1e-12));
+    for (int k = 0; k < KV_Q_COUNT; k++) assert_true(r->decode_s >= busy[k] * (1 - 1e-12));
+    for (int k = 0; k < KV_RES_COUNT; k++) assert_true(r->util[k] >= 0 && r->util[k] <= 1 + 1e-12);
     assert_true(r->decode_s <= sum * (1 + 1e-12));
     assert_true(r->crit_wait_s < 1e-12);
     double cs = 0;
     for (int k = 0; k < KV_OP_COUNT; k++) cs += r->crit_s[k];
-    assert_rel(cs, r->decode_s, 1e-9); /* the critical path covers the whole run */
+    /* the critical path covers the decode phase: from the first token (or a task that began
+     * before it) to the end */
+    assert_true(cs >= r->decode_s * (1 - 1e-9));
+    assert_true(cs <= r->decode_s + r->prefill_s + 1e-12);
 }
 
 static void t_invariants(void **s) {
@@ -322,28 +305,31 @@ static void t_memory_plans(void **s) {
     hw_profile p = hwp("a100-40gb-pcie4");
     pl.batch = 1, pl.prompt = 64, pl.gen = 2, pl.policy = KV_POL_OFFLOAD;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT); /* 123 GiB of weights */
-    assert_non_null(strstr(kv_errmsg(), "resident"));
+    assert_non_null(strstr(kv_errmsg(), "GPU memory"));
+    assert_non_null(strstr(kv_errmsg(), "weights 122.")); /* names what did not fit */
     m = mdl("OPT-6.7B");
     pl.policy = KV_POL_GPU, pl.batch = 64, pl.prompt = 1024, pl.gen = 32;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT); /* 12.4 GiB + 33 GiB of KV */
     pl.batch = 8;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
-    /* a buffer that does not fit mid-run names the op */
+    /* K/V buffers that do not fit are named */
     pl.policy = KV_POL_OFFLOAD, pl.batch = 512, pl.prompt = 4096, pl.gen = 2, pl.layers = 2;
     hw_profile big = p;
     big.cpu.mem_bytes.value = 1e15;
     assert_int_equal(sim_run(sx, &m, &big, &pl, &r), KV_ENOFIT);
-    assert_non_null(strstr(kv_errmsg(), "kv_h2d at step 0"));
+    assert_non_null(strstr(kv_errmsg(), "K/V buffers 64.0")); /* 2 slots x 512 x 4098 x 16 KiB */
     /* CPU memory */
     pl.batch = 4096, pl.prompt = 8192, pl.gen = 2, pl.layers = 1;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_ENOFIT);
     assert_non_null(strstr(kv_errmsg(), "CPU memory"));
-    /* peak: weights + at most prefetch+1 layers of K/V buffers in flight */
+    /* GPU memory is the layout's buffers, as the engine allocates them: the simulated layers'
+     * weights and the embeddings, `prefetch` K/V slots of the final context, working buffers */
     pl.batch = 16, pl.prompt = 512, pl.gen = 3, pl.layers = 8, pl.prefetch = 2;
     assert_int_equal(sim_run(sx, &m, &p, &pl, &r), KV_OK);
-    double kvl = 16.0 * 514 * 16384;
-    assert_true(r.mem_peak >= (double)kv_model_bytes_total(&m) + 16.0 * 512 * 16384);
-    assert_true(r.mem_peak <= (double)kv_model_bytes_total(&m) + 3 * kvl);
+    double head = (double)kv_model_bytes_total(&m) - 32.0 * (double)kv_model_bytes_layer(&m);
+    assert_rel(r.layout.gpu_weights, 8.0 * (double)kv_model_bytes_layer(&m) + head, 1e-15);
+    assert_rel(r.layout.gpu_kvslots, 2 * 16.0 * 515 * 16384, 1e-15);
+    assert_rel(r.mem_peak, r.layout.gpu_weights + r.layout.gpu_kvslots + r.layout.gpu_work + r.layout.gpu_prefill, 1e-12);
     sim_free(sx);
 }
 
@@ -361,13 +347,13 @@ static void t_determinism_and_exports(void **s) {
     sim_ctx *a = sim_new(), *b = sim_new();
     sim_result ra, rb;
     assert_int_equal(sim_run(a, &m, &p, &pl, &ra), KV_OK);
-    assert_int_equal(sim_write_trace(a, f1), KV_OK);
+    assert_int_equal(sim_write_trace(a, f1, "t", -1, 1 << 30), KV_OK);
     /* a context reused after another run gives the same answer as a fresh one */
     kv_plan other = pl;
     other.nb = 1, other.mode = KV_MODE_LATENCY;
     assert_int_equal(sim_run(b, &m, &p, &other, &rb), KV_OK);
     assert_int_equal(sim_run(b, &m, &p, &pl, &rb), KV_OK);
-    assert_int_equal(sim_write_trace(b, f2), KV_OK);
+    assert_int_equal(sim_write_trace(b, f2, "t", -1, 1 << 30), KV_OK);
     char *t1 = read_text(f1), *t2 = read_text(f2);
     assert_non_null(t1);
     assert_non_null(t2);
@@ -382,9 +368,40 @@ static void t_determinism_and_exports(void **s) {
     assert_non_null(tr);
     size_t nx = 0, i;
     json_t *e;
-    json_array_foreach(json_object_get(tr, "traceEvents"), i, e) nx += !strcmp(json_string_value(json_object_get(e, "ph")), "X");
+    /* spans of one queue never overlap in the trace's own decimal times (ends are rounded as end
+     * points, not as start + rounded duration), and every queue is named */
+    long long last_end[KV_Q_COUNT] = {0}; /* picoseconds, from the printed decimals */
+    int named = 0;
+    json_array_foreach(json_object_get(tr, "traceEvents"), i, e) {
+        const char *ph = json_string_value(json_object_get(e, "ph"));
+        if (!strcmp(ph, "M")) named += !strcmp(json_string_value(json_object_get(e, "name")), "thread_name");
+        if (strcmp(ph, "X")) continue;
+        nx++;
+        int tid = (int)json_integer_value(json_object_get(e, "tid"));
+        long long ts = llround(1e6 * json_number_value(json_object_get(e, "ts")));
+        long long du = llround(1e6 * json_number_value(json_object_get(e, "dur")));
+        assert_true(tid >= 0 && tid < KV_Q_COUNT);
+        if (!(ts >= last_end[tid])) fail_msg("queue %d: span at %lld ps starts before the last one ended (%lld ps)", tid, ts, last_end[tid]);
+        last_end[tid] = ts + du;
+    }
     json_decref(tr);
     assert_int_equal(nx, ra.tasks);
+    assert_int_equal(named, KV_Q_COUNT);
+    /* a step window keeps only those steps' spans */
+    assert_int_equal(sim_write_trace(a, f2, "t", 1, 2), KV_OK);
+    t2 = read_text(f2);
+    tr = json_loads(t2, 0, &je);
+    free(t2);
+    assert_non_null(tr);
+    size_t nw = 0;
+    json_array_foreach(json_object_get(tr, "traceEvents"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "ph")), "X")) continue;
+        int st = (int)json_integer_value(json_object_get(json_object_get(e, "args"), "step"));
+        assert_true(st >= 1 && st <= 2);
+        nw++;
+    }
+    json_decref(tr);
+    assert_true(nw > 0 && nw < nx);
     /* results.db: one run, every span, the metrics */
     kv_db *db;
     unlink(dbp);
@@ -397,7 +414,7 @@ static void t_determinism_and_exports(void **s) {
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int64(q, 0), ra.tasks);
     assert_rel(sqlite3_column_double(q, 1), ra.decode_s, 1e-12);
-    assert_rel((double)sqlite3_column_int64(q, 2) * 1e-12, ra.decode_s, 1e-9);
+    assert_rel((double)sqlite3_column_int64(q, 2) * 1e-12, ra.prefill_s + ra.decode_s, 1e-9);
     sqlite3_finalize(q);
     db_close(db);
     sim_free(a);
@@ -406,7 +423,7 @@ static void t_determinism_and_exports(void **s) {
 
 void group_sim(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_known_answers),   cmocka_unit_test(t_program_order),
-                                   cmocka_unit_test(t_memory_core),     cmocka_unit_test(t_paper_formula),
+                                        cmocka_unit_test(t_paper_formula),
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports)};

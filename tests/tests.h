@@ -57,9 +57,12 @@ void group_cost(tcount *c);
 void group_db(tcount *c);
 void group_cli(tcount *c);
 void group_sim(tcount *c);
+void group_graph(tcount *c);
 void group_sched(tcount *c);
 void group_exp(tcount *c);
 void group_engine(tcount *c);
+void group_gpurun(tcount *c);
 void group_calib(tcount *c);
+void group_input(tcount *c);
 
 #endif

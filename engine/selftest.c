@@ -1,0 +1,254 @@
+/* kvpr-engine selftest: every kernel against its double-precision CPU reference, the hold that
+ * bench queues timed work behind, and kvpr's outputs against offloading's. Inputs are random and
+ * outputs poisoned (NaN) first, so an element a kernel leaves unwritten fails. */
+#include <gsl/gsl_rng.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../cli/cli.h"
+#include "../kernels/attn_split.h"
+#include "../kernels/ref.h"
+#include "cmds.h"
+#include "exec.h"
+
+typedef struct {
+    int pass, fail;
+} tally;
+
+static void check(tally *t, int ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void check(tally *t, int ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  %s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    ok ? t->pass++ : t->fail++;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define POISON 0x7E00 /* fp16 NaN */
+
+static kv_status attention_tests(const eng_backend_type *bt, eng_backend *b, const eng_devinfo *dev, gsl_rng *rng, int quick, tally *t) {
+    /* B, ctx, heads, KV heads, d: one split and many (small batches, long contexts), MHA and GQA
+     * groups of 2-12 heads (12: two passes of 8 and 4), d from 64 to 256 and rows of 10 and 12
+     * vectors on 16 lanes, and d = 36, which the 16-byte kernel leaves to the simple one */
+    static const int full[][5] = {{1, 1, 4, 4, 64},       {3, 17, 8, 8, 64},     {8, 300, 32, 32, 128}, {4, 1029, 32, 8, 128},
+                                  {2, 64, 12, 4, 256},    {16, 33, 16, 2, 80},   {1, 4099, 32, 8, 128}, {2, 2000, 64, 8, 128},
+                                  {1, 777, 24, 2, 64},    {1, 300, 6, 2, 96},    {3, 65, 4, 4, 36},     {1, 8193, 32, 32, 128},
+                                  {64, 513, 32, 32, 128}, {1, 2048, 8, 1, 256}};
+    static const int small[][5] = {{1, 1, 4, 4, 64}, {3, 17, 8, 8, 64}, {1, 700, 8, 2, 128}, {2, 100, 12, 1, 80}, {3, 65, 4, 4, 36}};
+    const int(*shapes)[5] = quick ? small : full;
+    size_t n = quick ? sizeof small / sizeof small[0] : sizeof full / sizeof full[0];
+    kv_status st = KV_OK;
+    for (size_t c = 0; c < n && !st; c++) {
+        int B = shapes[c][0], ctx = shapes[c][1], nh = shapes[c][2], nkv = shapes[c][3], d = shapes[c][4];
+        size_t nq = (size_t)B * nh * d, nkvv = (size_t)ctx * B * 2 * nkv * d;
+        eng_half *hq = malloc(nq * 2), *hkv = malloc(nkvv * 2), *ho = malloc(nq * 2), *dq = NULL, *dkv = NULL, *dout = NULL;
+        double *ref = malloc(sizeof(double) * nq);
+        if (!hq || !hkv || !ho || !ref) st = kv_errorf(KV_ENOMEM, "out of memory");
+        for (size_t i = 0; !st && i < nq; i++) hq[i] = eng_f2h((float)(4 * gsl_rng_uniform(rng) - 2)), ho[i] = POISON;
+        for (size_t i = 0; !st && i < nkvv; i++) hkv[i] = eng_f2h((float)(4 * gsl_rng_uniform(rng) - 2));
+        if (!st) kref_attention_d(hq, hkv, ref, B, ctx, nh, nkv, d);
+        if (!st && !(st = bt->dev_alloc(b, (void **)&dq, nq * 2)) && !(st = bt->dev_alloc(b, (void **)&dkv, nkvv * 2)) &&
+            !(st = bt->dev_alloc(b, (void **)&dout, nq * 2)) && !(st = bt->copy(b, 0, dq, hq, nq * 2, 0)) &&
+            !(st = bt->copy(b, 0, dkv, hkv, nkvv * 2, 0)) && !(st = bt->copy(b, 0, dout, ho, nq * 2, 0)) &&
+            !(st = bt->attention(b, 0, dq, dkv, dout, B, ctx, nh, nkv, d)) && !(st = bt->copy(b, 0, ho, dout, nq * 2, 1)) &&
+            !(st = bt->sync(b))) {
+            double e = kref_relerr(ho, ref, nq);
+            /* the partition the CUDA kernel uses on this device (its workspace: 16 MiB per stream) */
+            kattn_plan p = kattn_make_plan(B, ctx, nh, nkv, d, dev->sms, (size_t)16 << 20);
+            char how[64] = "";
+            if (!dev->shares_host_memory)
+                snprintf(how, sizeof how, kattn_vec_ok(d) ? ", %d split%s" : ", simple kernel", p.splits, p.splits > 1 ? "s" : "");
+            check(t, e < 5e-3, "attention B=%d ctx=%d heads=%d kv_heads=%d d=%d%s: rel err %.2e (tolerance 5e-3, fp16 output)", B, ctx,
+                  nh, nkv, d, how, e);
+        }
+        if (dq) bt->dev_free(b, dq);
+        if (dkv) bt->dev_free(b, dkv);
+        if (dout) bt->dev_free(b, dout);
+        free(hq), free(hkv), free(ho), free(ref);
+    }
+    return st;
+}
+
+static kv_status gemm_tests(const eng_backend_type *bt, eng_backend *b, gsl_rng *rng, int quick, tally *t) {
+    const int g[][3] = {{1, 64, 64}, {7, 96, 40}, {128, 256, 512}, {333, 130, 257}};
+    kv_status st = KV_OK;
+    for (size_t c = quick ? 1 : 0; c < (quick ? 2u : 4u) && !st; c++) {
+        int M = g[c][0], N = g[c][1], K = g[c][2];
+        size_t na = (size_t)M * K, nbb = (size_t)K * N, nc = (size_t)M * N;
+        eng_half *A = malloc(na * 2), *Bm = malloc(nbb * 2), *C = malloc(nc * 2), *dA = NULL, *dB = NULL, *dC = NULL;
+        double *ref = calloc(nc, sizeof(double));
+        if (!A || !Bm || !C || !ref) st = kv_errorf(KV_ENOMEM, "out of memory");
+        for (size_t i = 0; !st && i < na; i++) A[i] = eng_f2h((float)(2 * gsl_rng_uniform(rng) - 1));
+        for (size_t i = 0; !st && i < nbb; i++) Bm[i] = eng_f2h((float)(2 * gsl_rng_uniform(rng) - 1));
+        for (size_t i = 0; !st && i < nc; i++) C[i] = eng_f2h((float)(2 * gsl_rng_uniform(rng) - 1));
+        for (int i = 0; !st && i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double s = eng_h2f(C[(size_t)i * N + j]); /* beta = 1 */
+                for (int k = 0; k < K; k++) s += (double)eng_h2f(A[(size_t)i * K + k]) * (double)eng_h2f(Bm[(size_t)k * N + j]);
+                ref[(size_t)i * N + j] = s;
+            }
+        if (!st && !(st = bt->dev_alloc(b, (void **)&dA, na * 2)) && !(st = bt->dev_alloc(b, (void **)&dB, nbb * 2)) &&
+            !(st = bt->dev_alloc(b, (void **)&dC, nc * 2)) && !(st = bt->copy(b, 0, dA, A, na * 2, 0)) &&
+            !(st = bt->copy(b, 0, dB, Bm, nbb * 2, 0)) && !(st = bt->copy(b, 0, dC, C, nc * 2, 0)) &&
+            !(st = bt->gemm(b, 0, M, N, K, dA, dB, dC, 1.f)) && !(st = bt->copy(b, 0, C, dC, nc * 2, 1)) && !(st = bt->sync(b))) {
+            double e = kref_relerr(C, ref, nc);
+            check(t, e < 2e-3, "gemm %dx%dx%d, beta 1: rel err %.2e (tolerance 2e-3, fp16 output, fp32 accumulate)", M, N, K, e);
+        }
+        if (dA) bt->dev_free(b, dA);
+        if (dB) bt->dev_free(b, dB);
+        if (dC) bt->dev_free(b, dC);
+        free(A), free(Bm), free(C), free(ref);
+    }
+    return st;
+}
+
+/* act 1, 2: activations; 3: RMS pre-norm */
+static kv_status pointwise_tests(const eng_backend_type *bt, eng_backend *b, gsl_rng *rng, tally *t) {
+    kv_status st = KV_OK;
+    for (int act = 1; act <= 3 && !st; act++) {
+        int rows = act == 3 ? 9 : 37, cols = act == 3 ? 4096 : 301;
+        size_t nin = (size_t)rows * cols * (act == 2 ? 2 : 1), nout = (size_t)rows * cols;
+        eng_half *x = malloc(nin * 2), *o = malloc(nout * 2), *dx = NULL, *dout = NULL;
+        double *ref = malloc(sizeof(double) * nout);
+        if (!x || !o || !ref) st = kv_errorf(KV_ENOMEM, "out of memory");
+        double span = act == 3 ? 20 : 8;
+        for (size_t i = 0; !st && i < nin; i++) x[i] = eng_f2h((float)(span * gsl_rng_uniform(rng) - span / 2));
+        for (size_t i = 0; !st && i < nout; i++) o[i] = POISON;
+        if (!st) act == 3 ? kref_rmsnorm_d(x, ref, rows, cols) : kref_activate_d(x, ref, rows, cols, act);
+        if (!st && !(st = bt->dev_alloc(b, (void **)&dx, nin * 2)) && !(st = bt->dev_alloc(b, (void **)&dout, nout * 2)) &&
+            !(st = bt->copy(b, 0, dx, x, nin * 2, 0)) && !(st = bt->copy(b, 0, dout, o, nout * 2, 0)) &&
+            !(st = act == 3 ? bt->rmsnorm(b, 0, dx, dout, rows, cols) : bt->activate(b, 0, dx, dout, rows, cols, (eng_act)act)) &&
+            !(st = bt->copy(b, 0, o, dout, nout * 2, 1)) && !(st = bt->sync(b))) {
+            double e = kref_relerr(o, ref, nout);
+            check(t, e < 1e-3, "%s %dx%d: rel err %.2e (tolerance 1e-3)", act == 1 ? "relu" : act == 2 ? "silu*up" : "rmsnorm", rows, cols,
+                  e);
+        }
+        if (dx) bt->dev_free(b, dx);
+        if (dout) bt->dev_free(b, dout);
+        free(x), free(o), free(ref);
+    }
+    return st;
+}
+
+/* Work queued behind a hold runs once released, in order, and its events time it. */
+static kv_status hold_test(const eng_backend_type *bt, eng_backend *b, tally *t) {
+    size_t n = (size_t)4 << 20;
+    eng_half *h = NULL, *back = malloc(n), *d = NULL;
+    /* pinned: CUDA may synchronise the stream for a pageable copy, which would wait on the hold */
+    kv_status st = bt->host_alloc(b, (void **)&h, n, 1);
+    if (st) h = NULL;
+    if (!st && !back) st = kv_errorf(KV_ENOMEM, "out of memory");
+    for (size_t i = 0; !st && i < n / 2; i++) h[i] = (eng_half)(i * 2654435761u >> 16), back[i] = 0;
+    if (!st && !(st = bt->dev_alloc(b, (void **)&d, n)) && !(st = bt->hold(b, ENG_S_H2D)) && !(st = bt->record(b, ENG_S_H2D, 1)) &&
+        !(st = bt->copy(b, ENG_S_H2D, d, h, n, 0)) && !(st = bt->record(b, ENG_S_H2D, 2)) && !(st = bt->release(b))) {
+        double t0 = now_s();
+        double ms = -1;
+        if (!(st = bt->sync(b)) && !(st = bt->elapsed(b, 1, 2, &ms)) && !(st = bt->copy(b, 0, back, d, n, 1)) && !(st = bt->sync(b))) {
+            double waited = now_s() - t0;
+            /* the hold lets go by itself after 10 s: a sync that took that long means release failed */
+            check(t, !memcmp(h, back, n) && ms >= 0 && waited < 5,
+                  "hold/release: a 4 MiB copy queued behind a hold ran after release (%.3f ms by its events, sync %.3f s)", ms, waited);
+        }
+    }
+    if (d) bt->dev_free(b, d);
+    if (h) bt->host_free(b, h, 1);
+    free(back);
+    return st;
+}
+
+static kv_status kernel_tests(const eng_backend_type *bt, int quick, tally *t) {
+    eng_backend *b;
+    kv_status st = bt->open(&b, 0, 4);
+    if (st) return st;
+    eng_devinfo dev;
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_taus2);
+    if (!rng) st = kv_errorf(KV_ENOMEM, "out of memory");
+    else gsl_rng_set(rng, 7);
+    if (!st && !(st = bt->info(b, &dev)) && !(st = attention_tests(bt, b, &dev, rng, quick, t)) && !(st = gemm_tests(bt, b, rng, quick, t)) &&
+        !(st = pointwise_tests(bt, b, rng, t)))
+        st = hold_test(bt, b, t);
+    if (rng) gsl_rng_free(rng);
+    bt->close(b);
+    return st;
+}
+
+/* kvpr's outputs equal offloading's, within fp16 rounding: recomputed K/V equal stored ones. All
+ * policies of a model and mode run on one session, as kvpr-engine run --policies does. */
+static kv_status equivalence_tests(const eng_backend_type *bt, int quick, tally *t) {
+    kv_model m = {.name = "test-mha", .family = "opt", .n_layers = 3, .hidden = 256, .n_heads = 4, .n_kv_heads = 4,
+                  .head_dim = 64, .ffn = 512, .vocab = 1000, .bias = 1, .tied_embeddings = 1, .dtype = KV_DT_FP16};
+    kv_model g = m;
+    snprintf(g.name, sizeof g.name, "test-gqa");
+    g.n_kv_heads = 2, g.gated_mlp = 1, g.bias = 0;
+    const kv_model *ms[2] = {&m, &g};
+    for (int mi = 0; mi < (quick ? 1 : 2); mi++)
+        for (int mode = 0; mode < (quick ? 1 : 2); mode++) {
+            kv_plan pl[6];
+            kv_plan_defaults(&pl[0]);
+            pl[0].mode = (kv_mode)mode, pl[0].batch = 3, pl[0].nb = mode ? 2 : 1, pl[0].prompt = 40, pl[0].gen = 4;
+            pl[0].policy = KV_POL_OFFLOAD;
+            int splits[] = {1, 17, 40};
+            kv_policy pols[] = {KV_POL_KVPR, KV_POL_KVPR, KV_POL_KVPR, KV_POL_RECOMPUTE, KV_POL_GPU};
+            for (int c = 0; c < 5; c++) pl[c + 1] = pl[0], pl[c + 1].policy = pols[c], pl[c + 1].split = c < 3 ? splits[c] : -1;
+            int n = quick ? 3 : 6;
+            eng_session *s;
+            kv_status st = eng_session_open(bt, 0, ms[mi], pl, n, 11, &s);
+            if (st) return st;
+            eng_result base, r;
+            if ((st = eng_session_run(s, &pl[0], &base))) {
+                eng_session_close(s);
+                return st;
+            }
+            for (int c = 1; c < n; c++) {
+                if ((st = eng_session_run(s, &pl[c], &r))) break;
+                double e = 0, mx = 0, ea = 0, ma = 0;
+                for (int i = 0; i < r.nhidden; i++) e = fmax(e, fabs(r.hidden[i] - base.hidden[i])), mx = fmax(mx, fabs(base.hidden[i]));
+                int na = pl[0].batch * ms[mi]->n_heads * ms[mi]->head_dim;
+                for (int i = 0; i < na; i++) ea = fmax(ea, fabs(r.attn[i] - base.attn[i])), ma = fmax(ma, fabs(base.attn[i]));
+                check(t, e / mx < 2e-2 && ea / ma < 2e-2 && isfinite(e) && isfinite(ea),
+                      "%s %s %s l=%d: output vs offload rel %.1e, attention rel %.1e (tolerance 2e-2, fp16)", ms[mi]->name,
+                      kv_mode_name(pl[c].mode), kv_policy_name(pl[c].policy), pl[c].split, e / mx, ea / ma);
+                eng_result_free(&r);
+            }
+            eng_result_free(&base);
+            eng_session_close(s);
+            if (st) return st;
+        }
+    return KV_OK;
+}
+
+int eng_cmd_selftest(const eng_backend_type *bt, int argc, char **argv) {
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (i + 1 < argc && !strcmp(argv[i], "--backend")) i++;
+        else return cli_fail(kv_errorf(KV_EINVAL, "selftest: unknown or incomplete option '%s'", argv[i]));
+    }
+    tally t = {0, 0};
+    eng_backend *b;
+    kv_status st = bt->open(&b, 0, 1);
+    if (st) {
+        /* no device: say so, skip, and let the caller decide (the test suite counts it as skipped) */
+        printf("selftest skipped: %s\n", kv_errmsg());
+        return st == KV_EDEVICE ? 0 : cli_fail(st);
+    }
+    eng_devinfo dev;
+    st = bt->info(b, &dev);
+    bt->close(b);
+    if (st) return cli_fail(st);
+    printf("selftest%s on %s backend: %s\n", quick ? " (quick)" : "", bt->name, dev.name);
+    if ((st = kernel_tests(bt, quick, &t)) || (st = equivalence_tests(bt, quick, &t))) return cli_fail(st);
+    printf("selftest: %d passed, %d failed\n", t.pass, t.fail);
+    return t.fail ? 1 : 0;
+}

@@ -1,0 +1,454 @@
+/* kv_graph: layout resolution and the graph builder (prefill and decode). */
+#include "graph.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- weights: FlexGen's tensor lists and the midpoint rule ---------------------------------- */
+
+static int add_t(kv_tensor *t, int n, const char *name, int sub, int kv, uint64_t elems) {
+    t[n] = (kv_tensor){name, sub, kv, elems, 0};
+    return n + 1;
+}
+
+int kv_layer_tensors(const kv_model *m, double wg, double wc, kv_tensor *t) {
+    uint64_t h = (uint64_t)m->hidden, q = (uint64_t)m->n_heads * (uint64_t)m->head_dim, kv = (uint64_t)kv_model_kv_dim(m);
+    uint64_t f = (uint64_t)m->ffn;
+    int n = 0, b = m->bias;
+    /* attention: FlexGen's SelfAttention weight list (flex_opt.py) */
+    n = add_t(t, n, "w_q", 0, 0, h * q);
+    if (b) n = add_t(t, n, "b_q", 0, 0, q);
+    n = add_t(t, n, "w_k", 0, 1, h * kv);
+    if (b) n = add_t(t, n, "b_k", 0, 1, kv);
+    n = add_t(t, n, "w_v", 0, 1, h * kv);
+    if (b) n = add_t(t, n, "b_v", 0, 1, kv);
+    n = add_t(t, n, "w_out", 0, 0, q * h);
+    if (b) n = add_t(t, n, "b_out", 0, 0, h);
+    n = add_t(t, n, "w_ln", 0, 0, h);
+    if (b) n = add_t(t, n, "b_ln", 0, 0, h);
+    /* MLP: OPT's fc1/fc2 (MLP weight list); gated models' gate, up, down */
+    if (m->gated_mlp) {
+        n = add_t(t, n, "w_gate", 1, 0, h * f);
+        n = add_t(t, n, "w_up", 1, 0, h * f);
+        n = add_t(t, n, "w_down", 1, 0, f * h);
+    } else {
+        n = add_t(t, n, "w_fc1", 1, 0, h * f);
+        if (b) n = add_t(t, n, "b_fc1", 1, 0, f);
+        n = add_t(t, n, "w_fc2", 1, 0, f * h);
+        if (b) n = add_t(t, n, "b_fc2", 1, 0, h);
+    }
+    n = add_t(t, n, "w_ln2", 1, 0, h);
+    if (b) n = add_t(t, n, "b_ln2", 1, 0, h);
+    /* Midpoint rule (FlexGen init_weight_list / get_choice): tensors laid out disk, cpu, gpu over the
+     * sublayer's cumulative size; a tensor goes wholly where its midpoint falls. */
+    double disk = 100 - wg - wc;
+    if (disk < 0) disk = 0;
+    for (int sub = 0; sub < 2; sub++) {
+        double total = 0, cum = 0;
+        for (int i = 0; i < n; i++)
+            if (t[i].sublayer == sub) total += (double)t[i].elems;
+        for (int i = 0; i < n; i++) {
+            if (t[i].sublayer != sub) continue;
+            cum += (double)t[i].elems;
+            double mid = 100 * (cum - (double)t[i].elems / 2) / total;
+            t[i].on_gpu = !(mid < disk) && !(mid < disk + wc);
+        }
+    }
+    return n;
+}
+
+/* ---- layout ------------------------------------------------------------------------------- */
+
+static int streams_policy(kv_policy p) { return p == KV_POL_OFFLOAD || p == KV_POL_KVPR || p == KV_POL_RECOMPUTE; }
+
+kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *ly) {
+    memset(ly, 0, sizeof *ly);
+    kv_percent pc = kv_plan_percent(pl);
+    int pe = kv_dtype_bytes(m->dtype);
+    double h = m->hidden, qd = (double)m->n_heads * m->head_dim, f = m->ffn;
+    double kvb = (double)kv_model_kv_bytes_token_layer(m), actb = (double)kv_model_act_bytes_token(m);
+    ly->L = kv_plan_layers(pl, m), ly->nb = pl->nb, ly->B = pl->batch, ly->S = pl->prompt + pl->gen;
+    ly->D = pl->paper_model ? 1 : pl->prefetch;
+    ly->ntensors = kv_layer_tensors(m, pc.wg, pc.wc, ly->tensors);
+    for (int i = 0; i < ly->ntensors; i++) {
+        double b = (double)ly->tensors[i].elems * pe;
+        ly->w_layer += b;
+        if (ly->tensors[i].on_gpu) ly->w_gpu += b;
+        else {
+            ly->w_cpu += b;
+            if (ly->tensors[i].kv) ly->wkv_cpu += b;
+        }
+    }
+    ly->head_bytes = (double)kv_model_bytes_total(m) - (double)m->n_layers * (double)kv_model_bytes_layer(m);
+    ly->b_gpu = pl->policy == KV_POL_GPU ? pl->batch : (int)floor(pl->batch * pc.cg / 100 + 0.5);
+    if (ly->b_gpu > pl->batch) ly->b_gpu = pl->batch;
+    ly->b_cpu = pl->batch - ly->b_gpu;
+    ly->hidden_cpu = pc.hg == 0;
+    ly->streams_kv = ly->b_cpu > 0 && streams_policy(pl->policy);
+    ly->cpu_attn = ly->b_cpu > 0 && pl->policy == KV_POL_CPU_ATTN;
+    int T = kv_plan_steps(pl);
+    ly->lmin = ly->streams_kv ? pl->prompt + pl->gen : 0;
+    for (int t = 0; ly->streams_kv && t < T; t++) {
+        int l = kv_plan_split_at(pl, t);
+        if (l < ly->lmin) ly->lmin = l;
+        if (l > ly->lmax) ly->lmax = l;
+    }
+    ly->act_rows = ly->streams_kv ? (pl->keep_act ? ly->S : ly->lmax) : 0;
+    double L = ly->L, nb = ly->nb, B = ly->B, S = ly->S, slots = (double)ly->D * nb;
+    ly->gpu_weights = L * ly->w_gpu + ly->head_bytes;
+    ly->gpu_wslots = ly->w_cpu > 0 ? ly->D * ly->w_cpu : 0;
+    ly->gpu_kv = L * nb * ly->b_gpu * S * kvb;
+    ly->gpu_kvslots = ly->streams_kv ? slots * ly->b_cpu * S * kvb : 0;
+    ly->gpu_actslots = slots * ly->b_cpu * ly->act_rows * actb;
+    /* per micro-batch: hidden state, its norm, q, attention output, MLP input and output, new K/V,
+     * logits */
+    ly->gpu_work = nb * B * (pe * (2 * h + 2 * qd + f * (m->gated_mlp ? 3 : 2) + m->vocab) + kvb);
+    /* the prompt pass: every micro-batch's hidden states (one load buffer when they live on the
+     * CPU), and one set of scratch: norms, q, attention output, the MLP activations of one chunk
+     * of rows, the K/V of the CPU part on their way out */
+    double P = pl->no_prefill || pl->paper_model ? 0 : pl->prompt;
+    ly->gpu_prefill = P * B * pe * h * (ly->hidden_cpu ? 1 : nb) + P * B * pe * (2 * h + 2 * qd) +
+                      fmin(P * B, KV_PREFILL_CHUNK) * pe * f * (m->gated_mlp ? 3 : 2) + P * ly->b_cpu * kvb;
+    ly->gpu_total = ly->gpu_weights + ly->gpu_wslots + ly->gpu_kv + ly->gpu_kvslots + ly->gpu_actslots + ly->gpu_work +
+                    ly->gpu_prefill;
+    ly->cpu_weights = L * ly->w_cpu;
+    ly->cpu_kv = L * nb * ly->b_cpu * S * kvb * (pl->policy == KV_POL_GPU ? 0 : 1);
+    ly->cpu_act = L * nb * ly->b_cpu * ly->act_rows * actb;
+    ly->cpu_hidden = ly->hidden_cpu ? nb * B * (pl->no_prefill ? 1 : pl->prompt) * actb : 0;
+    ly->cpu_total = ly->cpu_weights + ly->cpu_kv + ly->cpu_act + ly->cpu_hidden;
+    return KV_OK;
+}
+
+kv_status kv_layout_fits(const kv_layout *ly, double gpu_bytes, double cpu_bytes) {
+    const double G = 1073741824.0;
+    if (ly->cpu_total > cpu_bytes)
+        return kv_errorf(KV_ENOFIT,
+                         "does not fit in CPU memory: %.1f GiB needed > %.1f GiB (weights %.1f, KV cache %.1f, activations %.1f, "
+                         "hidden states %.1f GiB)",
+                         ly->cpu_total / G, cpu_bytes / G, ly->cpu_weights / G, ly->cpu_kv / G, ly->cpu_act / G,
+                         ly->cpu_hidden / G);
+    if (ly->gpu_total > gpu_bytes)
+        return kv_errorf(KV_ENOFIT,
+                         "does not fit in GPU memory: %.2f GiB needed > %.2f GiB capacity (weights %.2f, weight buffers %.2f, "
+                         "KV cache %.2f, K/V buffers %.2f, activation buffers %.2f, working %.2f GiB)",
+                         ly->gpu_total / G, gpu_bytes / G, ly->gpu_weights / G, ly->gpu_wslots / G, ly->gpu_kv / G,
+                         ly->gpu_kvslots / G, ly->gpu_actslots / G, (ly->gpu_work + ly->gpu_prefill) / G);
+    return KV_OK;
+}
+
+/* ---- builder -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const kv_model *m;
+    const kv_plan *pl;
+    const kv_layout *ly;
+    kv_graph_sink *sink;
+    int32_t *w_user;    /* [D]: the last op that reads weight slot i (its layer's last ffn) */
+    int32_t *slot_ffn;  /* [D*nb]: the last ffn that used K/V and activation slot i */
+    int32_t *slot_wb;   /* [D*nb]: the last write-back that read slot i */
+    int32_t *cache_wb;  /* [L*nb]: the last store into host cache (layer, mb) */
+    int32_t *hid;       /* [nb]: the op that produced micro-batch k's hidden state on its home */
+    int32_t *head;      /* [nb]: micro-batch k's last LM head (the token the next step starts from) */
+    int32_t pf_store;   /* the prompt pass's last store: its scratch is reused by the next cell */
+    int32_t pf_head;    /* and its last LM head, which reads the hidden-state load buffer too */
+    int64_t g, v;       /* running layer index (weight slots), running (layer, mb) index (K/V slots) */
+    double kvb, actb, pe;
+} bld;
+
+static void op_init(kv_gop *o, kv_op op, kv_queue q, int step, int layer, int mb) {
+    /* every field but the dependency array, which ndeps bounds */
+    o->op = (uint8_t)op, o->queue = (uint8_t)q, o->ndeps = 0;
+    o->step = step, o->layer = layer, o->mb = mb;
+    o->seq0 = o->nseq = o->row0 = o->row1 = o->ctx = 0;
+    o->slot = -1;
+    o->bytes = o->flops = 0;
+}
+
+static void dep(kv_gop *o, int32_t id) {
+    if (id < 0) return;
+    for (int i = 0; i < o->ndeps; i++)
+        if (o->deps[i] == id) return;
+    o->deps[o->ndeps++] = id; /* at most 5 per op: KV_GRAPH_MAXDEP leaves room */
+}
+
+static kv_status emit(bld *b, const kv_gop *o, int32_t *id) {
+    *id = b->sink->emit(b->sink->ctx, o);
+    return *id < 0 ? KV_ENOMEM : KV_OK;
+}
+
+#define EMIT(o, id)                              \
+    do {                                         \
+        if ((st = emit(b, &(o), &(id)))) return st; \
+    } while (0)
+
+static double gemm_bytes(const kv_model *m, double wel, double rows, double in, double out) {
+    return (wel + rows * (in + out)) * kv_dtype_bytes(m->dtype);
+}
+
+/* One (layer, micro-batch) of the prompt pass. */
+static kv_status prefill_one(bld *b, int j, int k) {
+    kv_status st;
+    const kv_model *m = b->m;
+    const kv_plan *pl = b->pl;
+    const kv_layout *ly = b->ly;
+    int B = ly->B, p = pl->prompt, D = ly->D;
+    double h = m->hidden, qd = (double)m->n_heads * m->head_dim, kvd = kv_model_kv_dim(m), f = m->ffn;
+    double rows = (double)B * p;
+    kv_gop o;
+    int32_t w = -1, hin = -1, qkv, ffn, id;
+    if (k == 0 && ly->w_cpu > 0) {
+        op_init(&o, KV_OP_W_H2D, KV_Q_WEIGHT, -1, j, k);
+        o.slot = (int32_t)(b->g % D);
+        o.bytes = ly->w_cpu;
+        dep(&o, b->w_user[b->g % D]);
+        EMIT(o, w);
+    }
+    if (ly->hidden_cpu) {
+        op_init(&o, KV_OP_HID_H2D, KV_Q_HIDDEN, -1, j, k);
+        o.nseq = B, o.row1 = p, o.ctx = p;
+        o.bytes = rows * b->actb;
+        if (j > 0) dep(&o, b->hid[k]);
+        dep(&o, b->pf_store); /* one load buffer: the last cell's hidden state must have gone out */
+        dep(&o, b->pf_head);
+        EMIT(o, hin);
+    }
+    op_init(&o, KV_OP_QKV, KV_Q_COMPUTE, -1, j, k);
+    o.nseq = B, o.row1 = p, o.ctx = p;
+    o.flops = 2 * rows * h * (qd + 2 * kvd);
+    o.bytes = gemm_bytes(m, h * (qd + 2 * kvd), rows, h, qd + 2 * kvd);
+    dep(&o, w), dep(&o, hin); /* later micro-batches follow the first on the compute queue */
+    dep(&o, b->pf_store);     /* one set of scratch: the last cell's stores must have read it */
+    EMIT(o, qkv);
+    op_init(&o, KV_OP_ATTN, KV_Q_COMPUTE, -1, j, k);
+    o.nseq = B, o.row1 = p, o.ctx = p;
+    o.flops = 2.0 * B * qd * p * (p + 1.0); /* causal: q.K^T and P.V over (p + 1) / 2 positions on average */
+    o.bytes = rows * (2 * qd * b->pe + b->kvb);
+    EMIT(o, id);
+    op_init(&o, KV_OP_FFN, KV_Q_COMPUTE, -1, j, k);
+    o.nseq = B, o.row1 = p, o.ctx = p;
+    o.flops = 2 * rows * (qd * h + h * f * (m->gated_mlp ? 3 : 2));
+    o.bytes = gemm_bytes(m, qd * h + h * f * (m->gated_mlp ? 3 : 2), rows, 2 * h, 2 * h + f);
+    EMIT(o, ffn);
+    int c = j * ly->nb + k;
+    if (ly->b_cpu > 0 && pl->policy != KV_POL_GPU) {
+        /* K/V home: KVPR in latency mode keeps K/V only for [l, s) (the prefix is recomputed) */
+        int r0 = pl->mode == KV_MODE_LATENCY && ly->streams_kv ? (ly->lmin < p ? ly->lmin : p) : 0;
+        if (p - r0 > 0) {
+            op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, -1, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = r0, o.row1 = p;
+            o.bytes = (double)ly->b_cpu * (p - r0) * b->kvb;
+            dep(&o, qkv);
+            EMIT(o, b->cache_wb[c]);
+            b->pf_store = b->cache_wb[c];
+        }
+        int la = ly->lmax < p ? ly->lmax : p;
+        if (ly->streams_kv && la > 0) {
+            op_init(&o, KV_OP_ACT_D2H, KV_Q_STORE, -1, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = la;
+            o.bytes = (double)ly->b_cpu * la * b->actb;
+            dep(&o, qkv);
+            EMIT(o, b->cache_wb[c]);
+            b->pf_store = b->cache_wb[c];
+        }
+    }
+    if (ly->hidden_cpu) {
+        op_init(&o, KV_OP_HID_D2H, KV_Q_STORE, -1, j, k);
+        o.nseq = B, o.row1 = p, o.ctx = p;
+        o.bytes = rows * b->actb;
+        dep(&o, ffn);
+        EMIT(o, b->hid[k]);
+        b->pf_store = b->hid[k];
+    } else b->hid[k] = ffn;
+    if (k == ly->nb - 1) b->w_user[b->g % D] = ffn;
+    if (j == ly->L - 1) {
+        op_init(&o, KV_OP_HEAD, KV_Q_COMPUTE, -1, ly->L, k);
+        o.nseq = B, o.ctx = 1;
+        o.flops = 2.0 * B * h * m->vocab;
+        o.bytes = gemm_bytes(m, h * (double)m->vocab, B, h, m->vocab);
+        dep(&o, ffn);
+        EMIT(o, b->head[k]);
+        b->pf_head = b->head[k];
+    }
+    return KV_OK;
+}
+
+/* One (step, layer, micro-batch) of decoding. */
+static kv_status decode_one(bld *b, int t, int j, int k) {
+    kv_status st;
+    const kv_model *m = b->m;
+    const kv_plan *pl = b->pl;
+    const kv_layout *ly = b->ly;
+    int B = ly->B, D = ly->D, s = pl->prompt + t;
+    int l = ly->streams_kv ? kv_plan_split_at(pl, t) : 0;
+    double h = m->hidden, qd = (double)m->n_heads * m->head_dim, kvd = kv_model_kv_dim(m), f = m->ffn;
+    int slot = (int)(b->v % ((int64_t)D * ly->nb)), c = j * ly->nb + k;
+    kv_gop o;
+    int32_t w = -1, wkv = -1, act = -1, kv = -1, hin = -1, qkv, rec = -1, attn = -1, oh = -1, ffn, id;
+    if (k == 0 && ly->w_cpu > 0) {
+        double wb = ly->w_cpu;
+        if (pl->wkv_first && ly->wkv_cpu > 0 && l > 0) {
+            op_init(&o, KV_OP_WKV_H2D, KV_Q_WEIGHT, t, j, k);
+            o.slot = (int32_t)(b->g % D);
+            o.bytes = ly->wkv_cpu;
+            dep(&o, b->w_user[b->g % D]);
+            EMIT(o, wkv);
+            wb -= ly->wkv_cpu;
+        }
+        if (wb > 0) {
+            op_init(&o, KV_OP_W_H2D, KV_Q_WEIGHT, t, j, k);
+            o.slot = (int32_t)(b->g % D);
+            o.bytes = wb;
+            dep(&o, b->w_user[b->g % D]);
+            EMIT(o, w);
+        }
+    }
+    if (ly->streams_kv) {
+        /* A slot is free once its previous user's ffn is done and its write-back has read it; a host
+         * cache's rows once the last store into them is done (the engine found both races). */
+        if (l > 0) {
+            op_init(&o, KV_OP_ACT_H2D, KV_Q_CACHE, t, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.slot = slot;
+            o.bytes = (double)ly->b_cpu * l * b->actb;
+            dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
+            EMIT(o, act);
+        }
+        if (s - l > 0) {
+            op_init(&o, KV_OP_KV_H2D, KV_Q_CACHE, t, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = l, o.row1 = s, o.slot = slot;
+            o.bytes = (double)ly->b_cpu * (s - l) * b->kvb;
+            dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
+            EMIT(o, kv);
+        }
+    }
+    if (ly->hidden_cpu) {
+        op_init(&o, KV_OP_HID_H2D, KV_Q_HIDDEN, t, j, k);
+        o.nseq = B, o.row0 = s, o.row1 = s + 1;
+        o.bytes = (double)B * b->actb;
+        dep(&o, j == 0 ? b->head[k] : b->hid[k]);
+        EMIT(o, hin);
+    }
+    op_init(&o, KV_OP_QKV, KV_Q_COMPUTE, t, j, k);
+    o.nseq = B, o.row0 = s, o.row1 = s + 1, o.ctx = 1, o.slot = ly->streams_kv ? slot : -1;
+    o.flops = 2.0 * B * h * (qd + 2 * kvd);
+    o.bytes = gemm_bytes(m, h * (qd + 2 * kvd), B, h, qd + 2 * kvd);
+    dep(&o, w), dep(&o, wkv), dep(&o, hin);
+    if (ly->streams_kv) dep(&o, b->slot_wb[slot]); /* row s of the slot: its last write-back must have read it */
+    EMIT(o, qkv);
+    if (act >= 0) {
+        op_init(&o, KV_OP_RECOMPUTE, KV_Q_COMPUTE, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.ctx = l, o.slot = slot;
+        o.flops = kv_model_recompute_flops(m, (int64_t)ly->b_cpu * l);
+        o.bytes = gemm_bytes(m, h * 2 * kvd, (double)ly->b_cpu * l, h, 2 * kvd);
+        dep(&o, act), dep(&o, wkv >= 0 ? wkv : w);
+        EMIT(o, rec);
+    }
+    if (ly->cpu_attn) {
+        if (ly->b_gpu > 0) {
+            op_init(&o, KV_OP_ATTN, KV_Q_COMPUTE, t, j, k);
+            o.nseq = ly->b_gpu, o.ctx = s;
+            o.flops = 4.0 * ly->b_gpu * (s + 1.0) * qd;
+            o.bytes = (double)ly->b_gpu * (s + 1.0) * b->kvb;
+            EMIT(o, attn);
+        }
+        int32_t q, ca;
+        op_init(&o, KV_OP_Q_D2H, KV_Q_STORE, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1;
+        o.bytes = (double)ly->b_cpu * (qd * b->pe + b->kvb); /* q, and the new K/V for the CPU cache */
+        dep(&o, qkv);
+        EMIT(o, q);
+        op_init(&o, KV_OP_CPU_ATTN, KV_Q_CPU, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.ctx = s;
+        o.flops = 4.0 * ly->b_cpu * (s + 1.0) * qd;
+        o.bytes = (double)ly->b_cpu * (s + 1.0) * b->kvb;
+        dep(&o, q);
+        EMIT(o, ca);
+        op_init(&o, KV_OP_O_H2D, KV_Q_HIDDEN, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu;
+        o.bytes = (double)ly->b_cpu * qd * b->pe;
+        dep(&o, ca);
+        EMIT(o, oh);
+    } else {
+        op_init(&o, KV_OP_ATTN, KV_Q_COMPUTE, t, j, k);
+        o.nseq = B, o.ctx = s, o.slot = ly->streams_kv ? slot : -1;
+        o.flops = 4.0 * B * (s + 1.0) * qd;
+        o.bytes = (double)B * (s + 1.0) * b->kvb;
+        dep(&o, qkv), dep(&o, rec), dep(&o, kv);
+        EMIT(o, attn);
+    }
+    op_init(&o, KV_OP_FFN, KV_Q_COMPUTE, t, j, k);
+    o.nseq = B, o.ctx = 1;
+    o.flops = 2.0 * B * (qd * h + h * f * (m->gated_mlp ? 3 : 2));
+    o.bytes = gemm_bytes(m, qd * h + h * f * (m->gated_mlp ? 3 : 2), B, 2 * h, 2 * h + f);
+    dep(&o, attn), dep(&o, oh);
+    EMIT(o, ffn);
+    if (ly->streams_kv) {
+        b->slot_ffn[slot] = ffn;
+        op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1, o.slot = slot;
+        o.bytes = (double)ly->b_cpu * (b->kvb + (pl->keep_act ? b->actb : 0));
+        dep(&o, qkv);
+        EMIT(o, id);
+        b->cache_wb[c] = b->slot_wb[slot] = id;
+    }
+    if (ly->hidden_cpu) {
+        op_init(&o, KV_OP_HID_D2H, KV_Q_STORE, t, j, k);
+        o.nseq = B, o.row0 = s, o.row1 = s + 1;
+        o.bytes = (double)B * b->actb;
+        dep(&o, ffn);
+        EMIT(o, b->hid[k]);
+    } else b->hid[k] = ffn;
+    if (k == ly->nb - 1) b->w_user[b->g % D] = ffn;
+    if (j == ly->L - 1) {
+        op_init(&o, KV_OP_HEAD, KV_Q_COMPUTE, t, ly->L, k);
+        o.nseq = B, o.ctx = 1;
+        o.flops = 2.0 * B * h * m->vocab;
+        o.bytes = gemm_bytes(m, h * (double)m->vocab, B, h, m->vocab);
+        dep(&o, ffn);
+        EMIT(o, b->head[k]);
+    }
+    return KV_OK;
+}
+
+kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink) {
+    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0};
+    int64_t nslots = (int64_t)ly->D * ly->nb, ncache = (int64_t)ly->L * ly->nb;
+    if (nslots > (1 << 24) || ncache > (1 << 28))
+        return kv_errorf(KV_EOVERFLOW, "graph: %lld layer x micro-batch caches is too many", (long long)ncache);
+    size_t n = (size_t)(ly->D + 2 * nslots + ncache + 2 * ly->nb);
+    int32_t *mem = malloc(n * sizeof *mem);
+    if (!mem) return kv_errorf(KV_ENOMEM, "graph: out of memory");
+    for (size_t i = 0; i < n; i++) mem[i] = -1;
+    b.w_user = mem, b.slot_ffn = b.w_user + ly->D, b.slot_wb = b.slot_ffn + nslots, b.cache_wb = b.slot_wb + nslots;
+    b.hid = b.cache_wb + ncache, b.head = b.hid + ly->nb;
+    b.kvb = (double)kv_model_kv_bytes_token_layer(m), b.actb = (double)kv_model_act_bytes_token(m);
+    b.pe = kv_dtype_bytes(m->dtype);
+    kv_status st = KV_OK;
+    if (!pl->no_prefill && !pl->paper_model)
+        for (int j = 0; j < ly->L && !st; j++, b.g++)
+            for (int k = 0; k < ly->nb && !st; k++) st = prefill_one(&b, j, k);
+    int T = kv_plan_steps(pl);
+    for (int t = 0; t < T && !st; t++)
+        for (int j = 0; j < ly->L && !st; j++, b.g++)
+            for (int k = 0; k < ly->nb && !st; k++, b.v++) st = decode_one(&b, t, j, k);
+    free(mem);
+    if (st == KV_ENOMEM) return kv_errorf(KV_ENOMEM, "graph: out of memory for ops");
+    return st;
+}
+
+int32_t kv_graph_list_emit(void *ctx, const kv_gop *op) {
+    kv_graph_list *g = ctx;
+    if (g->n == g->cap) {
+        int32_t nc = g->cap ? 2 * g->cap : 1024;
+        kv_gop *q = realloc(g->ops, (size_t)nc * sizeof *q);
+        if (!q) return -1;
+        g->ops = q, g->cap = nc;
+    }
+    g->ops[g->n] = *op;
+    return g->n++;
+}
+
+void kv_graph_list_free(kv_graph_list *g) {
+    free(g->ops);
+    g->ops = NULL;
+    g->n = g->cap = 0;
+}

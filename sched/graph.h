@@ -1,0 +1,92 @@
+/* kv_graph: the one schedule. A builder turns (model, plan) into the op graph that the simulator
+ * times and the engine executes: each op with its kind, queue, keys (step, layer, micro-batch), the
+ * rows and sequences it touches, its buffer slot, bytes, FLOPs and its cross-queue dependencies.
+ * Program order inside a queue is the order ops are emitted, as on a CUDA stream. Neither consumer
+ * knows about policies or layouts: they are decided here, once.
+ *
+ * The layout (kv_layout) resolves the plan's placement: which weight tensors stay on the GPU (the
+ * midpoint rule), how many sequences keep their KV cache on the GPU, where hidden states live, and
+ * every buffer's size on the GPU and the CPU. The engine allocates what it says; the simulator
+ * checks the same sums against the profile's memory.
+ *
+ * Ops are handed to a sink one at a time (prefill first, then the decode steps in order), so a
+ * consumer can run them as they come and nothing requires the whole graph in memory. */
+#ifndef KV_GRAPH_H
+#define KV_GRAPH_H
+
+#include <stdint.h>
+#include "../core/kv_err.h"
+#include "../core/model.h"
+#include "../core/plan.h"
+
+#define KV_GRAPH_MAXDEP 8
+/* The prompt pass runs its MLP over at most this many rows (tokens x sequences) at a time, so that
+ * its intermediate activations stay small beside the weights (as frameworks do by freeing them). */
+#define KV_PREFILL_CHUNK 4096
+#define KV_MAX_TENSORS 20
+
+/* One weight tensor of a layer, in FlexGen's order. */
+typedef struct {
+    const char *name;
+    int sublayer; /* 0 attention, 1 MLP: the midpoint rule runs over each sublayer's list */
+    int kv;       /* 1 for W_K, W_V and their biases (loaded first under --wkv-first) */
+    uint64_t elems;
+    int on_gpu;
+} kv_tensor;
+
+typedef struct {
+    int L, nb, B, S, D;       /* layers, micro-batches, sequences per micro-batch, final context, prefetch depth */
+    int ntensors;
+    kv_tensor tensors[KV_MAX_TENSORS];
+    double w_layer, w_gpu, w_cpu, wkv_cpu; /* bytes per layer: all, resident, streamed, streamed W_K/W_V */
+    double head_bytes;        /* embeddings, positions, final norm and LM head: resident on the GPU */
+    int b_gpu, b_cpu;         /* sequences per micro-batch with their KV cache on the GPU / the CPU */
+    int hidden_cpu;           /* hidden states live on the CPU between layers */
+    int streams_kv;           /* the CPU part of the cache goes to the GPU each step (offload, kvpr, recompute) */
+    int cpu_attn;             /* attention over the CPU part runs on the CPU */
+    int lmin, lmax;           /* smallest and largest split over the decode steps */
+    int act_rows;             /* rows of a stored-activation slot: lmax, or S when new tokens' activations are kept */
+    /* memory, bytes */
+    double gpu_weights, gpu_wslots, gpu_kv, gpu_kvslots, gpu_actslots, gpu_work, gpu_prefill, gpu_total;
+    double cpu_weights, cpu_kv, cpu_act, cpu_hidden, cpu_total;
+} kv_layout;
+
+/* The layer's weight tensors in FlexGen's order, each with its home under placement wg/wc (percent). */
+int kv_layer_tensors(const kv_model *m, double wg, double wc, kv_tensor *out);
+kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *out);
+/* Checks GPU and CPU capacity (bytes); the message names what did not fit. */
+kv_status kv_layout_fits(const kv_layout *ly, double gpu_bytes, double cpu_bytes);
+
+typedef struct {
+    uint8_t op;       /* kv_op */
+    uint8_t queue;    /* kv_queue */
+    uint8_t ndeps;
+    int32_t step;     /* -1: the prompt pass (prefill) */
+    int32_t layer;    /* the LM head has layer = L */
+    int32_t mb;
+    int32_t seq0, nseq; /* sequences of the micro-batch it covers: [seq0, seq0 + nseq) */
+    int32_t row0, row1; /* token rows it moves or recomputes: [row0, row1) */
+    int32_t ctx;      /* positions attended to (attention ops), tokens per sequence in the GEMMs otherwise */
+    int32_t slot;     /* buffer slot: weights (w_h2d, wkv_h2d) g % D; K/V and activations v % (D * nb); -1 none */
+    double bytes, flops;
+    int32_t deps[KV_GRAPH_MAXDEP]; /* ids of ops it waits for (on other queues, or any) */
+} kv_gop;
+
+typedef struct {
+    void *ctx;
+    /* Adds an op; returns its id (0, 1, 2, ... in emission order) or -1 with kv_errorf set. */
+    int32_t (*emit)(void *ctx, const kv_gop *op);
+} kv_graph_sink;
+
+/* Emits the whole run: the prompt pass unless pl->no_prefill, then gen - 1 decode steps. */
+kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink);
+
+/* A sink that keeps every op (tests, the engine's op list check). */
+typedef struct {
+    kv_gop *ops;
+    int32_t n, cap;
+} kv_graph_list;
+int32_t kv_graph_list_emit(void *ctx, const kv_gop *op);
+void kv_graph_list_free(kv_graph_list *g);
+
+#endif
