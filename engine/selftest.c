@@ -194,14 +194,14 @@ static kv_status equivalence_tests(const eng_backend_type *bt, int quick, tally 
     const kv_model *ms[2] = {&m, &g};
     for (int mi = 0; mi < (quick ? 1 : 2); mi++)
         for (int mode = 0; mode < (quick ? 1 : 2); mode++) {
-            kv_plan pl[6];
+            kv_plan pl[7];
             kv_plan_defaults(&pl[0]);
             pl[0].mode = (kv_mode)mode, pl[0].batch = 3, pl[0].nb = mode ? 2 : 1, pl[0].prompt = 40, pl[0].gen = 4;
             pl[0].policy = KV_POL_OFFLOAD;
             int splits[] = {1, 17, 40};
-            kv_policy pols[] = {KV_POL_KVPR, KV_POL_KVPR, KV_POL_KVPR, KV_POL_RECOMPUTE, KV_POL_GPU};
-            for (int c = 0; c < 5; c++) pl[c + 1] = pl[0], pl[c + 1].policy = pols[c], pl[c + 1].split = c < 3 ? splits[c] : -1;
-            int n = quick ? 3 : 6;
+            kv_policy pols[] = {KV_POL_KVPR, KV_POL_KVPR, KV_POL_KVPR, KV_POL_RECOMPUTE, KV_POL_GPU, KV_POL_CPU_ATTN};
+            for (int c = 0; c < 6; c++) pl[c + 1] = pl[0], pl[c + 1].policy = pols[c], pl[c + 1].split = c < 3 ? splits[c] : -1;
+            int n = quick ? 3 : 7;
             eng_session *s;
             kv_status st = eng_session_open(bt, 0, ms[mi], pl, n, 11, &s);
             if (st) return st;
@@ -221,8 +221,30 @@ static kv_status equivalence_tests(const eng_backend_type *bt, int quick, tally 
                       kv_mode_name(pl[c].mode), kv_policy_name(pl[c].policy), pl[c].split, e / mx, ea / ma);
                 eng_result_free(&r);
             }
-            eng_result_free(&base);
             eng_session_close(s);
+            /* the other layouts (offloading.md): part of the weights, part of the cache and the hidden
+             * states on the CPU, with each policy; the same prompt and weights (same seed), so the
+             * same outputs as plain offloading */
+            const char *pcts[] = {"30 70 50 50 0 100", "0 100 100 0 100 0"};
+            for (int pi = 0; pi < (quick ? 0 : 2) && !st; pi++) {
+                kv_plan q[3];
+                kv_policy qp[] = {KV_POL_OFFLOAD, KV_POL_KVPR, KV_POL_CPU_ATTN};
+                for (int c = 0; c < 3; c++) {
+                    q[c] = pl[0], q[c].policy = qp[c], q[c].split = c == 1 ? splits[1] : -1;
+                    if ((st = kv_percent_parse(pcts[pi], &q[c].percent))) break;
+                }
+                if (st || (st = eng_session_open(bt, 0, ms[mi], q, 3, 11, &s))) break;
+                for (int c = 0; c < 3; c++) {
+                    if ((st = eng_session_run(s, &q[c], &r))) break;
+                    double e = 0, mx = 0;
+                    for (int i = 0; i < r.nhidden; i++) e = fmax(e, fabs(r.hidden[i] - base.hidden[i])), mx = fmax(mx, fabs(base.hidden[i]));
+                    check(t, e / mx < 2e-2 && isfinite(e), "%s %s %s --percent %s: output vs offload rel %.1e (tolerance 2e-2, fp16)",
+                          ms[mi]->name, kv_mode_name(q[c].mode), kv_policy_name(q[c].policy), pcts[pi], e / mx);
+                    eng_result_free(&r);
+                }
+                eng_session_close(s);
+            }
+            eng_result_free(&base);
             if (st) return st;
         }
     return KV_OK;
