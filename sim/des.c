@@ -94,7 +94,10 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
         grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq))
         return -1;
     sim_task *t = &d->t[d->n];
-    memset(t, 0, sizeof *t);
+    /* every field by hand: a memset of the whole record was a tenth of a sweep's time */
+    t->bytes = t->flops = t->fixed_s = t->work = 0;
+    t->deps_left = t->succ_off = t->nsucc = 0;
+    t->ver = 0;
     t->op = (uint8_t)op;
     t->queue = (uint8_t)queue;
     t->res = (uint8_t)res_of[queue];
