@@ -329,7 +329,7 @@ static kv_status fit_gpu(kv_db *db, const char *dev, hw_profile *o, hw_calib_rep
         int k0 = 0;
         for (int i = 0; i < n && p[i].x == p[0].x && k0 < 64; i++) {
             double bytes = 2 * (p[i].x * p[i].k + p[i].k * p[i].n + p[i].x * p[i].n);
-            r0[k0++] = p[i].t - bytes / o->gpu.hbm_bw.value;
+            r0[k0++] = p[i].t - bytes / (o->gpu.hbm_bw.value * o->gpu.hbm_eff.value);
         }
         gsl_sort(r0, 1, (size_t)k0);
         double launch = fmax(0, gsl_stats_median_from_sorted_data(r0, 1, (size_t)k0));

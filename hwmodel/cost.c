@@ -2,6 +2,9 @@
 #include "cost.h"
 #include <math.h>
 
+/* What streaming kernels reach of the datasheet HBM bandwidth (a profile field with provenance). */
+static double hbm(const hw_profile *p) { return p->gpu.hbm_bw.value * p->gpu.hbm_eff.value; }
+
 static const hw_link_dir *dir_of(const hw_profile *p, hw_dir d) {
     return d == HW_H2D ? &p->link.h2d : &p->link.d2h;
 }
@@ -25,7 +28,7 @@ double hw_gemm_time(const hw_profile *p, double M, double K, double N, int elem)
     double t = flops / (p->gpu.peak_flops.value * hw_table_eval(&p->gpu.gemm_eff, M));
     if (p->gpu.memory_floor) {
         double bytes = (M * K + K * N + M * N) * elem;
-        t = fmax(t, bytes / p->gpu.hbm_bw.value);
+        t = fmax(t, bytes / hbm(p));
     }
     return t + p->gpu.launch.value;
 }
@@ -59,7 +62,7 @@ hw_layer_cost hw_decode_layer(const hw_profile *p, const kv_model *m, int batch,
     c.mlp = hw_gemm_time(p, batch, h, (m->gated_mlp ? 2.0 : 1.0) * m->ffn, e) + hw_gemm_time(p, batch, m->ffn, h, e);
     /* Two norms and two residual adds, each reading and writing b*h elements. */
     c.other = 0;
-    if (p->gpu.memory_floor) c.other = 4 * (2.0 * batch * h * e / p->gpu.hbm_bw.value);
+    if (p->gpu.memory_floor) c.other = 4 * (2.0 * batch * h * e / hbm(p));
     c.other += 4 * p->gpu.launch.value;
     c.total = c.qkv + c.attn + c.out + c.mlp + c.other;
     return c;
@@ -73,12 +76,12 @@ hw_layer_cost hw_prefill_layer(const hw_profile *p, const kv_model *m, int batch
     /* causal attention: 2 * batch * q * prompt * (prompt + 1) FLOPs at the GEMM rate of an M = prompt tile */
     double flops = 2.0 * batch * q * prompt * (prompt + 1.0);
     c.attn = flops / (p->gpu.peak_flops.value * hw_table_eval(&p->gpu.gemm_eff, prompt));
-    if (p->gpu.memory_floor) c.attn = fmax(c.attn, rows * (2 * q * e + (double)kv_model_kv_bytes_token_layer(m)) / p->gpu.hbm_bw.value);
+    if (p->gpu.memory_floor) c.attn = fmax(c.attn, rows * (2 * q * e + (double)kv_model_kv_bytes_token_layer(m)) / hbm(p));
     c.attn += p->gpu.launch.value;
     c.out = hw_gemm_time(p, rows, q, h, e);
     c.mlp = hw_gemm_time(p, rows, h, (m->gated_mlp ? 2.0 : 1.0) * m->ffn, e) + hw_gemm_time(p, rows, m->ffn, h, e);
     c.other = 0;
-    if (p->gpu.memory_floor) c.other = 4 * (2.0 * rows * h * e / p->gpu.hbm_bw.value);
+    if (p->gpu.memory_floor) c.other = 4 * (2.0 * rows * h * e / hbm(p));
     c.other += 4 * p->gpu.launch.value;
     c.total = c.qkv + c.attn + c.out + c.mlp + c.other;
     return c;
@@ -86,7 +89,7 @@ hw_layer_cost hw_prefill_layer(const hw_profile *p, const kv_model *m, int batch
 
 double hw_head_time(const hw_profile *p, const kv_model *m, int batch) {
     int e = kv_dtype_bytes(m->dtype);
-    double norm = p->gpu.launch.value + (p->gpu.memory_floor ? 2.0 * batch * m->hidden * e / p->gpu.hbm_bw.value : 0);
+    double norm = p->gpu.launch.value + (p->gpu.memory_floor ? 2.0 * batch * m->hidden * e / hbm(p) : 0);
     return norm + hw_gemm_time(p, batch, m->hidden, m->vocab, e);
 }
 

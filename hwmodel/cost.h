@@ -15,7 +15,8 @@ double hw_copy_time(const hw_profile *p, hw_dir dir, double bytes, int pageable,
 double hw_copy_bw(const hw_profile *p, hw_dir dir, double bytes, int pageable, int duplex);
 
 /* GEMM (M x K) * (K x N), elements of `elem` bytes, fp32 accumulate:
- * max(2MKN / (peak * eff(M)), bytes / hbm_bw) + launch (no memory floor if the profile says so). */
+ * max(2MKN / (peak * eff(M)), bytes / (hbm_bw * hbm_eff)) + launch (no memory floor if the profile
+ * says so). */
 double hw_gemm_time(const hw_profile *p, double M, double K, double N, int elem);
 
 /* Decode attention on the GPU for `batch` sequences over `ctx` cached positions plus the new

@@ -194,7 +194,8 @@ static kv_status check_ranges(const ctx_t *c, const hw_profile *p) {
                          {"hbm_gbps", "GB/s", &p->gpu.hbm_bw, GB, 0.1, 1e6},
                          {"memory_gib", "GiB", &p->gpu.mem_bytes, GIB, 1.0 / 1024, 1 << 20},
                          {"launch_us", "us", &p->gpu.launch, US, 0, 1e6},
-                         {"attention_bw_efficiency", "", &p->gpu.attn_eff, 1, 1e-4, 1}};
+                         {"attention_bw_efficiency", "", &p->gpu.attn_eff, 1, 1e-4, 1},
+                         {"hbm_efficiency", "", &p->gpu.hbm_eff, 1, 1e-4, 1}};
     const range_t u[] = {{"mem_bw_gbps", "GB/s", &p->cpu.mem_bw, GB, 1e-3, 1e6},
                          {"memory_gib", "GiB", &p->cpu.mem_bytes, GIB, 1.0 / 1024, 1 << 20},
                          {"attn_tflops", "TFLOP/s", &p->cpu.attn_flops, TFLOP, 1e-6, 1e6}};
@@ -213,7 +214,7 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
     if (!json_is_object(root)) return perr(c, KV_EPARSE, "top level must be a JSON object%s%s", "", "");
     static const char *const top[] = {"name", "description", "gpu", "link", "cpu", NULL};
     static const char *const gk[] = {"name", "peak_fp16_tflops", "hbm_gbps", "memory_gib", "launch_us",
-                                     "attention_bw_efficiency", "gemm_efficiency", "memory_floor", NULL};
+                                     "attention_bw_efficiency", "hbm_efficiency", "gemm_efficiency", "memory_floor", NULL};
     static const char *const lk[] = {"name", "h2d", "d2h", NULL};
     static const char *const ck[] = {"name", "mem_bw_gbps", "memory_gib", "attn_tflops", NULL};
     if ((st = check_keys(c, root, "", top)) || (st = get_str(c, root, "", "name", p->name, sizeof p->name)))
@@ -233,6 +234,13 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
         (st = get_val(c, g, "gpu.", "attention_bw_efficiency", 1, 'e', &p->gpu.attn_eff)) ||
         (st = get_table(c, g, "gpu.", "gemm_efficiency", &p->gpu.gemm_eff)))
         return st;
+    /* optional (profiles written before it existed): without it, the datasheet bandwidth */
+    if (json_object_get(g, "hbm_efficiency")) {
+        if ((st = get_val(c, g, "gpu.", "hbm_efficiency", 1, 'e', &p->gpu.hbm_eff))) return st;
+    } else {
+        p->gpu.hbm_eff.value = 1;
+        snprintf(p->gpu.hbm_eff.source, sizeof p->gpu.hbm_eff.source, "not given: the datasheet bandwidth");
+    }
     json_t *mf = json_object_get(g, "memory_floor");
     p->gpu.memory_floor = 1;
     if (mf) {
@@ -420,11 +428,11 @@ static json_t *jdir(const hw_link_dir *d) {
 }
 
 char *hw_profile_to_json(const hw_profile *p) {
-    json_t *g = json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "name", p->gpu.name, "peak_fp16_tflops",
+    json_t *g = json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "name", p->gpu.name, "peak_fp16_tflops",
                           jval(&p->gpu.peak_flops, TFLOP), "hbm_gbps", jval(&p->gpu.hbm_bw, GB), "memory_gib",
                           jval(&p->gpu.mem_bytes, GIB), "launch_us", jval(&p->gpu.launch, US),
-                          "attention_bw_efficiency", jval(&p->gpu.attn_eff, 1), "gemm_efficiency",
-                          jtab(&p->gpu.gemm_eff), "memory_floor", p->gpu.memory_floor);
+                          "attention_bw_efficiency", jval(&p->gpu.attn_eff, 1), "hbm_efficiency", jval(&p->gpu.hbm_eff, 1),
+                          "gemm_efficiency", jtab(&p->gpu.gemm_eff), "memory_floor", p->gpu.memory_floor);
     json_t *l = json_pack("{s:s,s:o,s:o}", "name", p->link.name, "h2d", jdir(&p->link.h2d), "d2h", jdir(&p->link.d2h));
     json_t *c = json_pack("{s:s,s:o,s:o,s:o}", "name", p->cpu.name, "mem_bw_gbps", jval(&p->cpu.mem_bw, GB),
                           "memory_gib", jval(&p->cpu.mem_bytes, GIB), "attn_tflops", jval(&p->cpu.attn_flops, TFLOP));

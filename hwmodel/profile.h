@@ -42,6 +42,7 @@ typedef struct {
         hw_val mem_bytes;    /* capacity */
         hw_val launch;       /* s per kernel */
         hw_val attn_eff;     /* fraction of hbm_bw decode attention reaches */
+        hw_val hbm_eff;      /* fraction of hbm_bw streaming kernels reach: the GEMM memory floor, norms */
         hw_table gemm_eff;   /* efficiency against GEMM rows M */
         int memory_floor;    /* 1: roofline max(compute, bytes/hbm_bw); 0: compute only */
     } gpu;

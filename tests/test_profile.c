@@ -21,7 +21,7 @@ static void t_shipped(void **s) {
     for (int i = 0; i < n; i++) {
         hw_profile p;
         if (hw_profile_resolve(names[i], &p) != KV_OK) fail_msg("%s: %s", names[i], kv_errmsg());
-        const hw_val *v[] = {&p.gpu.peak_flops, &p.gpu.hbm_bw, &p.gpu.mem_bytes, &p.gpu.launch, &p.gpu.attn_eff,
+        const hw_val *v[] = {&p.gpu.peak_flops, &p.gpu.hbm_bw, &p.gpu.mem_bytes, &p.gpu.launch, &p.gpu.attn_eff, &p.gpu.hbm_eff,
                              &p.link.h2d.bandwidth, &p.link.d2h.bandwidth, &p.link.h2d.overhead, &p.cpu.mem_bw,
                              &p.cpu.attn_flops};
         for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) assert_true(strlen(v[k]->source) > 5);
@@ -184,6 +184,7 @@ static void same_profile(const hw_profile *a, const hw_profile *b) {
     same_val("gpu mem", &a->gpu.mem_bytes, &b->gpu.mem_bytes);
     same_val("launch", &a->gpu.launch, &b->gpu.launch);
     same_val("attn", &a->gpu.attn_eff, &b->gpu.attn_eff);
+    same_val("hbm_eff", &a->gpu.hbm_eff, &b->gpu.hbm_eff);
     same_table("gemm", &a->gpu.gemm_eff, &b->gpu.gemm_eff);
     assert_int_equal(a->gpu.memory_floor, b->gpu.memory_floor);
     assert_string_equal(a->link.name, b->link.name);

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                    "names changed");
         FUZZ_CHECK(same_val(&a.gpu.peak_flops, &b.gpu.peak_flops) && same_val(&a.gpu.hbm_bw, &b.gpu.hbm_bw) &&
                        same_val(&a.gpu.mem_bytes, &b.gpu.mem_bytes) && same_val(&a.gpu.launch, &b.gpu.launch) &&
-                       same_val(&a.gpu.attn_eff, &b.gpu.attn_eff) && same_table(&a.gpu.gemm_eff, &b.gpu.gemm_eff) &&
+                       same_val(&a.gpu.attn_eff, &b.gpu.attn_eff) && same_val(&a.gpu.hbm_eff, &b.gpu.hbm_eff) && same_table(&a.gpu.gemm_eff, &b.gpu.gemm_eff) &&
                        a.gpu.memory_floor == b.gpu.memory_floor,
                    "gpu values changed");
         FUZZ_CHECK(same_dir(&a.link.h2d, &b.link.h2d) && same_dir(&a.link.d2h, &b.link.d2h), "link values changed");
