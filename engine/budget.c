@@ -40,8 +40,8 @@ kv_status eng_budget_run(const kv_model *m, const kv_plan *plans, int n, const h
         double upload = hw_copy_time(p, HW_H2D, (thr ? q.prefetch : L) * wl, 0, 0);
         if (q.policy == KV_POL_GPU) upload += hw_copy_time(p, HW_H2D, L * nb * P * krow, 0, 0);
         double spans = steps * L * nb * 7;
-        /* upload, the warm-up step, the timed steps, the results read back and written */
-        total += upload + r.decode_s * (1 + 1 / steps) + spans * eng_budget.db_span_s + 0.05;
+        /* upload, the warm-up step, the prompt pass and the timed steps, the results read back and written */
+        total += upload + r.prefill_s + r.decode_s * (1 + 1 / steps) + spans * eng_budget.db_span_s + 0.05;
     }
     sim_free(sx);
     if (st) return st;

@@ -139,8 +139,16 @@ static void canon(const sctx *cx, kv_plan *pl) {
     int wi = cx->wmask_of[(int)lround(pl->percent.wg)];
     const wlayout *w = &cx->w[wi];
     int bg = pl->policy == KV_POL_GPU ? pl->batch : b_gpu_of(pl), bc = pl->batch - bg;
-    if (bc == 0 && pl->policy != KV_POL_GPU) pl->policy = w->w_cpu > 0 ? KV_POL_OFFLOAD : KV_POL_GPU;
+    /* relabel only into policies the user allowed: a restricted search keeps its own names */
+    const search_opts *o = cx->o;
+    kv_policy same = w->w_cpu > 0 ? KV_POL_OFFLOAD : KV_POL_GPU;
+    if (bc == 0 && pl->policy != KV_POL_GPU && allowed(o, same)) pl->policy = same;
     if (pl->policy == KV_POL_GPU) wi = cx->nw - 1, w = &cx->w[wi], bg = pl->batch, bc = 0;
+    /* KVPR at l = 0 is offloading, and at every stored activation it is recomputation (-1: to be chosen) */
+    if (pl->policy == KV_POL_KVPR && !pl->split_steps && pl->split == 0 && allowed(o, KV_POL_OFFLOAD)) pl->policy = KV_POL_OFFLOAD;
+    if (pl->policy == KV_POL_KVPR && !pl->split_steps && pl->split > 0 &&
+        pl->split >= kv_plan_act_avail(pl, kv_plan_steps(pl) - 1) && allowed(o, KV_POL_RECOMPUTE))
+        pl->policy = KV_POL_RECOMPUTE;
     if (pl->policy != KV_POL_KVPR) pl->split = -1;
     double cg = 100.0 * bg / pl->batch;
     pl->percent = (kv_percent){1, w->wg, 100 - w->wg, cg, 100 - cg, pl->percent.hg, 100 - pl->percent.hg};
@@ -239,6 +247,7 @@ typedef struct {
     kv_policy pol;
     int l, gbs, nb, hg, D;
     int ylo, yhi;
+    int nw;
     int wok[MAXW];
     double W[MAXW], mg[MAXW], mc[MAXW]; /* us; GPU and CPU bytes at y = 0 */
     double sg, sc;                      /* bytes per sequence of a micro-batch moved to the CPU */
@@ -283,6 +292,7 @@ static kv_status model_build(const sctx *cx, kv_policy pol, int l, int gbs, int 
     /* memory: exact, from the layout the simulator and the engine use (affine in y) */
     kv_layout ly;
     kv_status st;
+    sm->nw = cx->nw;
     for (int k = 0; k < cx->nw; k++) {
         sm->wok[k] = pol != KV_POL_GPU || cx->w[k].w_cpu == 0;
         sm->W[k] = cp(p, HW_H2D, cx->w[k].w_cpu);
@@ -372,9 +382,7 @@ static int model_fits(const smodel *sm, int k, int y) {
  * infeasible (memory or the latency bound), which is an answer, not an error. */
 static kv_status model_solve(const smodel *sm, int *kout, int *yout, int *found, search_result *res) {
     *found = 0;
-    int K = MAXW, nw = 0;
-    for (int k = 0; k < MAXW; k++) nw += sm->wok[k] || sm->W[k] > 0 || sm->mg[k] > 0;
-    K = nw;
+    int K = sm->nw;
     int cz = 1, cy = 1 + K, cp0 = 2 + K, ncol = K + 1 + NBK + 1;
     glp_term_out(GLP_OFF);
     glp_prob *lp = glp_create_prob();
@@ -457,6 +465,27 @@ static kv_status model_solve(const smodel *sm, int *kout, int *yout, int *found,
     *found = 1;
 out:
     glp_delete_prob(lp);
+    return st;
+}
+
+kv_status search_mip_check(const kv_model *m, const hw_profile *p, const search_opts *o, kv_policy pol, int split, int gbs,
+                           int nb, int hg, int prefetch, double *mip, double *brute) {
+    *mip = *brute = INFINITY;
+    kv_status st = check_opts(m, o);
+    if (st) return st;
+    sctx cx;
+    if ((st = ctx_init(&cx, m, p, o))) return st;
+    smodel sm;
+    search_result res = {0};
+    int k = 0, y = 0, found = 0;
+    if (!(st = model_build(&cx, pol, split, gbs, nb, hg, prefetch, &sm))) st = model_solve(&sm, &k, &y, &found, &res);
+    double pf, dec;
+    if (!st && found) *mip = model_eval(&sm, k, y, &pf, &dec);
+    for (int kk = 0; !st && kk < sm.nw; kk++)
+        for (int yy = sm.ylo; yy <= sm.yhi; yy++)
+            if (model_fits(&sm, kk, yy)) *brute = fmin(*brute, model_eval(&sm, kk, yy, &pf, &dec));
+    if (!st && found && !model_fits(&sm, k, y)) st = kv_errorf(KV_ESOLVER, "search MIP: its answer breaks a constraint");
+    ctx_free(&cx);
     return st;
 }
 
@@ -608,6 +637,9 @@ kv_status search_cand_copy(search_cand *dst, const search_cand *src) {
 
 void search_result_free(search_result *r) {
     for (int i = 0; i < r->n; i++) search_cand_free(&r->c[i]);
+    for (int i = 0; i < KV_POL_COUNT; i++)
+        if (r->has[i]) search_cand_free(&r->best[i]);
+    memset(r->has, 0, sizeof r->has);
     free(r->c);
     r->c = NULL;
     r->n = 0;
@@ -671,12 +703,11 @@ int search_cmp(const search_cand *a, const search_cand *b, search_objective obj)
     float va = (float)a->value, vb = (float)b->value;
     int c;
     if (va != vb) return obj == SEARCH_LATENCY ? (va < vb ? -1 : 1) : (va > vb ? -1 : 1);
+    /* the simpler policy (gpu, offload, kvpr, recompute, cpu-attn), then the smaller footprint */
+    if (a->plan.policy != b->plan.policy) return a->plan.policy < b->plan.policy ? -1 : 1;
     if ((c = cmp_int(a->gpu_bytes, b->gpu_bytes)) || (c = cmp_int(a->cpu_bytes, b->cpu_bytes))) return c;
     return plan_key_cmp(&a->plan, &b->plan);
 }
-
-static search_objective g_obj; /* qsort has no context argument; the search is single-threaded per call */
-static int qcmp(const void *a, const void *b) { return search_cmp(a, b, g_obj); }
 
 void search_rank(search_cand *c, int n, search_objective obj) {
     /* insertion sort: stable, no global state, and n is at most a few hundred */
@@ -689,8 +720,6 @@ void search_rank(search_cand *c, int n, search_objective obj) {
         }
         c[j + 1] = x;
     }
-    (void)qcmp;
-    (void)g_obj;
 }
 
 static int pcand_cmp(const void *a, const void *b) {
@@ -775,6 +804,15 @@ static kv_status resplit(sctx *cx, const kv_plan *pl, sched_kind k, kv_plan *out
     return KV_OK;
 }
 
+/* The linear model's prediction for a plan the search did not make itself (another split). */
+static kv_status predict(const sctx *cx, const kv_plan *pl, double *pf, double *dec) {
+    smodel sm;
+    int l = pl->policy == KV_POL_KVPR ? pl->split : pl->policy == KV_POL_RECOMPUTE ? pl->prompt : 0;
+    kv_status st = model_build(cx, pl->policy, l, pl->batch, pl->nb, (int)pl->percent.hg, pl->prefetch, &sm);
+    if (!st) model_eval(&sm, cx->wmask_of[(int)lround(pl->percent.wg)], pl->batch - b_gpu_of(pl), pf, dec);
+    return st;
+}
+
 kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *o, search_result *res) {
     memset(res, 0, sizeof *res);
     kv_status st = check_opts(m, o);
@@ -815,15 +853,10 @@ kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *
         if (!st && pc.c[i].plan.policy == KV_POL_KVPR) {
             kv_plan q;
             int ok;
+            double pf = 0, dec = 0;
             st = resplit(&cx, &pc.c[i].plan, SCHED_PIPELINED, &q, &ok);
-            if (!st && ok && q.split != pc.c[i].plan.split) {
-                smodel sm;
-                double pf = 0, dec = 0;
-                /* the linear model at the scheduler's split, for the predicted column */
-                if (!(st = model_build(&cx, q.policy, q.split, q.batch, q.nb, (int)q.percent.hg, q.prefetch, &sm)))
-                    model_eval(&sm, cx.wmask_of[(int)lround(q.percent.wg)], q.batch - b_gpu_of(&q), &pf, &dec);
-                if (!st) st = try_plan(&cx, &q, pf, dec, &done, &sims, res);
-            }
+            if (!st && ok) canon(&cx, &q);
+            if (!st && ok && !(st = predict(&cx, &q, &pf, &dec))) st = try_plan(&cx, &q, pf, dec, &done, &sims, res);
         }
     }
     free(pick);
@@ -855,6 +888,13 @@ kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *
                        m->name, 1e3 * o->max_token_s, res->over_bound);
         goto out;
     }
+    for (int i = 0; i < sims.n && !st; i++) {
+        kv_policy pol = sims.c[i].plan.policy;
+        if (res->has[pol]) continue;
+        st = search_cand_copy(&res->best[pol], &sims.c[i]);
+        res->has[pol] = !st;
+    }
+    if (st) goto out;
     int keep = sims.n < o->top ? sims.n : o->top;
     for (int i = keep; i < sims.n; i++) search_cand_free(&sims.c[i]);
     res->c = sims.c, res->n = keep;
@@ -867,6 +907,7 @@ out:
     free(pc.c);
     pset_free(&done);
     ctx_free(&cx);
+    if (st) search_result_free(res);
     return st;
 }
 
@@ -912,6 +953,7 @@ kv_status search_brute(const kv_model *m, const hw_profile *p, const search_opts
                                 if ((st = resplit(&cx, &pl, SCHED_PIPELINED, &q, &ok))) break;
                                 if (!ok) continue;
                                 pl = q;
+                                canon(&cx, &pl);
                             }
                             search_cand c;
                             int fits;

@@ -63,6 +63,8 @@ typedef struct {
 typedef struct {
     search_cand *c;
     int n;                  /* ranked, best first, at most top */
+    search_cand best[KV_POL_COUNT]; /* the best simulated candidate of each policy (has[pol]) */
+    int has[KV_POL_COUNT];
     int outer, mips, infeasible, simulated, pruned, over_bound;
     int rows, cols, ints;   /* size of the largest MIP */
     double tasks;           /* tasks simulated */
@@ -74,6 +76,12 @@ kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *
 void search_result_free(search_result *r);
 void search_cand_free(search_cand *c);
 kv_status search_cand_copy(search_cand *dst, const search_cand *src);
+
+/* Stage 2 of one outer choice, checked: the MIP's optimum of the linear model (seconds of the
+ * objective) and the same model's optimum by enumerating every weights layout and y; both +inf
+ * when nothing fits. KV_ESOLVER if the MIP's answer breaks a constraint. For tests. */
+kv_status search_mip_check(const kv_model *m, const hw_profile *p, const search_opts *o, kv_policy pol, int split, int gbs,
+                           int nb, int hg, int prefetch, double *mip, double *brute);
 
 /* Simulates one plan and fills the candidate's simulated fields (the plan is copied; split_steps
  * duplicated). *fits = 0 (and KV_OK) when the layout does not fit the capacities. */

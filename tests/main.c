@@ -93,6 +93,7 @@ int main(void) {
     group_sim(&c);
     group_graph(&c);
     group_sched(&c);
+    group_search(&c);
     group_exp(&c);
     group_engine(&c);
     group_gpurun(&c);

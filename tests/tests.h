@@ -59,6 +59,7 @@ void group_cli(tcount *c);
 void group_sim(tcount *c);
 void group_graph(tcount *c);
 void group_sched(tcount *c);
+void group_search(tcount *c);
 void group_exp(tcount *c);
 void group_engine(tcount *c);
 void group_gpurun(tcount *c);

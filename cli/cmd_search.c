@@ -1,0 +1,418 @@
+/* kvpr search: "how should I run this?" The search of sched/search.h as a command, its validation
+ * against brute force, and FlexGen's published T4 policies against its choice. */
+#include "cmd_search.h"
+#include <getopt.h>
+#include <gsl/gsl_sort.h>
+#include <gsl/gsl_statistics_double.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../sched/search.h"
+#include "cli.h"
+
+#define GIB 1073741824.0
+
+static const char *search_help =
+    "usage: kvpr search --model M --hw H --prompt P --gen G [options]\n"
+    "Chooses policy (gpu, offload, kvpr, recompute, cpu-attn), placement (--percent), GPU batch and micro-batches,\n"
+    "prefetch depth and KVPR's split together; simulates the best predicted and ranks them.\n"
+    "  --objective generation|decode|latency  generation throughput (default), decode throughput, or time per token\n"
+    "  --max-token-latency MS     the mean time between a sequence's tokens must not exceed MS milliseconds\n"
+    "  --sequences N              exactly N sequences in flight (gbs x nb = N); default: the search chooses\n"
+    "  --top K                    report the best K (default 5)\n"
+    "  --policies LIST            comma-separated subset of gpu,offload,kvpr,recompute,cpu-attn (default all)\n"
+    "  --max-gbs N --max-nb N     bound the GPU batch and the micro-batches (default: memory bounds them)\n"
+    "  --prefetch-max D           prefetch depths 1..D are tried (default 2)\n"
+    "  --no-per-step              do not try a KVPR split per decode step\n"
+    "  --gpu-mem GIB --cpu-mem GIB  capacities (default: the profile's)\n"
+    "  --sim-budget TASKS         simulated tasks at most (default 4e6, about two seconds)\n"
+    "  --json                     one JSON object (policy, percent, gbs, nb, split, generation_tok_s, decode_tok_s, ...)\n"
+    "  --validate                 regret against brute-force simulation over a built-in grid (no --model needed)\n"
+    "  --flexgen                  FlexGen's published T4 policies simulated against the search's choice\n";
+
+static const char *res_name(int r) { return kv_res_name((kv_resource)r); }
+
+static kv_status parse_policies(const char *s, unsigned *out) {
+    char buf[256];
+    if (strlen(s) >= sizeof buf) return kv_errorf(KV_EINVAL, "--policies: list too long");
+    strcpy(buf, s);
+    *out = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        kv_policy p;
+        kv_status st = kv_policy_parse(t, &p);
+        if (st) return st;
+        *out |= 1u << p;
+    }
+    return *out ? KV_OK : kv_errorf(KV_EINVAL, "--policies: empty list");
+}
+
+static void fmt_percent(char *b, size_t n, const kv_percent *c) {
+    snprintf(b, n, "%g %g %.4g %.4g %g %g", c->wg, c->wc, c->cg, c->cc, c->hg, c->hc);
+}
+
+static void fmt_split(char *b, size_t n, const search_cand *c) {
+    const kv_plan *pl = &c->plan;
+    if (pl->policy == KV_POL_RECOMPUTE) snprintf(b, n, "all");
+    else if (pl->policy != KV_POL_KVPR) snprintf(b, n, "-");
+    else if (pl->split_steps) snprintf(b, n, "%d..%d", pl->split_steps[0], pl->split_steps[kv_plan_steps(pl) - 1]);
+    else snprintf(b, n, "%d", pl->split);
+}
+
+static const char *unit(search_objective o) { return o == SEARCH_LATENCY ? "ms/tok" : "tok/s"; }
+static double shown(search_objective o, double v) { return o == SEARCH_LATENCY ? 1e3 * v : v; }
+
+static json_t *cand_json(const search_cand *c, int rank) {
+    const kv_plan *pl = &c->plan;
+    const kv_percent *q = &pl->percent;
+    json_t *util = json_object();
+    for (int i = 0; i < KV_RES_COUNT; i++) json_object_set_new(util, res_name(i), json_real(c->util[i]));
+    json_t *o = json_pack("{s:i,s:s,s:s,s:[f,f,f,f,f,f],s:i,s:i,s:i,s:i,s:s,s:{s:f,s:f,s:f},s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:o,s:s}",
+                          "rank", rank, "policy", kv_policy_name(pl->policy), "mode", kv_mode_name(pl->mode), "percent", q->wg,
+                          q->wc, q->cg, q->cc, q->hg, q->hc, "gbs", pl->batch, "nb", pl->nb, "prefetch", pl->prefetch, "split",
+                          pl->policy == KV_POL_KVPR ? pl->split : pl->policy == KV_POL_RECOMPUTE ? pl->prompt : 0, "split_how",
+                          c->split_how, "predicted", "prefill_s", c->pred_prefill_s, "decode_s", c->pred_decode_s, "value",
+                          c->pred_value, "prefill_s", c->prefill_s, "decode_s", c->decode_s, "generation_tok_s",
+                          c->generation_tok_s, "decode_tok_s", c->decode_tok_s, "token_latency_s", c->token_s, "value", c->value,
+                          "gpu_mem_peak_bytes", c->gpu_bytes, "cpu_mem_bytes", c->cpu_bytes, "utilisation", util, "bound",
+                          res_name(c->bound));
+    if (o && pl->split_steps) {
+        json_t *a = json_array();
+        for (int i = 0; i < kv_plan_steps(pl); i++) json_array_append_new(a, json_integer(pl->split_steps[i]));
+        json_object_set_new(o, "split_steps", a);
+    }
+    return o;
+}
+
+static void print_row(int rank, const search_cand *c, search_objective obj) {
+    char pc[128], sp[32], gb[32];
+    fmt_percent(pc, sizeof pc, &c->plan.percent);
+    fmt_split(sp, sizeof sp, c);
+    snprintf(gb, sizeof gb, "%dx%d", c->plan.batch, c->plan.nb);
+    char pred[16] = "-";
+    if (c->pred_value > 0) snprintf(pred, sizeof pred, "%.2f", shown(obj, c->pred_value));
+    printf("  %2d  %-9s  %-26s %-8s %d  %-9s %9s %9.2f %9.3f %9.3f %8.1f %7.2f %7.2f  %s %.0f %%\n", rank,
+           kv_policy_name(c->plan.policy), pc, gb, c->plan.prefetch, sp, pred, shown(obj, c->value), c->prefill_s, c->decode_s,
+           1e3 * c->token_s, c->gpu_bytes / GIB, c->cpu_bytes / GIB, res_name(c->bound), 100 * c->util[c->bound]);
+}
+
+static void print_header(search_objective obj) {
+    printf("  %2s  %-9s  %-26s %-8s %s  %-9s %9s %9s %9s %9s %8s %7s %7s  %s\n", "#", "policy", "percent (WG WC CG CC HG HC)",
+           "gbs x nb", "D", "split", "predicted", "simulated", "prefill s", "decode s", "ms/token", "GPU GiB", "CPU GiB",
+           "bound by");
+    printf("      (predicted and simulated: %s %s)\n", search_objective_name(obj), unit(obj));
+}
+
+/* Why the winner wins: what bounds it, and what the best of every other policy reaches. */
+static void print_why(const search_result *r, const search_opts *o) {
+    const search_cand *w = &r->c[0];
+    printf("\nwinner: %s", kv_policy_name(w->plan.policy));
+    printf(", bound by %s (busy %.0f %% of decode; h2d %.0f %%, d2h %.0f %%, gpu %.0f %%, cpu %.0f %%)\n", res_name(w->bound),
+           100 * w->util[w->bound], 100 * w->util[KV_RES_H2D], 100 * w->util[KV_RES_D2H], 100 * w->util[KV_RES_GPU],
+           100 * w->util[KV_RES_CPU]);
+    for (int pol = 0; pol < KV_POL_COUNT; pol++) {
+        if (pol == (int)w->plan.policy) continue;
+        if (!r->has[pol]) {
+            printf("  best %-9s  none simulated (did not fit, or predicted too far behind)\n", kv_policy_name((kv_policy)pol));
+            continue;
+        }
+        const search_cand *b = &r->best[pol];
+        double rel = o->objective == SEARCH_LATENCY ? b->value / w->value : w->value / b->value;
+        printf("  best %-9s  %9.2f %s at gbs %d x nb %d: the winner is %.2fx (%s bound, %.0f %% busy)\n",
+               kv_policy_name((kv_policy)pol), shown(o->objective, b->value), unit(o->objective), b->plan.batch, b->plan.nb, rel,
+               res_name(b->bound), 100 * b->util[b->bound]);
+    }
+}
+
+typedef struct {
+    const char *model, *hw;
+    double gpu_gib, cpu_gib; /* 0: the profile's */
+    int prompt, gen;
+    search_objective obj;
+    double max_tok_ms;
+} vcase;
+
+/* The validation grid: small enough that brute force over every policy, a 10 % placement
+ * lattice, hidden states on either side, gbs 1..8 and nb 1..4 finishes in seconds per case;
+ * memory is cut so that every case has to choose what to offload. */
+static const vcase VCASES[] = {
+    {"OPT-1.3B", "t4", 2.0, 32, 128, 8, SEARCH_GENERATION, 0},
+    {"OPT-1.3B", "t4", 2.0, 32, 128, 8, SEARCH_DECODE, 0},
+    {"OPT-1.3B", "a100-40gb-pcie4", 3.0, 16, 1024, 8, SEARCH_DECODE, 0},
+    {"OPT-2.7B", "l4", 5.5, 24, 512, 6, SEARCH_DECODE, 0},
+    {"OPT-125M", "rtx4090", 0.3, 8, 256, 8, SEARCH_GENERATION, 0},
+    {"OPT-125M", "h100-pcie", 0.25, 4, 512, 8, SEARCH_DECODE, 0},
+    {"OPT-1.3B", "t4", 3.0, 16, 512, 6, SEARCH_LATENCY, 0},
+    {"OPT-2.7B", "v100", 4.0, 32, 256, 8, SEARCH_GENERATION, 0},
+    {"OPT-1.3B", "rtx3090", 2.5, 32, 256, 8, SEARCH_DECODE, 40},
+    {"OPT-125M", "a100-40gb-pcie4", 0.3, 8, 512, 6, SEARCH_GENERATION, 10},
+    {"Llama-3-8B", "h100-pcie", 16, 64, 256, 6, SEARCH_GENERATION, 0},
+    {"LLaMA-2-7B", "a100-40gb-pcie4", 14, 64, 1024, 6, SEARCH_DECODE, 0},
+};
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int run_validate(int js) {
+    int n = (int)(sizeof VCASES / sizeof VCASES[0]);
+    double *reg = malloc(sizeof(double) * (size_t)n);
+    json_t *arr = json_array();
+    if (!reg || !arr) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    if (!js)
+        printf("%-11s %-16s %8s %4s %3s %-10s %6s | %-28s %9s | %-28s %9s %7s | %8s %5s\n", "model", "hw", "GPU/CPU", "p", "g",
+               "objective", "bound", "search's choice", "value", "brute force best", "value", "sims", "regret", "s");
+    for (int i = 0; i < n; i++) {
+        const vcase *v = &VCASES[i];
+        kv_model m;
+        hw_profile p;
+        kv_status st;
+        if ((st = kv_model_resolve(v->model, &m)) || (st = hw_profile_resolve(v->hw, &p))) {
+            free(reg);
+            json_decref(arr);
+            return cli_fail(st);
+        }
+        search_opts o;
+        search_opts_defaults(&o);
+        o.prompt = v->prompt, o.gen = v->gen, o.objective = v->obj, o.max_token_s = v->max_tok_ms / 1e3;
+        o.max_gbs = 8, o.max_nb = 4, o.top = 1;
+        o.gpu_bytes = v->gpu_gib * GIB, o.cpu_bytes = v->cpu_gib * GIB;
+        search_regret rg;
+        if ((st = search_regret_of(&m, &p, &o, &rg))) {
+            free(reg);
+            json_decref(arr);
+            return cli_fail(kv_errctx(st, "validate %s on %s: ", v->model, v->hw));
+        }
+        reg[i] = rg.regret;
+        char a[192], b[192], pa[128], pb[128];
+        fmt_percent(pa, sizeof pa, &rg.chosen.plan.percent);
+        fmt_percent(pb, sizeof pb, &rg.best.plan.percent);
+        snprintf(a, sizeof a, "%s %dx%d %s", kv_policy_name(rg.chosen.plan.policy), rg.chosen.plan.batch, rg.chosen.plan.nb, pa);
+        snprintf(b, sizeof b, "%s %dx%d %s", kv_policy_name(rg.best.plan.policy), rg.best.plan.batch, rg.best.plan.nb, pb);
+        char bound[16] = "-";
+        if (v->max_tok_ms > 0) snprintf(bound, sizeof bound, "%gms", v->max_tok_ms);
+        char mem[32];
+        snprintf(mem, sizeof mem, "%g/%g", v->gpu_gib, v->cpu_gib);
+        if (!js)
+            printf("%-11s %-16s %8s %4d %3d %-10s %6s | %-28.28s %9.2f | %-28.28s %9.2f %7d | %7.2f%% %5.1f\n", v->model, v->hw, mem,
+                   v->prompt, v->gen, search_objective_name(v->obj), bound, a, shown(v->obj, rg.search_value), b,
+                   shown(v->obj, rg.brute_value), rg.brute_sims, 100 * rg.regret, rg.search_s + rg.brute_s);
+        else
+            json_array_append_new(arr, json_pack("{s:s,s:s,s:f,s:f,s:i,s:i,s:s,s:f,s:o,s:o,s:f,s:f,s:f,s:i}", "model", v->model,
+                                                 "hw", v->hw, "gpu_gib", v->gpu_gib, "cpu_gib", v->cpu_gib, "prompt", v->prompt,
+                                                 "gen", v->gen, "objective", search_objective_name(v->obj),
+                                                 "max_token_latency_ms", v->max_tok_ms, "search", cand_json(&rg.chosen, 1),
+                                                 "brute_force", cand_json(&rg.best, 1), "search_value", rg.search_value,
+                                                 "brute_value", rg.brute_value, "regret", rg.regret, "brute_sims", rg.brute_sims));
+        search_regret_free(&rg);
+    }
+    qsort(reg, (size_t)n, sizeof *reg, cmp_d);
+    double med = gsl_stats_median_from_sorted_data(reg, 1, (size_t)n), mx = reg[n - 1];
+    if (js) {
+        json_t *o = json_pack("{s:o,s:f,s:f,s:i}", "cases", arr, "median_regret", med, "max_regret", mx, "n", n);
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(o);
+    } else {
+        json_decref(arr);
+        printf("\nregret = 1 - search / brute force (throughput), search / brute force - 1 (latency); < 0: the search\n"
+               "found a configuration off the brute force's 10 %% lattice. %d cases: median %.2f %%, max %.2f %% (targets 1 %% / 5 %%)\n",
+               n, 100 * med, 100 * mx);
+    }
+    free(reg);
+    return 0;
+}
+
+/* FlexGen's published T4 policies, simulated, against the search on the same machine (T4, 200 GiB
+ * of CPU memory as FlexGen's cost model assumes; the profile's 16 GiB GPU). */
+static int run_flexgen(int js) {
+    const search_flexgen_case *fc;
+    int nfc = search_flexgen_cases(&fc);
+    static const char *const models[] = {"OPT-6.7B", "OPT-13B", "OPT-30B", "OPT-66B"};
+    static const int prompts[] = {512, 1024};
+    hw_profile p;
+    kv_status st = hw_profile_resolve("t4", &p);
+    if (st) return cli_fail(st);
+    json_t *arr = json_array();
+    if (!js)
+        printf("%-9s %5s | %-34s %9s | %-40s %9s %7s | %s\n", "model", "p", "FlexGen's policy (bench_suite.py)", "gen tok/s",
+               "search's choice", "gen tok/s", "ours/FG", "why");
+    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++)
+        for (size_t pi = 0; pi < 2; pi++) {
+            kv_model m;
+            if ((st = kv_model_resolve(models[mi], &m))) goto fail;
+            search_opts o;
+            search_opts_defaults(&o);
+            o.prompt = prompts[pi], o.gen = 32, o.top = 1, o.cpu_bytes = 200 * GIB;
+            const search_flexgen_case *f = NULL;
+            for (int i = 0; i < nfc; i++)
+                if (!strcmp(fc[i].model, models[mi]) && fc[i].prompt == prompts[pi]) f = &fc[i];
+            search_cand fg;
+            int have_fg = 0, fits = 0;
+            memset(&fg, 0, sizeof fg);
+            if (f) {
+                kv_plan pl;
+                search_flexgen_plan(f, &pl);
+                if ((st = search_simulate(&m, &p, &o, &pl, &fg, &fits))) goto fail;
+                have_fg = fits;
+            }
+            search_result r;
+            if ((st = search_run(&m, &p, &o, &r))) goto fail;
+            const search_cand *w = &r.c[0];
+            char fgs[192] = "no published policy", ours[256], pc[128], why[160];
+            if (f) {
+                char q[128];
+                snprintf(q, sizeof q, "%g %g %g %g %g %g", f->percent[0], f->percent[1], f->percent[2], f->percent[3], f->percent[4],
+                         f->percent[5]);
+                snprintf(fgs, sizeof fgs, "%s %dx%d %s%s", fits ? "" : "(no fit) ", f->gbs, f->nb, q, f->cpu_attn ? " cpu" : "");
+            }
+            fmt_percent(pc, sizeof pc, &w->plan.percent);
+            snprintf(ours, sizeof ours, "%s %dx%d %s", kv_policy_name(w->plan.policy), w->plan.batch, w->plan.nb, pc);
+            /* why: what bounds FlexGen's run, and what bounds ours */
+            if (have_fg)
+                snprintf(why, sizeof why, "FlexGen %s-bound (%.0f %%), ours %s-bound (%.0f %%)", res_name(fg.bound),
+                         100 * fg.util[fg.bound], res_name(w->bound), 100 * w->util[w->bound]);
+            else snprintf(why, sizeof why, "ours %s-bound (%.0f %%)", res_name(w->bound), 100 * w->util[w->bound]);
+            if (!js) {
+                char fv[16] = "-", ratio[16] = "-";
+                if (have_fg) {
+                    snprintf(fv, sizeof fv, "%.2f", fg.generation_tok_s);
+                    snprintf(ratio, sizeof ratio, "%.2fx", w->generation_tok_s / fg.generation_tok_s);
+                }
+                printf("%-9s %5d | %-34.34s %9s | %-40.40s %9.2f %7s | %s\n", models[mi], prompts[pi], fgs, fv, ours,
+                       w->generation_tok_s, ratio, why);
+            } else {
+                json_t *row = json_pack("{s:s,s:i,s:i,s:o}", "model", models[mi], "prompt", prompts[pi], "gen", 32, "search",
+                                        cand_json(w, 1));
+                if (f) {
+                    json_object_set_new(row, "flexgen_source", json_string(f->source));
+                    json_object_set_new(row, "flexgen", have_fg ? cand_json(&fg, 0) : json_null());
+                }
+                json_array_append_new(arr, row);
+            }
+            search_cand_free(&fg);
+            search_result_free(&r);
+        }
+    if (js) {
+        json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+    } else
+        printf("\nT4 profile (16 GiB GPU), 200 GiB CPU, gen 32; FlexGen's policies from FMInference/FlexLLMGen "
+               "benchmark/flexgen/bench_suite.py\n(--overlap False runs as prefetch 1, --cpu as cpu-attn); both simulated in "
+               "our model; objective generation throughput.\n");
+    json_decref(arr);
+    return 0;
+fail:
+    json_decref(arr);
+    return cli_fail(st);
+}
+
+int cmd_search(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'},      {"hw", 1, 0, 'w'},          {"prompt", 1, 0, 'p'},      {"gen", 1, 0, 'g'},
+        {"objective", 1, 0, 'o'},  {"max-token-latency", 1, 0, 'l'}, {"sequences", 1, 0, 's'}, {"top", 1, 0, 't'},
+        {"policies", 1, 0, 'P'},   {"max-gbs", 1, 0, 'B'},     {"max-nb", 1, 0, 'N'},      {"prefetch-max", 1, 0, 'D'},
+        {"no-per-step", 0, 0, 'S'}, {"gpu-mem", 1, 0, 'G'},    {"cpu-mem", 1, 0, 'C'},     {"sim-budget", 1, 0, 'b'},
+        {"json", 0, 0, 'j'},       {"validate", 0, 0, 'V'},    {"flexgen", 0, 0, 'F'},     {"help", 0, 0, 'h'},
+        {"search", 0, 0, 'Z'},     {0, 0, 0, 0}};
+    const char *model = NULL, *hw = NULL;
+    int js = 0, validate = 0, flexgen = 0, c;
+    double ms = 0, gib;
+    search_opts o;
+    search_opts_defaults(&o);
+    kv_status st;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'w': hw = optarg; break;
+        case 'p': if ((st = cli_int("--prompt", optarg, 1, 1 << 24, &o.prompt))) return cli_fail(st); break;
+        case 'g': if ((st = cli_int("--gen", optarg, 2, 1 << 24, &o.gen))) return cli_fail(st); break;
+        case 'o': if ((st = search_objective_parse(optarg, &o.objective))) return cli_fail(st); break;
+        case 'l':
+            if ((st = cli_double("--max-token-latency", optarg, 1e-6, 1e9, &ms))) return cli_fail(st);
+            o.max_token_s = ms / 1e3;
+            break;
+        case 's': if ((st = cli_int("--sequences", optarg, 1, 1 << 20, &o.sequences))) return cli_fail(st); break;
+        case 't': if ((st = cli_int("--top", optarg, 1, 1000, &o.top))) return cli_fail(st); break;
+        case 'P': if ((st = parse_policies(optarg, &o.policies))) return cli_fail(st); break;
+        case 'B': if ((st = cli_int("--max-gbs", optarg, 1, 1 << 20, &o.max_gbs))) return cli_fail(st); break;
+        case 'N': if ((st = cli_int("--max-nb", optarg, 1, 4096, &o.max_nb))) return cli_fail(st); break;
+        case 'D': if ((st = cli_int("--prefetch-max", optarg, 1, 8, &o.prefetch_max))) return cli_fail(st); break;
+        case 'S': o.per_step = 0; break;
+        case 'G':
+            if ((st = cli_double("--gpu-mem", optarg, 1e-3, 1e6, &gib))) return cli_fail(st);
+            o.gpu_bytes = gib * GIB;
+            break;
+        case 'C':
+            if ((st = cli_double("--cpu-mem", optarg, 1e-3, 1e7, &gib))) return cli_fail(st);
+            o.cpu_bytes = gib * GIB;
+            break;
+        case 'b': if ((st = cli_double("--sim-budget", optarg, 1, 1e12, &o.sim_tasks))) return cli_fail(st); break;
+        case 'j': js = 1; break;
+        case 'V': validate = 1; break;
+        case 'F': flexgen = 1; break;
+        case 'h': fputs(search_help, stdout); return 0;
+        case 'Z': break; /* `kvpr plan --search ...` and `kvpr validate --search` hand their arguments here */
+        default: return cli_usage("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("unexpected argument '%s'", argv[optind]);
+    if (validate && flexgen) return cli_usage("--validate and --flexgen are separate runs: give one");
+    if (validate) return run_validate(js);
+    if (flexgen) return run_flexgen(js);
+    if (!model || !hw || !o.prompt || !o.gen) return cli_usage("--model, --hw, --prompt and --gen are required (see --help)");
+    if (o.objective == SEARCH_LATENCY && o.max_token_s > 0)
+        return cli_usage("--max-token-latency bounds a throughput objective (generation or decode), not latency itself");
+    kv_model m;
+    hw_profile p;
+    if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
+    search_result r;
+    if ((st = search_run(&m, &p, &o, &r))) return cli_fail(st);
+    double gcap = o.gpu_bytes > 0 ? o.gpu_bytes : p.gpu.mem_bytes.value, ccap = o.cpu_bytes > 0 ? o.cpu_bytes : p.cpu.mem_bytes.value;
+    if (js) {
+        json_t *cands = json_array(), *best = json_object();
+        for (int i = 0; i < r.n; i++) json_array_append_new(cands, cand_json(&r.c[i], i + 1));
+        for (int i = 0; i < KV_POL_COUNT; i++)
+            if (r.has[i]) json_object_set_new(best, kv_policy_name((kv_policy)i), cand_json(&r.best[i], 0));
+        json_t *out = json_pack(
+            "{s:s,s:s,s:i,s:i,s:s,s:f,s:i,s:f,s:f,s:o,s:o,s:{s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:{s:i,s:i,s:i},s:f,s:f}}", "model",
+            m.name, "hw", p.name, "prompt", o.prompt, "gen", o.gen, "objective", search_objective_name(o.objective),
+            "max_token_latency_s", o.max_token_s, "sequences", o.sequences, "gpu_mem_bytes", gcap, "cpu_mem_bytes", ccap,
+            "candidates", cands, "best_per_policy", best, "search", "outer", r.outer, "mips", r.mips, "infeasible", r.infeasible,
+            "simulated", r.simulated, "pruned", r.pruned, "over_bound", r.over_bound, "tasks", r.tasks, "lp", "rows", r.rows,
+            "cols", r.cols, "integer", r.ints, "solve_s", r.solve_s, "sim_s", r.sim_s);
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(out);
+    } else {
+        printf("%s on %s (GPU %.1f GiB, CPU %.1f GiB), prompt %d, gen %d: objective %s", m.name, p.name, gcap / GIB, ccap / GIB,
+               o.prompt, o.gen, search_objective_name(o.objective));
+        if (o.max_token_s > 0) printf(", at most %g ms per token", 1e3 * o.max_token_s);
+        if (o.sequences) printf(", %d sequences", o.sequences);
+        printf("\n");
+        print_header(o.objective);
+        for (int i = 0; i < r.n; i++) print_row(i + 1, &r.c[i], o.objective);
+        print_why(&r, &o);
+        printf("\nsearch: %d outer choices, %d MIPs in GLPK (%d infeasible; largest %d rows x %d columns, %d integer) in %.2f s;\n"
+               "        %d simulated (%d pruned by memory, %d over the latency bound) in %.2f s\n",
+               r.outer, r.mips, r.infeasible, r.rows, r.cols, r.ints, r.solve_s, r.simulated, r.pruned, r.over_bound, r.sim_s);
+        const search_cand *w = &r.c[0];
+        char pc[128];
+        fmt_percent(pc, sizeof pc, &w->plan.percent);
+        printf("run it: kvpr sim --model %s --hw %s --prompt %d --gen %d --policy %s --mode %s --gbs %d --nb %d --prefetch %d "
+               "--percent '%s'",
+               m.name, p.name, o.prompt, o.gen, kv_policy_name(w->plan.policy), kv_mode_name(w->plan.mode), w->plan.batch,
+               w->plan.nb, w->plan.prefetch, pc);
+        if (w->plan.policy == KV_POL_KVPR) {
+            if (w->plan.split_steps) printf(" --scheduler dynamic");
+            else printf(" --split %d", w->plan.split);
+        }
+        printf("\n");
+    }
+    search_result_free(&r);
+    return 0;
+}
