@@ -6,6 +6,7 @@
 #include "../core/kv_io.h"
 #include "../sched/sched.h"
 #include "cli.h"
+#include "cmd_search.h"
 
 static const char *plan_help =
     "usage: kvpr plan --model M --hw H --batch B --prompt P --gen G [options]\n"
@@ -29,6 +30,9 @@ static kv_status lp_complete(const char *tmp, const char *target) {
 }
 
 int cmd_plan(int argc, char **argv) {
+    /* --search: policy, placement, batch and split chosen together (kvpr search) */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--search")) return cmd_search(argc, argv);
     sched_kind k = SCHED_PIPELINED;
     const char *lpf = NULL;
     kv_status st;

@@ -13,6 +13,7 @@
 #include "../exp/exp.h"
 #include "../sim/sim.h"
 #include "cli.h"
+#include "cmd_search.h"
 
 #define MAXV 16
 
@@ -120,6 +121,9 @@ static int cmp_row(const void *a, const void *b) {
 }
 
 int cmd_validate(int argc, char **argv) {
+    /* --search: the search's regret against brute-force simulation (kvpr search --validate) */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--search")) return cmd_search(argc, argv);
     const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots";
     int quiet = 0;
     for (int i = 1; i < argc; i++) {

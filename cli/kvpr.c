@@ -3,6 +3,7 @@
 #include <string.h>
 #include "../core/db.h"
 #include "cli.h"
+#include "cmd_search.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -16,7 +17,10 @@ static void usage(FILE *f) {
             "                                                 simulate a decode plan (timeline, metrics, trace)\n"
             "  plan --model M --hw H --batch B --prompt P --gen G [--scheduler paper|pipelined|dynamic]\n"
             "                                                 choose the split with a linear program\n"
+            "  search --model M --hw H --prompt P --gen G [--objective generation|decode|latency]\n"
+            "                                                 choose policy, placement, batch and split together (also plan --search)\n"
             "  validate [--grid FILE]                         each scheduler's regret against the simulated best split\n"
+            "                                                 (validate --search: the search's regret against brute force)\n"
             "  run EXPERIMENT [--jobs N] [--shard K/N]        run a sweep of experiments/, print its tables, draw its figures\n"
             "  report EXPERIMENT                              tables and figures from results.db\n"
             "  merge OUT.db SHARD.db...                       merge shard databases\n"
@@ -46,6 +50,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "cost")) return cmd_cost(argc - 1, argv + 1);
     if (!strcmp(c, "sim")) return cmd_sim(argc - 1, argv + 1);
     if (!strcmp(c, "plan")) return cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(c, "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(c, "validate")) return cmd_validate(argc - 1, argv + 1);
     if (!strcmp(c, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(c, "report")) return cmd_report(argc - 1, argv + 1);

@@ -830,24 +830,32 @@ kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *
         goto out;
     }
     qsort(pc.c, (size_t)pc.n, sizeof *pc.c, pcand_cmp);
-    /* which candidates to simulate: the best predicted, and the best few of every policy */
+    /* which candidates to simulate, in this order: the best predicted of every policy (the
+     * model's bias differs by policy, and the report compares them), then the best predicted
+     * overall and the next few of every policy; those past the first `top` only while the budget
+     * of simulated tasks lasts */
+    int *order = malloc(sizeof(int) * (size_t)pc.n);
     char *pick = calloc((size_t)pc.n, 1);
-    if (!pick) {
+    if (!pick || !order) {
+        free(order);
+        free(pick);
         st = kv_errorf(KV_ENOMEM, "search: out of memory");
         goto out;
     }
-    int per[KV_POL_COUNT] = {0};
+    int per[KV_POL_COUNT] = {0}, no = 0, nfirst;
+    for (int i = 0; i < pc.n; i++) res->feasible[pc.c[i].plan.policy]++;
+    for (int i = 0; i < pc.n; i++)
+        if (!per[pc.c[i].plan.policy]++) order[no++] = i, pick[i] = 1;
+    nfirst = no;
+    memset(per, 0, sizeof per);
     for (int i = 0; i < pc.n; i++) {
-        kv_policy pol = pc.c[i].plan.policy;
-        if (i < SIM_PRED_TOP || per[pol] < SIM_PER_POLICY) pick[i] = 1;
-        per[pol]++;
+        int k = per[pc.c[i].plan.policy]++;
+        if (!pick[i] && (i < SIM_PRED_TOP || k < SIM_PER_POLICY)) order[no++] = i, pick[i] = 1;
     }
     double budget = o->sim_tasks > 0 ? o->sim_tasks : SIM_TASKS_DEFAULT;
-    int tried = 0;
-    for (int i = 0; i < pc.n && !st; i++) {
-        if (!pick[i]) continue;
-        if (tried >= o->top && res->tasks + tasks_of(&cx, &pc.c[i].plan) > budget) continue;
-        tried++;
+    for (int j = 0; j < no && !st; j++) {
+        int i = order[j];
+        if (j >= nfirst + o->top && res->tasks + tasks_of(&cx, &pc.c[i].plan) > budget) continue;
         st = try_plan(&cx, &pc.c[i].plan, pc.c[i].pf, pc.c[i].dec, &done, &sims, res);
         /* KVPR: the pipelined scheduler's split for this layout, too */
         if (!st && pc.c[i].plan.policy == KV_POL_KVPR) {
@@ -860,6 +868,7 @@ kv_status search_run(const kv_model *m, const hw_profile *p, const search_opts *
         }
     }
     free(pick);
+    free(order);
     if (st) goto out;
     search_rank(sims.c, sims.n, o->objective);
     /* a split per decode step for the best KVPR candidates */

@@ -65,6 +65,7 @@ typedef struct {
     int n;                  /* ranked, best first, at most top */
     search_cand best[KV_POL_COUNT]; /* the best simulated candidate of each policy (has[pol]) */
     int has[KV_POL_COUNT];
+    int feasible[KV_POL_COUNT];     /* distinct configurations of each policy the MIPs found feasible */
     int outer, mips, infeasible, simulated, pruned, over_bound;
     int rows, cols, ints;   /* size of the largest MIP */
     double tasks;           /* tasks simulated */
