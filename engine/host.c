@@ -69,12 +69,17 @@ static int ensure(float **p, size_t *n, size_t need) {
 }
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 /* fp16 -> fp32 eight at a time where the CPU has F16C (every x86-64 CPU since 2012): the LM head's
  * weights (hidden x vocab, tens of millions of values) are converted on every call */
 __attribute__((target("avx,f16c"))) static void h2f_f16c(const eng_half *x, float *y, size_t n) {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i + 8 <= n; i += 8) {
+        __m128i v;
+        memcpy(&v, x + i, sizeof v); /* an unaligned load, without casting the pointer */
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(v));
+    }
     const float *t = kref_h2f_table();
     for (; i < n; i++) y[i] = t[x[i]];
 }
@@ -83,7 +88,11 @@ __attribute__((target("avx,f16c"))) static void h2f_f16c(const eng_half *x, floa
 static void h2f_array(const eng_half *x, float *y, size_t n) {
 #if defined(__x86_64__)
     static int f16c = -1;
-    if (f16c < 0) f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (f16c < 0) {
+        /* CPUID leaf 1: ECX bit 28 is AVX, bit 29 F16C (clang's __builtin_cpu_supports lacks "f16c") */
+        unsigned a, b, c, d;
+        f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 28 & 1) && (c >> 29 & 1);
+    }
     if (f16c) {
         h2f_f16c(x, y, n);
         return;
