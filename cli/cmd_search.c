@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../exp/searchplot.h"
+#include "../sched/regions.h"
 #include "../sched/search.h"
+#include "../core/kv_str.h"
 #include "cli.h"
 
 #define GIB 1073741824.0
@@ -30,7 +33,15 @@ static const char *search_help =
     "  --sim-budget TASKS         simulated tasks at most (default 4e6, about two seconds)\n"
     "  --json                     one JSON object (policy, percent, gbs, nb, split, generation_tok_s, decode_tok_s, ...)\n"
     "  --validate                 regret against brute-force simulation over a built-in grid (no --model needed)\n"
-    "  --flexgen                  FlexGen's published T4 policies simulated against the search's choice\n";
+    "  --flexgen                  FlexGen's published T4 policies simulated against the search's choice\n"
+    "  --regions                  which policy wins where: the search on every cell of prompt x sequences, for each\n"
+    "                             profile and model; one table per pair, one figure per profile (PLOTS/search-regions-HW)\n"
+    "    --models M,M..           models (default OPT-6.7B,OPT-30B,Llama-3-8B)\n"
+    "    --hw H,H..               profiles (default every shipped profile but paper-a100)\n"
+    "    --prompts P,P..          prompt lengths (default 512,1024,2048,4096,8192,16384,32768)\n"
+    "    --batches N,N..          total sequences in flight, gbs x nb (default 1,4,16,64,256)\n"
+    "                             (--gen defaults to 32; --sim-budget defaults to 1e6 per search here)\n"
+    "  --plots DIR                figures of --regions and --validate (default plots)\n";
 
 static const char *res_name(int r) { return kv_res_name((kv_resource)r); }
 
@@ -160,11 +171,19 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static int run_validate(int js) {
+static int run_validate(int js, const char *plots) {
     int n = (int)(sizeof VCASES / sizeof VCASES[0]);
+    kv_status pst = exp_plot_dir(plots); /* a --plots that cannot exist is bad input: say so before the runs */
+    if (pst) return cli_fail(pst);
     double *reg = malloc(sizeof(double) * (size_t)n);
+    searchplot_vcase *vc = calloc((size_t)n, sizeof *vc);
     json_t *arr = json_array();
-    if (!reg || !arr) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    if (!reg || !arr || !vc) {
+        free(reg);
+        free(vc);
+        json_decref(arr);
+        return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+    }
     if (!js)
         printf("%-11s %-16s %8s %4s %3s %-10s %6s | %-28s %9s | %-28s %9s %7s | %8s %5s\n", "model", "hw", "GPU/CPU", "p", "g",
                "objective", "bound", "search's choice", "value", "brute force best", "value", "sims", "regret", "s");
@@ -175,6 +194,7 @@ static int run_validate(int js) {
         kv_status st;
         if ((st = kv_model_resolve(v->model, &m)) || (st = hw_profile_resolve(v->hw, &p))) {
             free(reg);
+            free(vc);
             json_decref(arr);
             return cli_fail(st);
         }
@@ -186,10 +206,15 @@ static int run_validate(int js) {
         search_regret rg;
         if ((st = search_regret_of(&m, &p, &o, &rg))) {
             free(reg);
+            free(vc);
             json_decref(arr);
             return cli_fail(kv_errctx(st, "validate %s on %s: ", v->model, v->hw));
         }
         reg[i] = rg.regret;
+        snprintf(vc[i].label, sizeof vc[i].label, "%d %s %s %s%s", i + 1, v->model, v->hw, search_objective_name(v->obj),
+                 v->max_tok_ms > 0 ? " bound" : "");
+        vc[i].objective = v->obj, vc[i].search_value = rg.search_value, vc[i].brute_value = rg.brute_value;
+        vc[i].regret = rg.regret;
         char a[192], b[192], pa[128], pb[128];
         fmt_percent(pa, sizeof pa, &rg.chosen.plan.percent);
         fmt_percent(pb, sizeof pb, &rg.best.plan.percent);
@@ -214,6 +239,13 @@ static int run_validate(int js) {
     }
     qsort(reg, (size_t)n, sizeof *reg, cmp_d);
     double med = gsl_stats_median_from_sorted_data(reg, 1, (size_t)n), mx = reg[n - 1];
+    pst = searchplot_validate(plots, vc, n);
+    free(vc);
+    if (pst) {
+        free(reg);
+        json_decref(arr);
+        return cli_fail(pst);
+    }
     if (js) {
         json_t *o = json_pack("{s:o,s:f,s:f,s:i}", "cases", arr, "median_regret", med, "max_regret", mx, "n", n);
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -222,8 +254,9 @@ static int run_validate(int js) {
     } else {
         json_decref(arr);
         printf("\nregret = 1 - search / brute force (throughput), search / brute force - 1 (latency); < 0: the search\n"
-               "found a configuration off the brute force's 10 %% lattice. %d cases: median %.2f %%, max %.2f %% (targets 1 %% / 5 %%)\n",
-               n, 100 * med, 100 * mx);
+               "found a configuration off the brute force's 10 %% lattice. %d cases: median %.2f %%, max %.2f %% (targets 1 %% / 5 %%)\n"
+               "figures: %s/search-validate-regret.{png,svg}, %s/search-validate-values.{png,svg}\n",
+               n, 100 * med, 100 * mx, plots, plots);
     }
     free(reg);
     return 0;
@@ -324,6 +357,152 @@ fail:
     return cli_fail(st);
 }
 
+/* ---- --regions: which policy wins where -------------------------------------------------- */
+
+#define LIST_MAX 32
+
+/* Splits "a,b,c" into at most max names (copied into buf); KV_EINVAL on an empty name. */
+static kv_status split_names(const char *opt, const char *s, char *buf, size_t bn, const char **out, int max, int *n) {
+    if (strlen(s) >= bn) return kv_errorf(KV_EINVAL, "%s: list too long", opt);
+    strcpy(buf, s);
+    *n = 0;
+    for (char *t = buf, *e;; t = e + 1) {
+        e = strchr(t, ',');
+        if (e) *e = 0;
+        if (!*t) return kv_errorf(KV_EINVAL, "%s: empty name in the list", opt);
+        if (*n == max) return kv_errorf(KV_EINVAL, "%s: at most %d names", opt, max);
+        out[(*n)++] = t;
+        if (!e) break;
+    }
+    return KV_OK;
+}
+
+static kv_status split_ints(const char *opt, const char *s, int *out, int max, int *n) {
+    char buf[512];
+    const char *t[REGIONS_MAX];
+    kv_status st = split_names(opt, s, buf, sizeof buf, t, max, n);
+    for (int i = 0; !st && i < *n; i++) st = cli_int(opt, t[i], 1, 1 << 24, &out[i]);
+    return st;
+}
+
+typedef struct {
+    const char *models[LIST_MAX], *hws[LIST_MAX];
+    int nm, nh;
+    int prompts[REGIONS_MAX], seqs[REGIONS_MAX];
+    int np, ns;
+} rsel;
+
+static void print_grid(const regions_grid *g, const hw_profile *p) {
+    printf("%s on %s (GPU %.0f GiB, CPU %.0f GiB), gen %d, objective %s: winner (its lead over the best other policy)\n", g->model,
+           g->hw, p->gpu.mem_bytes.value / GIB, p->cpu.mem_bytes.value / GIB, g->gen, search_objective_name(g->objective));
+    printf("  %6s \\ prompt", "seqs");
+    for (int ip = 0; ip < g->np; ip++) {
+        char b[16];
+        regions_fmt_tokens(b, sizeof b, g->prompts[ip]);
+        printf(" %14s", b);
+    }
+    printf("\n");
+    for (int is = 0; is < g->ns; is++) {
+        printf("  %15d", g->seqs[is]);
+        for (int ip = 0; ip < g->np; ip++) {
+            const regions_cell *c = regions_at(g, ip, is);
+            char b[32];
+            if (!c->fits) snprintf(b, sizeof b, "-");
+            else if (c->has_runner) snprintf(b, sizeof b, "%s %.2fx", kv_policy_name(c->policy), c->lead);
+            else snprintf(b, sizeof b, "%s", kv_policy_name(c->policy));
+            printf(" %14s", b);
+        }
+        printf("\n");
+    }
+}
+
+static json_t *grid_json(const regions_grid *g) {
+    json_t *cells = json_array();
+    for (int ip = 0; ip < g->np; ip++)
+        for (int is = 0; is < g->ns; is++) {
+            const regions_cell *c = regions_at(g, ip, is);
+            json_t *o = json_pack("{s:i,s:i,s:b}", "prompt", g->prompts[ip], "sequences", g->seqs[is], "fits", c->fits);
+            if (c->fits) {
+                const kv_percent *q = &c->percent;
+                json_object_update_new(
+                    o, json_pack("{s:s,s:[f,f,f,f,f,f],s:i,s:i,s:i,s:s,s:f,s:f,s:f,s:f,s:s,s:f}", "policy", kv_policy_name(c->policy),
+                                 "percent", q->wg, q->wc, q->cg, q->cc, q->hg, q->hc, "gbs", c->gbs, "nb", c->nb, "split", c->split,
+                                 "split_how", c->split_how, "value", c->value, "generation_tok_s", c->generation_tok_s,
+                                 "decode_tok_s", c->decode_tok_s, "token_latency_s", c->token_s, "bound", res_name(c->bound),
+                                 "bound_util", c->bound_util));
+                if (c->has_runner)
+                    json_object_update_new(o, json_pack("{s:s,s:f,s:f}", "runner_up", kv_policy_name(c->runner), "runner_up_value",
+                                                        c->runner_value, "lead", c->lead));
+            }
+            json_array_append_new(cells, o);
+        }
+    return json_pack("{s:s,s:s,s:s,s:i,s:o}", "model", g->model, "hw", g->hw, "objective", search_objective_name(g->objective),
+                     "gen", g->gen, "cells", cells);
+}
+
+static int run_regions(int js, const rsel *sel, const search_opts *base, const char *plots) {
+    kv_status st = exp_plot_dir(plots);
+    if (st) return cli_fail(st);
+    /* resolve everything first: a misspelt name fails in a second, not after minutes of searching */
+    kv_model *ms = calloc((size_t)sel->nm, sizeof *ms);
+    hw_profile *ps = calloc((size_t)sel->nh, sizeof *ps);
+    regions_grid *g = calloc((size_t)sel->nm, sizeof *g);
+    json_t *arr = json_array();
+    int wins[KV_POL_COUNT] = {0}, nofit = 0, searches = 0, rc = 0;
+    double wall = 0;
+    if (!ms || !ps || !g || !arr) {
+        st = kv_errorf(KV_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < sel->nm && !st; i++) st = kv_model_resolve(sel->models[i], &ms[i]);
+    for (int i = 0; i < sel->nh && !st; i++) st = hw_profile_resolve(sel->hws[i], &ps[i]);
+    for (int h = 0; h < sel->nh && !st; h++) {
+        int ng = 0;
+        for (int i = 0; i < sel->nm && !st; i++) {
+            if ((st = regions_run(&ms[i], &ps[h], base, sel->prompts, sel->np, sel->seqs, sel->ns, &g[i]))) break;
+            ng++;
+            searches += g[i].searches, nofit += g[i].nofit, wall += g[i].wall_s;
+            for (int c = 0; c < g[i].np * g[i].ns; c++)
+                if (g[i].cells[c].fits) wins[g[i].cells[c].policy]++;
+            if (js) json_array_append_new(arr, grid_json(&g[i]));
+            else {
+                print_grid(&g[i], &ps[h]);
+                printf("\n");
+                fflush(stdout); /* a long run shows its progress */
+            }
+        }
+        if (!st) {
+            /* the figure's name comes from the profile's name, which a user's file sets: a name
+             * that is not a plain file name gets the profile's position instead */
+            char name[96], title[256];
+            snprintf(name, sizeof name, "search-regions-%s", ps[h].name);
+            if (!kv_str_is_name(name, EXP_NAME_MAX + 16)) snprintf(name, sizeof name, "search-regions-hw%d", h + 1);
+            snprintf(title, sizeof title, "which policy wins on %s: %s, gen %d (label: winner, its lead over the best other policy)",
+                     ps[h].name, search_objective_name(base->objective), base->gen);
+            st = searchplot_regions(plots, name, title, g, ng);
+            if (!st && !js) printf("figure: %s/%s.{png,svg}\n\n", plots, name);
+        }
+        for (int i = 0; i < ng; i++) regions_free(&g[i]);
+    }
+    if (st) goto out;
+    if (js) {
+        json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+    } else {
+        printf("wins over %d cells (%d models x %d profiles x %d prompts x %d sequence counts):", searches, sel->nm, sel->nh,
+               sel->np, sel->ns);
+        for (int pol = 0; pol < KV_POL_COUNT; pol++) printf(" %s %d,", kv_policy_name((kv_policy)pol), wins[pol]);
+        printf(" does not fit %d; %.1f s of search\n", nofit, wall);
+    }
+out:
+    if (st) rc = cli_fail(st);
+    json_decref(arr);
+    free(ms);
+    free(ps);
+    free(g);
+    return rc;
+}
+
 int cmd_search(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", 1, 0, 'm'},      {"hw", 1, 0, 'w'},          {"prompt", 1, 0, 'p'},      {"gen", 1, 0, 'g'},
@@ -331,9 +510,10 @@ int cmd_search(int argc, char **argv) {
         {"policies", 1, 0, 'P'},   {"max-gbs", 1, 0, 'B'},     {"max-nb", 1, 0, 'N'},      {"prefetch-max", 1, 0, 'D'},
         {"no-per-step", 0, 0, 'S'}, {"gpu-mem", 1, 0, 'G'},    {"cpu-mem", 1, 0, 'C'},     {"sim-budget", 1, 0, 'b'},
         {"json", 0, 0, 'j'},       {"validate", 0, 0, 'V'},    {"flexgen", 0, 0, 'F'},     {"help", 0, 0, 'h'},
-        {"search", 0, 0, 'Z'},     {0, 0, 0, 0}};
-    const char *model = NULL, *hw = NULL;
-    int js = 0, validate = 0, flexgen = 0, c;
+        {"search", 0, 0, 'Z'},     {"regions", 0, 0, 'R'},     {"models", 1, 0, 'M'},      {"prompts", 1, 0, 'Q'},
+        {"batches", 1, 0, 'K'},    {"plots", 1, 0, 'O'},       {0, 0, 0, 0}};
+    const char *model = NULL, *hw = NULL, *models = NULL, *prompts = NULL, *batches = NULL, *plots = "plots";
+    int js = 0, validate = 0, flexgen = 0, regions = 0, gen_given = 0, budget_given = 0, c;
     double ms = 0, gib;
     search_opts o;
     search_opts_defaults(&o);
@@ -345,7 +525,10 @@ int cmd_search(int argc, char **argv) {
         case 'm': model = optarg; break;
         case 'w': hw = optarg; break;
         case 'p': if ((st = cli_int("--prompt", optarg, 1, 1 << 24, &o.prompt))) return cli_fail(st); break;
-        case 'g': if ((st = cli_int("--gen", optarg, 2, 1 << 24, &o.gen))) return cli_fail(st); break;
+        case 'g':
+            if ((st = cli_int("--gen", optarg, 2, 1 << 24, &o.gen))) return cli_fail(st);
+            gen_given = 1;
+            break;
         case 'o': if ((st = search_objective_parse(optarg, &o.objective))) return cli_fail(st); break;
         case 'l':
             if ((st = cli_double("--max-token-latency", optarg, 1e-6, 1e9, &ms))) return cli_fail(st);
@@ -366,7 +549,15 @@ int cmd_search(int argc, char **argv) {
             if ((st = cli_double("--cpu-mem", optarg, 1e-3, 1e7, &gib))) return cli_fail(st);
             o.cpu_bytes = gib * GIB;
             break;
-        case 'b': if ((st = cli_double("--sim-budget", optarg, 1, 1e12, &o.sim_tasks))) return cli_fail(st); break;
+        case 'b':
+            if ((st = cli_double("--sim-budget", optarg, 1, 1e12, &o.sim_tasks))) return cli_fail(st);
+            budget_given = 1;
+            break;
+        case 'R': regions = 1; break;
+        case 'M': models = optarg; break;
+        case 'Q': prompts = optarg; break;
+        case 'K': batches = optarg; break;
+        case 'O': plots = optarg; break;
         case 'j': js = 1; break;
         case 'V': validate = 1; break;
         case 'F': flexgen = 1; break;
@@ -378,8 +569,44 @@ int cmd_search(int argc, char **argv) {
     if (optind < argc) return cli_usage("unexpected argument '%s'", argv[optind]);
     /* `kvpr validate --search` hands its arguments here with argv[0] = "validate" */
     if (argc > 0 && argv[0] && !strcmp(argv[0], "validate")) validate = 1;
-    if (validate && flexgen) return cli_usage("--validate and --flexgen are separate runs: give one");
-    if (validate) return run_validate(js);
+    if (validate + flexgen + regions > 1) return cli_usage("--validate, --flexgen and --regions are separate runs: give one");
+    if (!regions && (models || prompts || batches))
+        return cli_usage("--models, --prompts and --batches belong to --regions (see --help)");
+    if (regions) {
+        if (o.sequences) return cli_usage("--regions sets the sequences of each cell: give --batches N,N.. instead of --sequences");
+        if (o.prompt) return cli_usage("--regions sets the prompt of each cell: give --prompts P,P.. instead of --prompt");
+        if (o.objective == SEARCH_LATENCY && o.max_token_s > 0)
+            return cli_usage("--max-token-latency bounds a throughput objective (generation or decode), not latency itself");
+        rsel sel;
+        memset(&sel, 0, sizeof sel);
+        static char mbuf[1024], hbuf[1024];
+        const int *dp, *ds;
+        sel.np = regions_default_prompts(&dp);
+        sel.ns = regions_default_seqs(&ds);
+        memcpy(sel.prompts, dp, sizeof(int) * (size_t)sel.np);
+        memcpy(sel.seqs, ds, sizeof(int) * (size_t)sel.ns);
+        if (!gen_given) o.gen = 32;
+        /* a quarter of the single search's default budget: 1155 searches in a few minutes, and the
+         * winner's policy is settled by the first simulation of each policy, which the budget never skips */
+        if (!budget_given) o.sim_tasks = 1e6;
+        if (model && models) return cli_usage("--model and --models: give one");
+        if (!models) models = model ? model : "OPT-6.7B,OPT-30B,Llama-3-8B";
+        if ((st = split_names("--models", models, mbuf, sizeof mbuf, sel.models, LIST_MAX, &sel.nm))) return cli_fail(st);
+        static char names[LIST_MAX + 1][64];
+        if (hw) {
+            if ((st = split_names("--hw", hw, hbuf, sizeof hbuf, sel.hws, LIST_MAX, &sel.nh))) return cli_fail(st);
+        } else {
+            /* every shipped profile but the paper's idealised constants (not a machine) */
+            int n = hw_profile_list(names, LIST_MAX + 1);
+            for (int i = 0; i < n && sel.nh < LIST_MAX; i++)
+                if (strcmp(names[i], "paper-a100")) sel.hws[sel.nh++] = names[i];
+            if (!sel.nh) return cli_fail(kv_errorf(KV_ENOTFOUND, "--regions: no profile in %s", hw_profile_dir()));
+        }
+        if (prompts && (st = split_ints("--prompts", prompts, sel.prompts, REGIONS_MAX, &sel.np))) return cli_fail(st);
+        if (batches && (st = split_ints("--batches", batches, sel.seqs, REGIONS_MAX, &sel.ns))) return cli_fail(st);
+        return run_regions(js, &sel, &o, plots);
+    }
+    if (validate) return run_validate(js, plots);
     if (flexgen) return run_flexgen(js);
     if (!model || !hw || !o.prompt || !o.gen) return cli_usage("--model, --hw, --prompt and --gen are required (see --help)");
     if (o.objective == SEARCH_LATENCY && o.max_token_s > 0)

@@ -3,7 +3,10 @@
  * deterministic ties, FlexGen's published policies, and the command. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include "../exp/searchplot.h"
 #include "../sched/graph.h"
+#include "../sched/regions.h"
 #include "../sched/search.h"
 #include "../sim/sim.h"
 #include "tests.h"
@@ -309,11 +312,178 @@ static void t_search_cmd(void **s) {
     }
 }
 
+static int have_gnuplot(void) {
+    char out[256];
+    return run_cmd(out, sizeof out, "command -v gnuplot") == 0;
+}
+
+/* A rendered figure: a PNG that ends with its IEND chunk, an SVG that closes. */
+static void assert_rendered(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.png", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s was not written", path);
+    unsigned char head[8] = {0}, tail[8] = {0};
+    size_t nh = fread(head, 1, 8, f);
+    fseek(f, -8, SEEK_END);
+    size_t nt = fread(tail, 1, 8, f);
+    fclose(f);
+    assert_true(nh == 8 && nt == 8 && !memcmp(head, "\x89PNG", 4) && !memcmp(tail + 4, "\xae\x42\x60\x82", 4));
+    snprintf(path, sizeof path, "%s/%s.svg", dir, name);
+    char *svg = read_text(path);
+    if (!svg || !strstr(svg, "</svg>")) fail_msg("%s was not written whole", path);
+    free(svg);
+}
+
+/* Policy regions: every cell is what the search answers for that prompt and number of sequences
+ * alone (the grid is not transposed, no cell is skipped or reused), a cell the search cannot fit
+ * says so, the lead is over the best simulated candidate of another policy, and the figure's data
+ * carries each cell's winner; with gnuplot the figure is rendered, whatever the title holds. */
+static void t_regions(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-1.3B");
+    hw_profile p = hwp("t4");
+    search_opts o;
+    search_opts_defaults(&o);
+    o.gen = 4, o.gpu_bytes = 3 * GIB, o.cpu_bytes = 1.5 * GIB;
+    /* three prompts and two sequence counts (a transposed grid would not line up); chosen so that
+     * memory gives three different winners and one cell where nothing fits */
+    const int prompts[] = {64, 1024, 4096}, seqs[] = {1, 8};
+    regions_grid g;
+    if (regions_run(&m, &p, &o, prompts, 3, seqs, 2, &g)) fail_msg("%s", kv_errmsg());
+    assert_int_equal(g.np, 3);
+    assert_int_equal(g.ns, 2);
+    assert_int_equal(g.searches, 6);
+    unsigned winners = 0;
+    int nofit = 0;
+    for (int ip = 0; ip < 3; ip++)
+        for (int is = 0; is < 2; is++) {
+            const regions_cell *c = regions_at(&g, ip, is);
+            search_opts q = o;
+            q.prompt = prompts[ip], q.sequences = seqs[is], q.top = 1;
+            search_result r;
+            kv_status st = search_run(&m, &p, &q, &r);
+            if (st == KV_ENOFIT) {
+                assert_false(c->fits);
+                nofit++;
+                continue;
+            }
+            if (st) fail_msg("%s", kv_errmsg());
+            if (!c->fits) fail_msg("prompt %d x %d: the grid says no fit, the search found %s", prompts[ip], seqs[is],
+                                   kv_policy_name(r.c[0].plan.policy));
+            assert_int_equal(c->policy, r.c[0].plan.policy);
+            assert_true(c->value == r.c[0].value); /* deterministic: the same search, the same number */
+            assert_int_equal(c->gbs * c->nb, seqs[is]);
+            assert_int_equal(c->gbs, r.c[0].plan.batch);
+            winners |= 1u << c->policy;
+            /* the runner-up is the best other policy the search simulated, and behind the winner */
+            int others = 0;
+            for (int pol = 0; pol < KV_POL_COUNT; pol++) {
+                if (pol == (int)c->policy || !r.has[pol]) continue;
+                others++;
+                assert_true(r.best[pol].value <= c->runner_value);
+            }
+            assert_int_equal(c->has_runner, others > 0);
+            if (c->has_runner) {
+                assert_true(c->runner != c->policy && r.has[c->runner]);
+                assert_true(c->runner_value == r.best[c->runner].value);
+                assert_rel(c->lead, c->value / c->runner_value, 1e-12);
+                assert_true(c->lead >= 1 - 1e-6);
+            }
+            search_result_free(&r);
+        }
+    assert_int_equal(nofit, 1);
+    assert_int_equal(g.nofit, 1);
+    assert_true(__builtin_popcount(winners) >= 3); /* the regions are not one colour */
+    assert_false(regions_at(&g, 2, 1)->fits);      /* the longest prompt with the most sequences */
+
+    /* the figure: a title with quotes, a backquote and a '#' must neither break nor run anything */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/regions", tmp_dir());
+    assert_int_equal(exp_plot_dir(dir), KV_OK);
+    regions_grid two[2] = {g, g};
+    if (searchplot_regions(dir, "regions-test", "it's `a` \"test\" #1 $x", two, 2)) fail_msg("%s", kv_errmsg());
+    char path[600];
+    snprintf(path, sizeof path, "%s/regions-test.dat", dir);
+    char *dat = read_text(path);
+    assert_non_null(dat);
+    int rows = 0;
+    for (char *line = strtok(dat, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        int ix, iy;
+        long rgb;
+        char who[32];
+        if (sscanf(line, "%d %d %ld \"%31[^\"]\"", &ix, &iy, &rgb, who) != 4) fail_msg("bad data row: %s", line);
+        const regions_cell *c = regions_at(&g, ix, iy);
+        assert_string_equal(who, c->fits ? kv_policy_name(c->policy) : "no fit");
+        assert_int_equal(rgb, strtol((c->fits ? searchplot_color(c->policy) : SEARCHPLOT_NOFIT) + 1, NULL, 16));
+        rows++;
+    }
+    free(dat);
+    assert_int_equal(rows, 2 * 6); /* two panels of six cells */
+    if (have_gnuplot()) assert_rendered(dir, "regions-test");
+    regions_free(&g);
+
+    /* bad grids */
+    assert_int_equal(regions_run(&m, &p, &o, prompts, 0, seqs, 2, &g), KV_EINVAL);
+    const int zero[] = {0};
+    assert_int_equal(regions_run(&m, &p, &o, prompts, 3, zero, 1, &g), KV_EINVAL);
+    assert_int_equal(regions_run(&m, &p, &o, prompts, REGIONS_MAX + 1, seqs, 2, &g), KV_EINVAL);
+
+    /* the validation figures */
+    searchplot_vcase vc[3] = {{"1 OPT-1.3B t4 generation", SEARCH_GENERATION, 99.0, 100.0, 0.01},
+                              {"2 OPT-1.3B t4 latency", SEARCH_LATENCY, 0.0101, 0.01, 0.01},
+                              {"3 \"odd\" `case`", SEARCH_GENERATION, 50.0, 50.0, 0.0}};
+    if (searchplot_validate(dir, vc, 3)) fail_msg("%s", kv_errmsg());
+    snprintf(path, sizeof path, "%s/search-validate-values.dat", dir);
+    dat = read_text(path);
+    assert_non_null(dat);
+    assert_non_null(strstr(dat, "\n2 10 10.1\n")); /* the latency case in its own block, in ms per token */
+    free(dat);
+    if (have_gnuplot()) {
+        assert_rendered(dir, "search-validate-regret");
+        assert_rendered(dir, "search-validate-values");
+    }
+}
+
+/* `kvpr search --regions` on a tiny grid: the table, the figure, and the usage errors. */
+static void t_regions_cmd(void **s) {
+    (void)s;
+    static char out[1 << 16];
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/regions-cmd", tmp_dir());
+    int rc = run_cmd(out, sizeof out,
+                     "%s search --regions --models OPT-1.3B --hw t4 --prompts 64,1024,4096 --batches 1,8 --gen 4 --gpu-mem 3 "
+                     "--cpu-mem 1.5 --plots %s",
+                     kvpr_bin(), dir);
+    if (rc != 0) fail_msg("exit %d:\n%s", rc, out);
+    if (!strstr(out, "OPT-1.3B on t4") || !strstr(out, "4k") || !strstr(out, "does not fit 1;") ||
+        !strstr(out, "search-regions-t4"))
+        fail_msg("unexpected output:\n%s", out);
+    char path[600];
+    snprintf(path, sizeof path, "%s/search-regions-t4.gp", dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    if (have_gnuplot()) assert_rendered(dir, "search-regions-t4");
+    const char *bad[][2] = {{"search --regions --prompt 512", "--prompts"},
+                            {"search --regions --sequences 4", "--batches"},
+                            {"search --models OPT-1.3B --hw t4 --prompt 64 --gen 4", "--regions"},
+                            {"search --regions --prompts 512,,1024", "empty"},
+                            {"search --regions --batches 0", "--batches"},
+                            {"search --regions --validate", "separate"},
+                            {"search --regions --models NoSuchModel", "NoSuchModel"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = run_cmd(out, sizeof out, "%s %s --plots %s", kvpr_bin(), bad[i][0], dir);
+        if (rc != 2 || !strstr(out, bad[i][1]) || strncmp(out, "kvpr: ", 6))
+            fail_msg("kvpr %s: exit %d, wanted 2 and a line with '%s':\n%s", bad[i][0], rc, bad[i][1], out);
+    }
+}
+
 void group_search(tcount *c) {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(t_mip_vs_enumeration), cmocka_unit_test(t_search_vs_brute),    cmocka_unit_test(t_constraints),
         cmocka_unit_test(t_ties_deterministic), cmocka_unit_test(t_infeasible_and_bad), cmocka_unit_test(t_policies_and_flexgen),
-        cmocka_unit_test(t_search_cmd),
+        cmocka_unit_test(t_search_cmd),         cmocka_unit_test(t_regions),            cmocka_unit_test(t_regions_cmd),
     };
     RUN_GROUP(c, "search", t);
 }
