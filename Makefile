@@ -4,6 +4,7 @@
 #   make run      the main job
 #   make bench    benchmarks
 #   make asan     AddressSanitizer + UndefinedBehaviorSanitizer build and tests
+#   make install PREFIX=DIR   kvpr and kvpr-engine into DIR/bin, their data into DIR/share/kvpr
 #   make clean
 CC      ?= gcc
 BUILD   ?= build
@@ -62,7 +63,7 @@ CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
 TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
 DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(ENGOBJ:.o=.d) $(BUILD)/bench/bench.d $(ENGMAIN:.o=.d) $(CUOBJ:.o=.d)
 
-.PHONY: all deps test run bench asan clean
+.PHONY: all deps test run bench asan clean install
 all: deps $(BUILD)/kvpr $(BUILD)/kvpr-engine $(BUILD)/kvpr-tests
 
 deps:
@@ -106,6 +107,17 @@ bench: all $(BUILD)/kvpr-bench
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+
+# The binaries find their data at BINDIR/../share/kvpr (core/datadir.c), so an install is a copy:
+# no rebuild, and the same binaries run from the build tree.
+PREFIX  ?= /usr/local
+install: $(BUILD)/kvpr $(BUILD)/kvpr-engine
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/profiles $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/links \
+	    $(DESTDIR)$(PREFIX)/share/kvpr/experiments
+	install -m 755 $(BUILD)/kvpr $(BUILD)/kvpr-engine $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 hwmodel/profiles/*.json hwmodel/profiles/README.md $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/profiles/
+	install -m 644 hwmodel/links/*.json $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/links/
+	install -m 644 $(wildcard experiments/*.exp experiments/*.json) $(DESTDIR)$(PREFIX)/share/kvpr/experiments/
 
 clean:
 	rm -rf build build-asan

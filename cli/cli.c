@@ -56,3 +56,10 @@ kv_status cli_db_open(const char *path, kv_db **db) {
     kv_status st = db_timeout_from_env(5000, &ms);
     return st ? st : db_open(path, ms, db);
 }
+
+void cli_warn_context(const kv_model *m, int ctx) {
+    /* a context past the trained one still runs (positions are computed, not looked up, for rotary
+     * models), but its answers are about a model used outside its range: say so, do not refuse */
+    if (m->ctx_max > 0 && ctx > m->ctx_max)
+        fprintf(stderr, "%s: warning: context %d exceeds %s's max_position_embeddings (%d)\n", cli_prog, ctx, m->name, m->ctx_max);
+}

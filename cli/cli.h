@@ -37,9 +37,17 @@ int cmd_compare(int argc, char **argv);
 #define KVPR_DATADIR_STR KVPR_DATADIR
 
 #include "../core/plan.h"
+#include "../core/model.h"
+/* One warning line on stderr when ctx (prompt + generated tokens) exceeds the model's
+ * max_position_embeddings. */
+void cli_warn_context(const kv_model *m, int ctx);
 /* Parses the plan options shared by kvpr sim, kvpr plan and kvpr-engine run (cli/args.c); returns -1
  * to go on, else an exit code. *hw may be preset to "" to make --hw optional. */
 int cli_parse_plan(int argc, char **argv, kv_plan *pl, const char **model, const char **hw, const char **trace,
                    const char **dbpath, int *js, const char *help);
+/* The same for command cmd, refusing the long options named in unused (NULL-terminated): options a
+ * command does not use are errors, not silently ignored. */
+int cli_parse_plan_for(const char *cmd, const char *const *unused, int argc, char **argv, kv_plan *pl, const char **model,
+                       const char **hw, const char **trace, const char **dbpath, int *js, const char *help);
 
 #endif

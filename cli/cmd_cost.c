@@ -34,7 +34,7 @@ int cmd_cost(int argc, char **argv) {
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'w': hw = optarg; break;
@@ -56,6 +56,7 @@ int cmd_cost(int argc, char **argv) {
     kv_model m;
     hw_profile p;
     if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
+    cli_warn_context(&m, ctx);
 
     double lstar = hw_paper_lstar(&p, &m, ctx);
     int lp = (int)fmin(ctx, floor(lstar + 0.5));

@@ -1,4 +1,5 @@
 /* kvpr hw: list the shipped hardware profiles, show one with the provenance of every value. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,11 @@ int cmd_hw(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) js = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvpr hw list\n       kvpr hw show NAME|profile.json [--json]\n"
-                   "Profiles are read from $KVPR_PROFILES or %s; the format is in hwmodel/profiles/README.md.\n",
+            printf("usage: kvpr hw list [--json]\n       kvpr hw show NAME|NAME@LINK|profile.json [--json]\n"
+                   "NAME ignores case. NAME@LINK is the profile with its host link replaced by LINK (hwmodel/links,\n"
+                   "or $KVPR_LINKS), e.g. h100-sxm@gen3. Profiles are found in $KVPR_PROFILES (directories separated\n"
+                   "by ':', searched first), then in %s; a file NAME.json must say \"name\": \"NAME\".\n"
+                   "The format is in hwmodel/profiles/README.md.\n",
                    hw_profile_dir());
             return 0;
         } else if (argv[i][0] == '-') return cli_usage("hw: unknown option '%s'", argv[i]);
@@ -67,7 +71,26 @@ int cmd_hw(int argc, char **argv) {
     if (!strcmp(verb, "list")) {
         char names[128][64];
         int n = hw_profile_list(names, 128);
-        if (n == 0) return cli_usage("hw list: no profiles in %s", hw_profile_dir());
+        if (n == 0) return cli_usage("hw list: no profiles in $KVPR_PROFILES or %s", hw_profile_dir());
+        if (js) {
+            json_t *a = json_array();
+            for (int i = 0; i < n; i++) {
+                hw_profile p;
+                kv_status st = hw_profile_resolve(names[i], &p);
+                char *t = st ? NULL : hw_profile_to_json(&p);
+                json_t *o = t ? json_loads(t, 0, NULL) : NULL;
+                free(t);
+                if (!o) {
+                    json_decref(a);
+                    return cli_fail(st ? st : kv_errorf(KV_ENOMEM, "hw list: cannot encode profile %s", names[i]));
+                }
+                json_array_append_new(a, o);
+            }
+            json_dumpf(a, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            printf("\n");
+            json_decref(a);
+            return 0;
+        }
         printf("%-16s %-26s %8s %7s %6s %-34s %7s %7s\n", "profile", "gpu", "TFLOP/s", "HBM GB/s", "GiB", "link",
                "H2D", "D2H");
         for (int i = 0; i < n; i++) {

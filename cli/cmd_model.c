@@ -8,7 +8,7 @@
 #define GIB 1073741824.0
 
 static json_t *model_json(const kv_model *m) {
-    return json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "name",
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "name",
                      m->name, "family", m->family, "layers", m->n_layers, "hidden", m->hidden, "heads", m->n_heads,
                      "kv_heads", m->n_kv_heads, "head_dim", m->head_dim, "ffn", m->ffn, "vocab", m->vocab,
                      "gated_mlp", m->gated_mlp, "bias", m->bias, "tied_embeddings", m->tied_embeddings, "dtype",
@@ -18,6 +18,9 @@ static json_t *model_json(const kv_model *m) {
                      (json_int_t)kv_model_kv_bytes_token_layer(m), "act_bytes_token",
                      (json_int_t)kv_model_act_bytes_token(m), "decode_flops_layer_token_ctx0",
                      kv_model_decode_flops_layer(m, 1, 0));
+    json_object_set_new(o, "attn_bias", json_integer(m->attn_bias));
+    json_object_set_new(o, "max_position_embeddings", json_integer(m->ctx_max));
+    return o;
 }
 
 static void print_list(void) {
@@ -41,6 +44,8 @@ static void print_show(const kv_model *m) {
            m->n_kv_heads == m->n_heads ? "multi-head" : "grouped-query", m->head_dim);
     printf("ffn              %d (%s MLP)\n", m->ffn, m->gated_mlp ? "gated" : "plain");
     printf("vocab            %d%s\n", m->vocab, m->tied_embeddings ? " (tied lm_head)" : "");
+    if (m->attn_bias) printf("biases           on Q, K, V%s only\n", m->attn_bias == 2 ? " and O" : "");
+    if (m->ctx_max) printf("context          at most %d positions (max_position_embeddings)\n", m->ctx_max);
     printf("dtype            %s (%d bytes)\n", kv_dtype_name(m->dtype), kv_dtype_bytes(m->dtype));
     printf("params           %.3f B total, %.1f M per layer\n", (double)kv_model_params_total(m) / 1e9,
            (double)kv_model_params_layer(m) / 1e6);

@@ -13,11 +13,12 @@ static const char *run_help =
     "  --shard K/N       run only shard K of N (runs i with i mod N = K-1); merge with 'kvpr merge'\n"
     "  --db FILE         results database (default results.db)\n"
     "  --plots DIR       figures (default plots)\n"
-    "usage: kvpr report EXPERIMENT [--db FILE] [--plots DIR]   tables and figures from the database\n"
+    "usage: kvpr report EXPERIMENT [--db FILE] [--plots DIR] [--csv]   tables and figures from the database\n"
+    "  --csv             one CSV row per run on stdout (every dimension a column; for pandas or a spreadsheet), no figures\n"
     "usage: kvpr merge OUT.db SHARD.db...                      merge shard databases into OUT.db\n";
 
 static int parse_common(int argc, char **argv, int i, const char **db, const char **plots, int *jobs, int *shard,
-                        int *nshard, int *noreport, int run) {
+                        int *nshard, int *noreport, int *csv, int run) {
     kv_status st;
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -38,6 +39,7 @@ static int parse_common(int argc, char **argv, int i, const char **db, const cha
             if ((st = cli_int("--shard N", b, 1, 100000, nshard)) || (st = cli_int("--shard K", a, 1, *nshard, shard)))
                 return cli_fail(st);
         } else if (run && !strcmp(argv[i], "--no-report")) *noreport = 1;
+        else if (!run && !strcmp(argv[i], "--csv")) *csv = 1;
         else return cli_usage("unknown or incomplete option '%s' (see 'kvpr run --help')", argv[i]);
     }
     return -1;
@@ -47,6 +49,8 @@ static int load(const char *name, exp_spec *s) {
     char path[1024];
     kv_status st = exp_find(name, path, sizeof path);
     if (!st) st = exp_parse(path, s);
+    /* the whole file is checked before anything is written: a typo costs no database or job files */
+    if (!st) st = exp_check(s);
     return st ? cli_fail(st) : -1;
 }
 
@@ -61,7 +65,8 @@ int cmd_run(int argc, char **argv) {
     const char *db = DB_DEFAULT_PATH, *plots = "plots";
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int jobs = cores > 0 ? (int)cores : 1, shard = 1, nshard = 1, noreport = 0;
-    int rc = parse_common(argc, argv, 2, &db, &plots, &jobs, &shard, &nshard, &noreport, 1);
+    int csv = 0;
+    int rc = parse_common(argc, argv, 2, &db, &plots, &jobs, &shard, &nshard, &noreport, &csv, 1);
     if (rc >= 0) return rc;
     static exp_spec s;
     if ((rc = load(argv[1], &s)) >= 0) return rc;
@@ -85,13 +90,13 @@ int cmd_run(int argc, char **argv) {
 int cmd_report(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') return cli_usage("report: which experiment? (see 'kvpr run --help')");
     const char *db = DB_DEFAULT_PATH, *plots = "plots";
-    int j, k, n, nr;
-    int rc = parse_common(argc, argv, 2, &db, &plots, &j, &k, &n, &nr, 0);
+    int j, k, n, nr, csv = 0;
+    int rc = parse_common(argc, argv, 2, &db, &plots, &j, &k, &n, &nr, &csv, 0);
     if (rc >= 0) return rc;
     static exp_spec s;
     if ((rc = load(argv[1], &s)) >= 0) return rc;
     if (access(db, R_OK) != 0) return cli_fail(kv_errorf(KV_ENOTFOUND, "no results database %s (run the experiment first)", db));
-    kv_status st = exp_report(&s, db, plots, stdout);
+    kv_status st = csv ? exp_report_csv(&s, db, stdout) : exp_report(&s, db, plots, stdout);
     return st ? cli_fail(st) : 0;
 }
 

@@ -29,8 +29,25 @@ static const char *sim_help =
     "  --layers N                  simulate only the first N layers\n"
     "  --trace FILE                write a Chrome trace (open in Perfetto or chrome://tracing)\n"
     "  --trace-steps A:B           only decode steps A..B in the trace (-1 is the prompt pass; default all)\n"
-    "  --db FILE                   results database (default results.db); --no-db to skip\n"
-    "  --json                      one JSON object instead of the summary\n";
+    "  --db FILE                   results database (default results.db): the run and its metrics; --no-db to skip.\n"
+    "                              Rerunning the same configuration replaces its earlier run (one run key)\n"
+    "  --spans                     also store every span (large: for timelines and 'kvpr compare')\n"
+    "  --json                      one JSON object instead of the summary\n"
+    "  --csv                       a header line and one row of the summary's numbers\n"
+    "  -h, --help                  this text\n"
+    "M is a built-in model (kvpr model list; case ignored) or a config.json; H is a profile name (kvpr hw list;\n"
+    "case ignored), NAME@LINK (the profile on another host link, e.g. h100-sxm@gen3) or a profile .json.\n"
+    "$KVPR_PROFILES: directories (':'-separated) searched for profiles before the built-in one.\n";
+
+/* One header line and one row, for pandas or a spreadsheet. */
+static void csv(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *pl) {
+    printf("model,hardware,mode,policy,split,batch,nb,prompt,gen,prefill_s,decode_s,decode_tok_s,generation_tok_s,"
+           "gpu_util,h2d_util,d2h_util,gpu_mem_gib,cpu_mem_gib\n");
+    printf("%s,%s,%s,%s,%d,%d,%d,%d,%d,%.6g,%.6g,%.6g,%.6g,%.4f,%.4f,%.4f,%.4f,%.4f\n", m->name, p->name, kv_mode_name(pl->mode),
+           kv_policy_name(pl->policy), pl->policy == KV_POL_KVPR || pl->policy == KV_POL_RECOMPUTE ? r->split0 : -1, pl->batch,
+           pl->nb, pl->prompt, pl->gen, r->prefill_s, r->decode_s, r->throughput, r->generation_tok_s, r->util[KV_RES_GPU],
+           r->util[KV_RES_H2D], r->util[KV_RES_D2H], r->mem_peak / 1073741824.0, r->cpu_mem / 1073741824.0);
+}
 
 static void summary(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *pl, const char *sched) {
     printf("%s on %s: %s mode, policy %s", m->name, p->name, kv_mode_name(pl->mode), kv_policy_name(pl->policy));
@@ -82,13 +99,18 @@ int cmd_sim(int argc, char **argv) {
     kv_plan pl;
     kv_plan_defaults(&pl);
     const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = DB_DEFAULT_PATH;
-    int js = 0, step0 = -1, step1 = 1 << 30;
+    int js = 0, step0 = -1, step1 = 1 << 30, spans = 0, as_csv = 0;
     sched_kind sk = SCHED_PIPELINED;
+    int sk_set = 0, steps_set = 0;
     /* --trace-steps is sim's own: take it out before the shared plan options */
     char **av = malloc(sizeof(char *) * (size_t)(argc + 1));
     int ac = 0;
     if (!av) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
     for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--spans") || !strcmp(argv[i], "--csv")) {
+            *(argv[i][2] == 's' ? &spans : &as_csv) = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--scheduler")) {
             kv_status e = i + 1 < argc ? sched_parse(argv[i + 1], &sk) : kv_errorf(KV_EINVAL, "--scheduler needs a name");
             if (e) {
@@ -96,6 +118,7 @@ int cmd_sim(int argc, char **argv) {
                 return cli_fail(e);
             }
             i++;
+            sk_set = 1;
             continue;
         }
         if (strcmp(argv[i], "--trace-steps")) {
@@ -110,9 +133,16 @@ int cmd_sim(int argc, char **argv) {
         i++;
     }
     av[ac] = NULL;
+    steps_set = step0 != -1 || step1 != 1 << 30;
     int rc = cli_parse_plan(ac, av, &pl, &model, &hw, &trace, &dbpath, &js, sim_help);
     free(av);
     if (rc >= 0) return rc;
+    /* an option that would change nothing is an error: the user meant something by it */
+    if (sk_set && (pl.split >= 0 || pl.policy != KV_POL_KVPR))
+        return cli_usage("--scheduler is not used with %s (it chooses the kvpr split)", pl.split >= 0 ? "--split" : "this --policy");
+    if (steps_set && !trace) return cli_usage("--trace-steps is not used without --trace");
+    if (js && as_csv) return cli_usage("--json and --csv: choose one");
+    if (spans && !dbpath) return cli_usage("--spans is not used with --no-db");
     kv_model m;
     hw_profile p;
     kv_status st;
@@ -131,7 +161,8 @@ int cmd_sim(int argc, char **argv) {
     sim_result r;
     kv_db *db = NULL;
     if ((st = sim_run(s, &m, &p, &pl, &r))) goto fail;
-    if (pl.policy == KV_POL_KVPR && forced && !js) {
+    cli_warn_context(&m, pl.prompt + pl.gen); /* after the run: an error stays one line */
+    if (pl.policy == KV_POL_KVPR && forced && !js && !as_csv) {
         /* a forced split that loses to plain offloading is worth one line */
         kv_plan off = pl;
         off.policy = KV_POL_OFFLOAD, off.split = -1, off.split_steps = NULL;
@@ -149,11 +180,28 @@ int cmd_sim(int argc, char **argv) {
         if ((st = sim_write_trace(s, trace, title, step0, step1))) goto fail;
     }
     if (dbpath) {
-        if ((st = cli_db_open(dbpath, &db)) || (st = sim_write_db(s, db, &m, &p, &pl, &r, NULL, 1, NULL))) goto fail;
+        /* an ad-hoc run is keyed by its configuration: an identical rerun replaces it instead of piling up */
+        char *pj = kv_plan_json(&pl);
+        if (!pj) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            goto fail;
+        }
+        size_t kn = strlen(pj) + strlen(m.name) + strlen(p.name) + 32;
+        char *key = malloc(kn);
+        if (key) snprintf(key, kn, "sim %s %s %s", m.name, p.name, pj);
+        free(pj);
+        if (!key) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (!(st = cli_db_open(dbpath, &db))) st = sim_write_db(s, db, &m, &p, &pl, &r, key, spans, NULL);
+        free(key);
+        if (st) goto fail;
         db_close(db);
         db = NULL;
     }
-    if (js) {
+    if (as_csv) csv(&r, &m, &p, &pl);
+    else if (js) {
         char *j = sim_result_json(&r, &m, &p, &pl);
         printf("%s\n", j ? j : "{}");
         free(j);

@@ -12,6 +12,7 @@
 #include "../sched/sched.h"
 #include "../exp/exp.h"
 #include "../sim/sim.h"
+#include "../core/datadir.h"
 #include "cli.h"
 #include "cmd_search.h"
 
@@ -124,7 +125,9 @@ int cmd_validate(int argc, char **argv) {
     /* --search: the search's regret against brute-force simulation (kvpr search --validate) */
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--search")) return cmd_search(argc, argv);
-    const char *gridf = KVPR_DATADIR_STR "/experiments/validate-grid.json", *dbpath = DB_DEFAULT_PATH, *plots = "plots";
+    char gridbuf[4200];
+    snprintf(gridbuf, sizeof gridbuf, "%s/experiments/validate-grid.json", kv_datadir());
+    const char *gridf = gridbuf, *dbpath = DB_DEFAULT_PATH, *plots = "plots";
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

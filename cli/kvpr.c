@@ -28,7 +28,11 @@ static void usage(FILE *f) {
             "  compare --profile PROFILE [--measured all|IDS]   the simulator's error against measured engine runs\n"
             "  version                                        print the version\n"
             "\n"
-            "Run 'kvpr COMMAND --help' for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n");
+            "Run 'kvpr COMMAND --help' (or -h) for a command's options. Exit status: 0 ok, 2 bad input, 1 other errors.\n"
+            "\n"
+            "Names: models and hardware profiles ignore case; a typo gets 'did you mean' and the valid names.\n"
+            "  --hw PROFILE@LINK     a profile with its host link replaced (e.g. h100-sxm@gen3; links in hwmodel/links)\n"
+            "  KVPR_PROFILES=D1:D2   directories searched for PROFILE.json before the built-in profiles\n");
 }
 
 int main(int argc, char **argv) {
@@ -45,6 +49,10 @@ int main(int argc, char **argv) {
         printf("kvpr %s\n", kvpr_version());
         return 0;
     }
+    /* -h is --help for every command: some parse only the long form */
+    static char long_help[] = "--help";
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "-h")) argv[i] = long_help;
     if (!strcmp(c, "model")) return cmd_model(argc - 1, argv + 1);
     if (!strcmp(c, "hw")) return cmd_hw(argc - 1, argv + 1);
     if (!strcmp(c, "cost")) return cmd_cost(argc - 1, argv + 1);

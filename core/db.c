@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include "kv_io.h"
 
 #ifndef KVPR_VERSION
@@ -48,6 +49,13 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX runs_key ON runs(run_key) WHERE run_key IS NOT NULL;"
     "CREATE INDEX spans_join ON spans(run_id, step, layer, mb, op);"
     "CREATE INDEX measurements_kind ON measurements(device, kind);",
+    /* 2 -> 3: the scheduler that chose a run's split as a column of runs, so that analyses need
+     * not parse it out of run keys (an experiment's keys end in it; '-' for policies without a
+     * split). A column, not a table: `sqlite3 .dump` of a results database must stay replayable
+     * by readers that admit only kvpr's tables (compare and calibrate --from F.sql). */
+    "ALTER TABLE runs ADD COLUMN scheduler TEXT;"
+    "UPDATE runs SET scheduler = NULLIF(replace(run_key, rtrim(run_key, replace(run_key, '/', '')), ''), '-')"
+    "  WHERE run_key GLOB 'exp/*';",
 };
 
 static kv_status dberr(kv_db *db, int rc, const char *what) {
@@ -78,6 +86,7 @@ int db_schema_version(kv_db *db) {
     return v;
 }
 
+static int pragma_int(kv_db *db, const char *sql, int *v);
 static kv_status upgrade(kv_db *db, int target) {
     int v = db_schema_version(db);
     if (v < 0) return dberr(db, SQLITE_ERROR, "reading schema version");
@@ -95,7 +104,13 @@ static kv_status upgrade(kv_db *db, int target) {
             v = db_schema_version(db) - 1;
             continue;
         }
-        if ((st = db_exec(db, migrations[v])) || (st = db_exec(db, setv)) || (st = db_exec(db, "COMMIT"))) {
+        /* A text dump carries no user_version: whoever replays one infers the version from its
+         * tables, and a version-3 dump looks like version 2 to a reader that predates 3. Its
+         * tables are already there, so only the version number is missing. */
+        int have3 = 0;
+        if (v == 2) pragma_int(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scheduler'", &have3);
+        const char *mig = have3 ? "SELECT 1" : migrations[v];
+        if ((st = db_exec(db, mig)) || (st = db_exec(db, setv)) || (st = db_exec(db, "COMMIT"))) {
             db_exec(db, "ROLLBACK");
             return kv_errctx(st, "upgrading schema to version %d: ", v + 1);
         }
@@ -284,12 +299,37 @@ kv_status db_open_ro(const char *path, int timeout_ms, kv_db **out) {
     return KV_OK;
 }
 
+kv_status db_mkstemp(char *path, size_t n, const char *stem) {
+    /* $TMPDIR as POSIX and every shell tool read it: a user who points it at a private or larger
+     * disk expects temporary databases there, not in /tmp */
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    int len = snprintf(path, n, "%s/%s-XXXXXX", dir, stem);
+    if (len < 0 || (size_t)len >= n) return kv_errorf(KV_EINVAL, "temporary directory path too long: %s", dir);
+    int fd = mkstemp(path);
+    if (fd < 0) return kv_errorf(KV_EIO, "cannot create a temporary file in %s (%s)", dir, strerror(errno));
+    close(fd);
+    return KV_OK;
+}
+
 void db_close(kv_db *db) {
     if (!db) return;
     if (db->in_run) db_run_abort(db);
     sqlite3_finalize(db->ins_span);
     sqlite3_finalize(db->ins_metric);
+    /* A database whose file was removed while open (a temporary copy, e.g. of a .sql dump that
+     * compare and calibrate replay) can never be opened again: its -wal and -shm files would
+     * only pile up in the temporary directory, so they go with the last handle. */
+    struct stat sb;
+    int gone = db->path[0] && db->path[0] != ':' && stat(db->path, &sb) != 0 && errno == ENOENT;
     sqlite3_close(db->h);
+    if (gone) {
+        char side[600];
+        snprintf(side, sizeof side, "%s-wal", db->path);
+        unlink(side);
+        snprintf(side, sizeof side, "%s-shm", db->path);
+        unlink(side);
+    }
     free(db);
 }
 
@@ -320,8 +360,8 @@ kv_status db_run_begin(kv_db *db, const db_run_info *in, int64_t *run_id) {
     }
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db->h,
-                           "INSERT INTO runs(kind,created,code_version,model,hardware,workload,plan,run_key)"
-                           " VALUES(?,?,?,?,?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
+                           "INSERT INTO runs(kind,created,code_version,model,hardware,workload,plan,run_key,scheduler)"
+                           " VALUES(?,?,?,?,?,?,?,?,?)", -1, &s, NULL) != SQLITE_OK)
         goto fail;
     char ts[32];
     now_iso(ts, sizeof ts);
@@ -334,6 +374,16 @@ kv_status db_run_begin(kv_db *db, const db_run_info *in, int64_t *run_id) {
     sqlite3_bind_text(s, 7, in->plan ? in->plan : "{}", -1, SQLITE_STATIC);
     if (in->run_key) sqlite3_bind_text(s, 8, in->run_key, -1, SQLITE_STATIC);
     else sqlite3_bind_null(s, 8);
+    /* an experiment's run key ends in its scheduler ('-' for policies without a split) */
+    const char *sched = in->scheduler;
+    char last[64] = "";
+    if (!sched && in->run_key && !strncmp(in->run_key, "exp/", 4)) {
+        const char *sl = strrchr(in->run_key, '/');
+        snprintf(last, sizeof last, "%s", sl + 1);
+        if (last[0] && strcmp(last, "-") != 0) sched = last;
+    }
+    if (sched) sqlite3_bind_text(s, 9, sched, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(s, 9);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) goto fail;
@@ -443,7 +493,7 @@ static kv_status merge_runs(kv_db *db) {
                            "CREATE TEMP TABLE idmap(old INTEGER PRIMARY KEY, new INTEGER NOT NULL);");
     if (st) return st;
     sqlite3_stmt *q = NULL, *dup = NULL, *ins = NULL, *map = NULL;
-    int rc = sqlite3_prepare_v2(db->h, "SELECT id,kind,created,code_version,model,hardware,workload,plan,run_key FROM src.runs ORDER BY id",
+    int rc = sqlite3_prepare_v2(db->h, "SELECT id,kind,created,code_version,model,hardware,workload,plan,run_key,scheduler FROM src.runs ORDER BY id",
                                 -1, &q, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db->h,
@@ -452,8 +502,8 @@ static kv_status merge_runs(kv_db *db) {
                                 -1, &dup, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db->h,
-                                "INSERT INTO main.runs(kind,created,code_version,model,hardware,workload,plan,run_key)"
-                                " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", -1, &ins, NULL);
+                                "INSERT INTO main.runs(kind,created,code_version,model,hardware,workload,plan,run_key,scheduler)"
+                                " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)", -1, &ins, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db->h, "INSERT INTO temp.idmap(old,new) VALUES(?,?)", -1, &map, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         rc = SQLITE_OK;
@@ -469,7 +519,7 @@ static kv_status merge_runs(kv_db *db) {
             }
         }
         sqlite3_reset(ins);
-        for (int i = 1; i <= 8; i++) sqlite3_bind_value(ins, i, sqlite3_column_value(q, i));
+        for (int i = 1; i <= 9; i++) sqlite3_bind_value(ins, i, sqlite3_column_value(q, i));
         if ((rc = sqlite3_step(ins)) != SQLITE_DONE) break;
         sqlite3_reset(map);
         sqlite3_bind_int64(map, 1, sqlite3_column_int64(q, 0));

@@ -4,10 +4,11 @@
 #ifndef KV_DB_H
 #define KV_DB_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "kv_err.h"
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 #define DB_DEFAULT_PATH "results.db"
 /* PRAGMA application_id of a kvpr database ("KVPR"): kvpr writes only into an empty database,
  * one with this id, or one that an older kvpr made (its tables, application_id 0). */
@@ -32,6 +33,7 @@ typedef struct {
     const char *workload; /* JSON */
     const char *plan;     /* JSON */
     const char *run_key;  /* optional: identifies a configuration, so reruns replace, not add */
+    const char *scheduler; /* optional: how the split was chosen; NULL takes it from an exp/ run key */
 } db_run_info;
 
 /* Opens for writing (creating or upgrading the schema); timeout_ms bounds the wait for a lock.
@@ -47,6 +49,10 @@ kv_status db_timeout_from_env(int def, int *ms);
 /* Opens at an older schema version (upgrade tests); statements that need the newest schema fail. */
 kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db **out);
 void db_close(kv_db *db);
+/* Creates an empty temporary file $TMPDIR/STEM-XXXXXX (/tmp when TMPDIR is unset or empty) for a
+ * temporary database and puts its path in path. Open it with db_open, then unlink it: db_close
+ * removes the -wal and -shm files of a database whose file is gone. */
+kv_status db_mkstemp(char *path, size_t n, const char *stem);
 struct sqlite3 *db_handle(kv_db *db);
 int db_schema_version(kv_db *db);
 

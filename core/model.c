@@ -8,11 +8,12 @@
 #include <strings.h>
 #include "kv_io.h"
 #include "kv_str.h"
+#include "suggest.h"
 
 #define OPT(nm, L, H, NH, F) \
-    {nm, "opt", L, H, NH, NH, (H) / (NH), F, 50272, 2048, 0, 1, 1, KV_DT_FP16}
-#define LLAMA(nm, fam, L, H, NH, NKV, F, V) \
-    {nm, fam, L, H, NH, NKV, (H) / (NH), F, V, 0, 1, 0, 0, KV_DT_FP16}
+    {nm, "opt", L, H, NH, NH, (H) / (NH), F, 50272, 2048, 0, 1, 1, KV_DT_FP16, 0, 2048}
+#define LLAMA(nm, fam, L, H, NH, NKV, F, V, CTX) \
+    {nm, fam, L, H, NH, NKV, (H) / (NH), F, V, 0, 1, 0, 0, KV_DT_FP16, 0, CTX}
 
 /* Shapes from the models' published configs (Hugging Face config.json). */
 static const kv_model builtins[] = {
@@ -24,12 +25,12 @@ static const kv_model builtins[] = {
     OPT("OPT-30B", 48, 7168, 56, 28672),
     OPT("OPT-66B", 64, 9216, 72, 36864),
     OPT("OPT-175B", 96, 12288, 96, 49152),
-    LLAMA("LLaMA-2-7B", "llama", 32, 4096, 32, 32, 11008, 32000),
-    LLAMA("LLaMA-2-13B", "llama", 40, 5120, 40, 40, 13824, 32000),
-    LLAMA("LLaMA-2-70B", "llama", 80, 8192, 64, 8, 28672, 32000),
-    LLAMA("Llama-3-8B", "llama", 32, 4096, 32, 8, 14336, 128256),
-    LLAMA("Llama-3-70B", "llama", 80, 8192, 64, 8, 28672, 128256),
-    LLAMA("Mistral-7B", "mistral", 32, 4096, 32, 8, 14336, 32000),
+    LLAMA("LLaMA-2-7B", "llama", 32, 4096, 32, 32, 11008, 32000, 4096),
+    LLAMA("LLaMA-2-13B", "llama", 40, 5120, 40, 40, 13824, 32000, 4096),
+    LLAMA("LLaMA-2-70B", "llama", 80, 8192, 64, 8, 28672, 32000, 4096),
+    LLAMA("Llama-3-8B", "llama", 32, 4096, 32, 8, 14336, 128256, 8192),
+    LLAMA("Llama-3-70B", "llama", 80, 8192, 64, 8, 28672, 128256, 8192),
+    LLAMA("Mistral-7B", "mistral", 32, 4096, 32, 8, 14336, 32000, 32768),
 };
 
 int kv_model_builtin_count(void) { return (int)(sizeof builtins / sizeof builtins[0]); }
@@ -43,7 +44,11 @@ kv_status kv_model_find(const char *name, kv_model *out) {
             *out = builtins[i];
             return KV_OK;
         }
-    return kv_errorf(KV_ENOTFOUND, "unknown model '%s' (see 'kvpr model list', or give a config.json path)", name);
+    const char *names[sizeof builtins / sizeof builtins[0]];
+    for (int i = 0; i < kv_model_builtin_count(); i++) names[i] = builtins[i].name;
+    char hint[1024];
+    kv_suggest_text(hint, sizeof hint, name, names, kv_model_builtin_count());
+    return kv_errorf(KV_ENOTFOUND, "unknown model '%s'%s (or give a config.json path)", name, hint);
 }
 
 kv_status kv_model_resolve(const char *name_or_path, kv_model *out) {
@@ -117,6 +122,7 @@ uint64_t kv_model_params_layer(const kv_model *m) {
     uint64_t mlp = (m->gated_mlp ? 3 : 2) * h * f;
     uint64_t p = attn + mlp;
     if (m->bias) p += q + 2 * kv + h + f + h;
+    else if (m->attn_bias) p += q + 2 * kv + (m->attn_bias == 2 ? h : 0);
     /* Two norms per layer: LayerNorm has weight and bias, RMSNorm only a weight. */
     p += (m->bias ? 4 : 2) * h;
     return p;
@@ -238,15 +244,35 @@ kv_status kv_model_parse_hf(const char *text, size_t len, const char *path, kv_m
     json_t *g = json_object_get(root, "gated_mlp");
     if (g && json_is_boolean(g)) m.gated_mlp = json_is_true(g);
 
+    /* Mixture-of-experts: every expert's MLP is stored and top-k run per token; a dense model of the
+     * same shape would be wrong in both bytes and FLOPs, so it is refused, never taken as dense. */
+    static const char *const moe_keys[] = {"num_local_experts", "num_experts", "num_experts_per_tok", "moe_intermediate_size", NULL};
+    for (int i = 0; moe_keys[i]; i++) {
+        json_t *e = json_object_get(root, moe_keys[i]);
+        if (e && json_is_integer(e) && json_integer_value(e) > 0) {
+            st = kv_errorf(KV_EINVAL, "%s: a mixture-of-experts model ('%s' = %lld): kvpr models dense models only", path,
+                           moe_keys[i], (long long)json_integer_value(e));
+            goto done;
+        }
+    }
+
+    /* Biases as Transformers builds them: OPT and GPT-2 on every linear layer and LayerNorm; Llama's
+     * attention_bias on Q, K, V and O only; Qwen2 on Q, K, V always. */
     m.bias = strcmp(m.family, "opt") == 0 || strcmp(m.family, "gpt2") == 0;
     json_t *b = json_object_get(root, "enable_bias");
-    if (!b) b = json_object_get(root, "attention_bias");
     if (b && json_is_boolean(b)) m.bias = json_is_true(b);
+    if (!m.bias && !strcmp(m.family, "qwen2")) m.attn_bias = 1;
+    json_t *ab = json_object_get(root, "attention_bias");
+    if (!m.bias && ab && json_is_boolean(ab)) m.attn_bias = json_is_true(ab) ? 2 : 0;
 
+    /* Transformers' default tie_word_embeddings is per config class: PretrainedConfig ties, but
+     * LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config and Phi3Config set False. */
+    static const char *const untied[] = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "phi3", NULL};
     json_t *tie = json_object_get(root, "tie_word_embeddings");
-    m.tied_embeddings = tie ? json_is_true(tie) : 1; /* transformers' default is tied */
+    m.tied_embeddings = tie ? json_is_true(tie) : !str_in(m.family, untied);
     if (strcmp(m.family, "opt") == 0 && (st = get_int(root, path, "max_position_embeddings", &m.max_pos, 0)))
         goto done;
+    if ((st = get_int(root, path, "max_position_embeddings", &m.ctx_max, 0))) goto done;
 
     const char *dt = json_string_value(json_object_get(root, "torch_dtype"));
     if (!dt) dt = json_string_value(json_object_get(root, "dtype"));

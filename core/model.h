@@ -24,6 +24,10 @@ typedef struct {
     int bias;          /* 1: linear layers carry biases (OPT) */
     int tied_embeddings;
     kv_dtype dtype;
+    /* attention-only biases where the rest has none: 1 on Q, K, V (Qwen2), 2 on Q, K, V and O (Llama's
+     * attention_bias); 0 otherwise (bias = 1 already counts every linear layer's) */
+    int attn_bias;
+    int ctx_max;       /* max_position_embeddings: the longest context the model was trained for; 0 unknown */
 } kv_model;
 
 /* Built-in models; name lookup ignores case ("opt-6.7b", "OPT-6.7B"). */

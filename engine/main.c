@@ -328,6 +328,13 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *c = argv[1];
+    /* --help and -h anywhere after the command: usage, before any device is touched */
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (!strcmp(c, "run")) fputs(run_help, stdout);
+            else usage(stdout);
+            return 0;
+        }
     if (!strcmp(c, "version") || !strcmp(c, "--version")) {
         int dyn = 0;
         dl_iterate_phdr(shared_lib, &dyn);
@@ -339,6 +346,17 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--backend")) be = argv[i + 1];
     kv_status st;
     const eng_backend_type *bt = pick(be, &st);
+    /* (selftest says itself that it skipped the GPU part) */
+    int needs_dev = !strcmp(c, "run") || !strcmp(c, "bench") || !strcmp(c, "info");
+    if (!st && bt != &eng_host_backend && needs_dev) {
+        /* a machine without a GPU should hear about the host backend, not only that CUDA failed */
+        eng_backend *b;
+        if (!(st = bt->open(&b, 0, 1))) bt->close(b);
+    }
+    if (st && !strcmp(be, "cuda") && needs_dev) {
+        fprintf(stderr, "%s: %s (no usable GPU: --backend host runs the same executor on CPU threads)\n", cli_prog, kv_errmsg());
+        return 1;
+    }
     if (st) return fail(st);
     if (!strcmp(c, "selftest")) return eng_cmd_selftest(bt, argc - 1, argv + 1);
     if (!strcmp(c, "run")) return eng_cmd_run(bt, argc - 1, argv + 1);

@@ -48,11 +48,12 @@ typedef struct {
     sched_kind scheds[SCHED_COUNT];
     int nscheds;
     int nb, prefetch, keep_act;
-    int fig_bars, fig_heatmap;
+    int fig_bars, fig_heatmap, fig_breakdown;
     exp_filters sweep, timeline;
     int has_sweep, has_timeline;
     exp_claim claims[32];
     int nclaims;
+    int key_line[16]; /* the line of each key (exp_parse's key order), for errors found after parsing */
 } exp_spec;
 
 /* One run of the sweep: indices into the spec; sched is -1 for policies without a split. */
@@ -67,6 +68,10 @@ kv_status exp_find(const char *name, char *path, size_t n);
 kv_status exp_parse(const char *path, exp_spec *s);
 /* The same from text in memory; label names it in messages. */
 kv_status exp_parse_text(const char *text, const char *label, exp_spec *s);
+/* Checks what parsing alone cannot, before any run starts (so a bad name costs no half-written
+ * database): every model and profile resolves, and every filter (sweep, timeline, claims) matches
+ * at least one run. Errors name the file and line. */
+kv_status exp_check(const exp_spec *s);
 /* Every run of the spec, in a fixed order (sharding slices it). Caller frees *runs. */
 kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n);
 void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n);
@@ -119,5 +124,8 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
 /* Reads the experiment's runs back from the database and prints the tables; draws the figures
  * into plots_dir (gnuplot; PNG and SVG). */
 kv_status exp_report(const exp_spec *s, const char *db, const char *plots_dir, FILE *out);
+/* The same runs as CSV, one row per run with every dimension its own column (for pandas and
+ * spreadsheets); runs not in the database have status 'not run' and empty values. */
+kv_status exp_report_csv(const exp_spec *s, const char *db, FILE *out);
 
 #endif

@@ -213,6 +213,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
             break;
         }
         seen |= 1u << idx;
+        s->key_line[idx] = ln;
         if (!*v && idx != 14 && idx != 15) {
             st = PERR("%s:%d: '%s' has no value", path, ln, k);
             break;
@@ -272,13 +273,14 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
             else st = PERR("%s:%d: 'keep_act' is yes or no", path, ln);
             break;
         case 13:
-            s->fig_bars = s->fig_heatmap = 0;
+            s->fig_bars = s->fig_heatmap = s->fig_breakdown = 0;
             n = words(v, w, 4);
-            if (n < 0) { st = PERR("%s:%d: 'figures' lists bars, heatmap or both", path, ln); break; }
+            if (n < 0) { st = PERR("%s:%d: 'figures' lists bars, heatmap, breakdown", path, ln); break; }
             for (int i = 0; i < n && !st; i++) {
                 if (!strcmp(w[i], "bars")) s->fig_bars = 1;
                 else if (!strcmp(w[i], "heatmap")) s->fig_heatmap = 1;
-                else st = PERR("%s:%d: unknown figure '%s' (bars, heatmap; sweep and timeline have their own keys)", path, ln, w[i]);
+                else if (!strcmp(w[i], "breakdown")) s->fig_breakdown = 1;
+                else st = PERR("%s:%d: unknown figure '%s' (bars, heatmap, breakdown; sweep and timeline have their own keys)", path, ln, w[i]);
             }
             break;
         case 14: st = filters(path, ln, v, &s->sweep); s->has_sweep = 1; break;
@@ -329,4 +331,36 @@ void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n) {
     snprintf(key, n, "exp/%s/%s/%s/%s/%d/%d/%d/%s/%s", s->name, s->models[r->model], s->hws[r->hw],
              kv_mode_name(s->modes[r->mode]), s->batch[r->batch], s->prompt[r->prompt], s->gen[r->gen],
              kv_policy_name(r->pol), r->sched >= 0 ? sched_name((sched_kind)r->sched) : "-");
+}
+
+/* Does any run match f? A filter that matches nothing is a typo (a model not in the sweep, a
+ * batch spelled differently): silently drawing nothing or claiming "n/a" would hide it. */
+static kv_status filter_hits(const exp_spec *s, const exp_run *r, int n, const exp_filters *f, int ln, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (exp_match(s, &r[i], f)) return KV_OK;
+    char buf[512] = "";
+    size_t k = 0;
+    for (int i = 0; i < f->n && k < sizeof buf; i++)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%s=%s", i ? " " : "", f->f[i].key, f->f[i].val);
+    return kv_errorf(KV_EINVAL, "%s:%d: %s filter '%s' matches no run of the experiment", s->path, ln, what, buf);
+}
+
+kv_status exp_check(const exp_spec *s) {
+    kv_status st;
+    for (int i = 0; i < s->nmodels; i++) {
+        kv_model m;
+        if ((st = kv_model_resolve(s->models[i], &m))) return kv_errctx(st, "%s:%d: ", s->path, s->key_line[2]);
+    }
+    for (int i = 0; i < s->nhws; i++) {
+        hw_profile p;
+        if ((st = hw_profile_resolve(s->hws[i], &p))) return kv_errctx(st, "%s:%d: ", s->path, s->key_line[3]);
+    }
+    exp_run *r;
+    int n;
+    if ((st = exp_runs(s, &r, &n))) return st;
+    if (s->has_sweep && s->sweep.n) st = filter_hits(s, r, n, &s->sweep, s->key_line[14], "sweep");
+    if (!st && s->has_timeline && s->timeline.n) st = filter_hits(s, r, n, &s->timeline, s->key_line[15], "timeline");
+    for (int i = 0; i < s->nclaims && !st; i++) st = filter_hits(s, r, n, &s->claims[i].where, s->claims[i].line, "claim");
+    free(r);
+    return st;
 }

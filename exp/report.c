@@ -205,28 +205,73 @@ static void claims_table(const rep *R, FILE *o) {
     fprintf(o, "(ours: over the matching configurations, the largest reduction or gain, the mean share; diff in points)\n");
 }
 
-/* bars: one cluster per configuration, one bar per policy/scheduler */
+/* What a figure of mode `mode` holds, for its title's second line: the hardware, the mode and
+ * every dimension that one value covers (the others are on the x axis), so that a figure read
+ * on its own says what it shows. */
+static void fig_subtitle(const exp_spec *s, int mode, char *b, size_t n) {
+    size_t l = 0;
+#define ADD(...) (l += (size_t)snprintf(b + l, l < n ? n - l : 0, __VA_ARGS__))
+    ADD("%s", s->nhws == 1 ? "" : "hardware ");
+    for (int h = 0; h < s->nhws; h++) ADD("%s%s", h ? ", " : "", s->hws[h]);
+    ADD("; %s", mode ? "throughput" : "latency");
+    if (mode) ADD(" (%d micro-batches)", s->nb);
+    if (s->nmodels == 1) ADD("; %s", s->models[0]);
+    if (s->nbatch == 1) ADD("; batch %d", s->batch[0]);
+    if (s->nprompt == 1) ADD("; prompt %d", s->prompt[0]);
+    if (s->ngen == 1) ADD("; gen %d", s->gen[0]);
+#undef ADD
+}
+
+/* the figure's title: the experiment's, and below it what the figure holds */
+static void fig_title(FILE *gp, const exp_spec *s, int mode, const char *what) {
+    char sub[600], t[900];
+    fig_subtitle(s, mode, sub, sizeof sub);
+    snprintf(t, sizeof t, "%s%s%s", what, what[0] ? ": " : "", s->title[0] ? s->title : s->name);
+    /* two lines: the line break is ours, outside the escaped literals (gnuplot joins strings with '.') */
+    fprintf(gp, "set title ");
+    exp_gp_str(gp, t);
+    fprintf(gp, ".\"\\n\".");
+    exp_gp_str(gp, sub);
+    fprintf(gp, " noenhanced\n");
+}
+
+/* Bars: one cluster per configuration, one bar per policy/scheduler. More configurations than
+ * fit one readable panel are split into panels stacked vertically (facets), each with its own
+ * axis labels; the legend sits above the plot, never over bars. */
+#define BARS_PER_PANEL 12
 static kv_status fig_bars(const rep *R, const char *dir) {
     int nc = ncols(R);
     for (int mode = 0; mode < 2; mode++) {
         int rows = 0;
-        for (int i = 0; i < R->n; i += nc) rows += (int)R->s->modes[R->runs[i].mode] == mode;
+        size_t maxlab = 8;
+        for (int i = 0; i < R->n; i += nc) {
+            if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
+            char cl[200];
+            short_label(R, i, cl, sizeof cl);
+            if (strlen(cl) > maxlab) maxlab = strlen(cl);
+            rows++;
+        }
         if (!rows) continue;
+        int npan = (rows + BARS_PER_PANEL - 1) / BARS_PER_PANEL, per = (rows + npan - 1) / npan;
         char name[128];
         snprintf(name, sizeof name, "%s-%s", R->s->name, mode ? "throughput" : "latency");
         exp_fig F;
         kv_status st = exp_fig_open(&F, dir, name, 1);
         if (st) return st;
-        fprintf(F.dat, "config");
-        for (int c = 0; c < nc; c++) {
-            char lab[64];
-            col_label(&R->runs[c], lab, sizeof lab);
-            fputc(' ', F.dat);
-            exp_dat_str(F.dat, lab);
-        }
-        fprintf(F.dat, "\n");
+        int k = 0;
         for (int i = 0; i < R->n; i += nc) {
             if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
+            if (k % per == 0) { /* each panel a gnuplot index of its own, with its header */
+                if (k) fprintf(F.dat, "\n\n");
+                fprintf(F.dat, "config");
+                for (int c = 0; c < nc; c++) {
+                    char lab[64];
+                    col_label(&R->runs[c], lab, sizeof lab);
+                    fputc(' ', F.dat);
+                    exp_dat_str(F.dat, lab);
+                }
+                fprintf(F.dat, "\n");
+            }
             char cl[200];
             short_label(R, i, cl, sizeof cl);
             exp_dat_str(F.dat, cl);
@@ -236,22 +281,112 @@ static kv_status fig_bars(const rep *R, const char *dir) {
                 else fprintf(F.dat, " %.6g", mode ? x->thr : x->decode_s);
             }
             fprintf(F.dat, "\n");
+            k++;
         }
+        /* rotated labels hang down and to the left of their tic: room below for the longest */
+        int bm = 3 + (int)(0.3 * (double)maxlab);
+        int panel_h = 330 + 9 * bm, w = 360 + per * (40 + 18 * nc);
+        if (w < 800) w = 800;
         for (int fmt = 0; fmt < 2; fmt++) {
-            exp_fig_terminal(&F, fmt, rows * 45 + 300 > 1800 ? 1800 : rows * 45 + 300, 600);
-            fprintf(F.gp, "set title ");
-            exp_gp_str(F.gp, R->s->title[0] ? R->s->title : R->s->name);
-            fprintf(F.gp, " noenhanced\nset style data histograms\nset style histogram clustered gap 1\n"
-                          "set style fill solid 0.85 border -1\nset xtics rotate by -35 noenhanced font ',9'\nset key top left noenhanced\n"
-                          "set grid ytics\nset ylabel '%s'\nset bmargin 10\nset yrange [0:*]\n",
-                    mode ? "decode throughput (tokens/s)" : "decode time (s)");
-            fprintf(F.gp, "plot for [c=2:%d] ", nc + 1);
-            exp_gp_str(F.gp, F.dat_path);
-            fprintf(F.gp, " using c:xtic(1) title columnheader(c)\n");
+            exp_fig_terminal(&F, fmt, w, 90 + npan * panel_h);
+            fprintf(F.gp, "set style data histograms\nset style histogram clustered gap 1\n"
+                          "set style fill solid 0.85 border -1\nset xtics rotate by 35 right noenhanced font ',9'\n"
+                          "set key outside top center horizontal noenhanced\nset grid ytics\nset ylabel '%s'\nset yrange [0:*]\n"
+                          "set bmargin %d\nset rmargin 4\nset lmargin 12\n",
+                    mode ? "decode throughput (tokens/s)" : "decode time (s)", bm);
+            if (npan > 1) fprintf(F.gp, "set multiplot layout %d,1\n", npan);
+            for (int pn = 0; pn < npan; pn++) {
+                if (pn == 0 || npan == 1) fig_title(F.gp, R->s, mode, npan > 1 ? "" : "");
+                else fprintf(F.gp, "unset title\n");
+                fprintf(F.gp, "plot for [c=2:%d] ", nc + 1);
+                exp_gp_str(F.gp, F.dat_path);
+                fprintf(F.gp, " index %d using c:xtic(1) title columnheader(c)\n", pn);
+            }
+            if (npan > 1) fprintf(F.gp, "unset multiplot\n");
         }
         if ((st = exp_fig_close(&F))) return st;
     }
     return KV_OK;
+}
+
+/* Breakdown: per configuration and policy, where decode time goes: one stacked bar per busy
+ * resource (the host-to-device link, the GPU, the CPU when used), each op's share of decode time
+ * a segment. Within one resource ops do not overlap, so a bar is at most 100 %; the rest of it is
+ * the time that resource waits. */
+static kv_status fig_breakdown(const rep *R, const char *dir) {
+    int nc = ncols(R);
+    static const kv_resource res[] = {KV_RES_H2D, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU};
+    static const char *const resname[] = {"H2D link", "D2H link", "GPU", "CPU"};
+    /* which op runs on which resource: the op's spans say so, but a stored run keeps only busy
+     * times per op; the op list fixes it */
+    static const int op_res[KV_OP_COUNT] = {
+        [KV_OP_W_H2D] = KV_RES_H2D, [KV_OP_WKV_H2D] = KV_RES_H2D, [KV_OP_ACT_H2D] = KV_RES_H2D, [KV_OP_KV_H2D] = KV_RES_H2D,
+        [KV_OP_RECOMPUTE] = KV_RES_GPU, [KV_OP_QKV] = KV_RES_GPU, [KV_OP_ATTN] = KV_RES_GPU, [KV_OP_FFN] = KV_RES_GPU,
+        [KV_OP_KV_D2H] = KV_RES_D2H, [KV_OP_Q_D2H] = KV_RES_D2H, [KV_OP_CPU_ATTN] = KV_RES_CPU, [KV_OP_O_H2D] = KV_RES_H2D,
+        [KV_OP_HID_H2D] = KV_RES_H2D, [KV_OP_HID_D2H] = KV_RES_D2H, [KV_OP_ACT_D2H] = KV_RES_D2H, [KV_OP_HEAD] = KV_RES_GPU};
+    int used[4] = {0}, opused[KV_OP_COUNT] = {0};
+    for (int i = 0; i < R->n; i++)
+        if (ok(R, i))
+            for (int k = 0; k < KV_OP_COUNT; k++)
+                if (R->res[i].busy[k] > 0) used[op_res[k]] = 1, opused[k] = 1;
+    char name[128];
+    snprintf(name, sizeof name, "%s-breakdown", R->s->name);
+    exp_fig F;
+    kv_status st = exp_fig_open(&F, dir, name, 1);
+    if (st) return st;
+    int bars = 0;
+    size_t maxlab = 8;
+    fprintf(F.dat, "bar");
+    for (int k = 0; k < KV_OP_COUNT; k++) fprintf(F.dat, " \"%s\"", kv_op_name((kv_op)k));
+    fprintf(F.dat, "\n");
+    for (int i = 0; i < R->n; i += nc) {
+        for (int c = 0; c < nc; c++) {
+            if (!ok(R, i + c)) continue;
+            const res_t *x = &R->res[i + c];
+            for (int ri = 0; ri < 4; ri++) {
+                if (!used[res[ri]]) continue;
+                char lab[64], cl[200], full[300];
+                col_label(&R->runs[i + c], lab, sizeof lab);
+                short_label(R, i, cl, sizeof cl);
+                if (R->n > nc) snprintf(full, sizeof full, "%s %s: %s", cl, lab, resname[ri]);
+                else snprintf(full, sizeof full, "%s: %s", lab, resname[ri]);
+                if (strlen(full) > maxlab) maxlab = strlen(full);
+                exp_dat_str(F.dat, full);
+                for (int k = 0; k < KV_OP_COUNT; k++)
+                    fprintf(F.dat, " %.6g", op_res[k] == (int)res[ri] ? 100 * x->busy[k] / x->decode_s : 0.0);
+                fprintf(F.dat, "\n");
+                bars++;
+            }
+            fprintf(F.dat, "\"\"");
+            for (int k = 0; k < KV_OP_COUNT; k++) fprintf(F.dat, " 0");
+            fprintf(F.dat, "\n");
+        }
+    }
+    if (!bars) {
+        exp_fig_abort(&F);
+        return KV_OK;
+    }
+    int bm = 3 + (int)(0.3 * (double)maxlab);
+    for (int fmt = 0; fmt < 2; fmt++) {
+        exp_fig_terminal(&F, fmt, 500 + 28 * bars > 900 ? 500 + 28 * bars : 900, 560 + 9 * bm);
+        fig_title(F.gp, R->s, (int)R->s->modes[0], "");
+        fprintf(F.gp, "set style data histograms\nset style histogram rowstacked\nset boxwidth 0.8\n"
+                      "set style fill solid 0.9 border -1\nset xtics rotate by 35 right noenhanced font ',9'\n"
+                      "set key outside right top vertical noenhanced\nset grid ytics\nset ylabel 'busy time of each op on its resource (%% of decode time)'\n"
+                      "set yrange [0:105]\nset bmargin %d\nset lmargin 20\n",
+                bm);
+        fprintf(F.gp, "plot ");
+        int first = 1;
+        for (int k = 0; k < KV_OP_COUNT; k++) {
+            if (!opused[k]) continue;
+            fprintf(F.gp, "%s", first ? "" : ", ");
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " using %d:xtic(1) lc rgb '%s' title '%s'", k + 2, exp_op_color(k), kv_op_name((kv_op)k));
+            first = 0;
+        }
+        fprintf(F.gp, "\n");
+    }
+    return exp_fig_close(&F);
 }
 
 /* the decode time of every split of the sweep configuration(s), each scheduler's choice marked */
@@ -301,43 +436,69 @@ static kv_status fig_sweep(const rep *R, const char *dir) {
     return st;
 }
 
-/* heat-map of kvpr's speed-up (first scheduler) over hardware x model, with the split l/s */
+/* heat-maps of kvpr's speed-up over hardware x model, with the split l/s: one panel (and one
+ * table) per configuration (mode, batch, prompt, gen) and scheduler, so that a sweep over several
+ * never shows one of them under a title that does not say which. */
+#define HEAT_MAX_PANELS 24
 static kv_status heat(const rep *R, const char *dir, FILE *o) {
     const exp_spec *s = R->s;
-    fprintf(o, "\n%-26s %-20s %8s %8s %10s %9s %6s   (kvpr/%s, %s b%d p%d g%d)\n", "hardware", "model", "H2D GB/s", "TFLOP/s",
-            "B/F B/kFLOP", "speed-up", "l/s", sched_name(s->scheds[0]), kv_mode_name(s->modes[0]), s->batch[0], s->prompt[0], s->gen[0]);
+    int npan = s->nmodes * s->nbatch * s->nprompt * s->ngen * s->nscheds, drawn = npan < HEAT_MAX_PANELS ? npan : HEAT_MAX_PANELS;
     char name[128];
     snprintf(name, sizeof name, "%s-heatmap", s->name);
     exp_fig F;
     kv_status st = exp_fig_open(&F, dir, name, 1);
     if (st) return st;
-    for (int h = 0; h < s->nhws; h++) {
-        for (int m = 0; m < s->nmodels; m++) {
-            double v = nan(""), ls = nan("");
-            for (int i = 0; i < R->n; i++) {
-                const exp_run *r = &R->runs[i];
-                if (r->hw != h || r->model != m || r->mode || r->batch || r->prompt || r->gen || r->pol != KV_POL_KVPR ||
-                    r->sched != (int)s->scheds[0] || !ok(R, i))
-                    continue;
-                int off = find(R, i, KV_POL_OFFLOAD, -1);
-                if (ok(R, off)) v = R->res[off].decode_s / R->res[i].decode_s, ls = R->res[i].split0 / s->prompt[0];
-            }
-            hw_profile p;
-            double bw = 0, tf = 0;
-            if (hw_profile_resolve(s->hws[h], &p) == KV_OK) bw = p.link.h2d.bandwidth.value / 1e9, tf = p.gpu.peak_flops.value / 1e12;
-            fprintf(o, "%-26s %-20s %8.1f %8.0f %10.3f ", s->hws[h], s->models[m], bw, tf, bw / tf); /* GB/s per TFLOP/s = B/kFLOP */
-            if (isnan(v)) fprintf(o, "%9s %6s\n", "n/a", "");
-            else fprintf(o, "%8.3fx %6.2f\n", v, ls);
-            if (isnan(v)) fprintf(F.dat, "%d %d NaN \"does not fit\"\n", m, h);
-            else fprintf(F.dat, "%d %d %.6g \"%.2fx\"\n", m, h, v, v);
-        }
-        fprintf(F.dat, "\n");
+    char (*titles)[200] = calloc((size_t)drawn, sizeof *titles);
+    if (!titles) {
+        exp_fig_abort(&F);
+        return kv_errorf(KV_ENOMEM, "out of memory");
     }
+    int pan = 0;
+    for (int mo = 0; mo < s->nmodes; mo++)
+        for (int ba = 0; ba < s->nbatch; ba++)
+            for (int pr = 0; pr < s->nprompt; pr++)
+                for (int ge = 0; ge < s->ngen; ge++)
+                    for (int sc = 0; sc < s->nscheds; sc++, pan++) {
+                        char mb[16] = "", cfg[160];
+                        if (s->modes[mo] == KV_MODE_THROUGHPUT) snprintf(mb, sizeof mb, "x%d", s->nb);
+                        snprintf(cfg, sizeof cfg, "kvpr/%s, %s b%d%s p%d g%d", sched_name(s->scheds[sc]), kv_mode_name(s->modes[mo]),
+                                 s->batch[ba], mb, s->prompt[pr], s->gen[ge]);
+                        fprintf(o, "\n%-26s %-20s %8s %8s %10s %9s %6s   (%s)\n", "hardware", "model", "H2D GB/s", "TFLOP/s",
+                                "B/F B/kFLOP", "speed-up", "l/s", cfg);
+                        if (pan < drawn) snprintf(titles[pan], sizeof titles[0], "speed-up over offloading: %s", cfg);
+                        for (int h = 0; h < s->nhws; h++) {
+                            for (int m = 0; m < s->nmodels; m++) {
+                                double v = nan(""), ls = nan("");
+                                for (int i = 0; i < R->n; i++) {
+                                    const exp_run *r = &R->runs[i];
+                                    if (r->hw != h || r->model != m || r->mode != mo || r->batch != ba || r->prompt != pr || r->gen != ge ||
+                                        r->pol != KV_POL_KVPR || r->sched != (int)s->scheds[sc] || !ok(R, i))
+                                        continue;
+                                    int off = find(R, i, KV_POL_OFFLOAD, -1);
+                                    if (ok(R, off)) v = R->res[off].decode_s / R->res[i].decode_s, ls = R->res[i].split0 / s->prompt[pr];
+                                }
+                                hw_profile p;
+                                double bw = 0, tf = 0;
+                                if (hw_profile_resolve(s->hws[h], &p) == KV_OK) bw = p.link.h2d.bandwidth.value / 1e9, tf = p.gpu.peak_flops.value / 1e12;
+                                fprintf(o, "%-26s %-20s %8.1f %8.0f %10.3f ", s->hws[h], s->models[m], bw, tf, bw / tf); /* GB/s per TFLOP/s = B/kFLOP */
+                                if (isnan(v)) fprintf(o, "%9s %6s\n", "n/a", "");
+                                else fprintf(o, "%8.3fx %6.2f\n", v, ls);
+                                if (pan >= drawn) continue;
+                                if (isnan(v)) fprintf(F.dat, "%d %d NaN \"does not fit\"\n", m, h);
+                                else fprintf(F.dat, "%d %d %.6g \"%.2fx\"\n", m, h, v, v);
+                            }
+                            if (pan < drawn) fprintf(F.dat, "\n");
+                        }
+                        if (pan < drawn) fprintf(F.dat, "\n"); /* two blank lines: the next panel is the next gnuplot index */
+                    }
+    if (npan > drawn)
+        fprintf(o, "(the heat-map figure draws the first %d of %d configurations and schedulers; the tables above list all)\n", drawn, npan);
+    int cols = drawn <= 1 ? 1 : drawn <= 4 ? 2 : drawn <= 9 ? 3 : 4, rows = (drawn + cols - 1) / cols;
+    int pw = 420 + 150 * s->nmodels, ph = 240 + 40 * s->nhws;
     for (int fmt = 0; fmt < 2; fmt++) {
-        exp_fig_terminal(&F, fmt, 420 + 150 * s->nmodels, 200 + 40 * s->nhws);
-        fprintf(F.gp, "set title 'speed-up of kvpr (%s) over offloading' noenhanced\nset view map\nset palette defined (0 'white', 0.5 'orange', 1 'red')\nset cbrange [1:2]\n"
-                      "set cblabel 'speed-up'\nset xtics (",
-                sched_name(s->scheds[0]));
+        exp_fig_terminal(&F, fmt, pw * cols, ph * rows);
+        fprintf(F.gp, "set view map\nset palette defined (0 'white', 0.5 'orange', 1 'red')\nset cbrange [1:2]\n"
+                      "set cblabel 'speed-up'\nset xtics (");
         for (int m = 0; m < s->nmodels; m++) {
             fprintf(F.gp, "%s", m ? ", " : "");
             exp_gp_str(F.gp, s->models[m]);
@@ -350,12 +511,19 @@ static kv_status heat(const rep *R, const char *dir, FILE *o) {
             fprintf(F.gp, " %d", h);
         }
         fprintf(F.gp, ") noenhanced\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\nset lmargin 28\n", s->nmodels - 0.5, s->nhws - 0.5);
-        fprintf(F.gp, "plot ");
-        exp_gp_str(F.gp, F.dat_path);
-        fprintf(F.gp, " using 1:2:3 with image notitle, ");
-        exp_gp_str(F.gp, F.dat_path);
-        fprintf(F.gp, " using 1:2:4 with labels notitle\n");
+        fprintf(F.gp, "set multiplot layout %d,%d\n", rows, cols);
+        for (int k = 0; k < drawn; k++) {
+            fprintf(F.gp, "set title ");
+            exp_gp_str(F.gp, titles[k]);
+            fprintf(F.gp, " noenhanced\nplot ");
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " index %d using 1:2:3 with image notitle, ", k);
+            exp_gp_str(F.gp, F.dat_path);
+            fprintf(F.gp, " index %d using 1:2:4 with labels notitle\n", k);
+        }
+        fprintf(F.gp, "unset multiplot\n");
     }
+    free(titles);
     return exp_fig_close(&F);
 }
 
@@ -442,6 +610,71 @@ static kv_status fig_timeline(const rep *R, kv_db *db, const char *dir) {
     return exp_fig_close(&F);
 }
 
+/* a CSV field (RFC 4180): quoted when it holds a separator, a quote or a line break */
+static void csv_str(FILE *o, const char *v) {
+    if (!strpbrk(v, ",\"\r\n")) {
+        fputs(v, o);
+        return;
+    }
+    fputc('"', o);
+    for (; *v; v++) {
+        if (*v == '"') fputc('"', o);
+        fputc(*v, o);
+    }
+    fputc('"', o);
+}
+
+static void csv_num(FILE *o, int have, double v) {
+    if (have) fprintf(o, ",%.10g", v);
+    else fputc(',', o);
+}
+
+/* One row per run, every dimension its own column: what pandas' read_csv and a spreadsheet want
+ * (the text tables pack several into one label). Empty cells are values we do not have. */
+static void csv_runs(const rep *R, FILE *o) {
+    const exp_spec *s = R->s;
+    fprintf(o, "experiment,model,hardware,mode,batch,nb,prompt,gen,policy,scheduler,status,decode_s,throughput_tok_s,util_gpu,"
+               "split_first,split_last,speedup_vs_offload\n");
+    for (int i = 0; i < R->n; i++) {
+        const exp_run *r = &R->runs[i];
+        const res_t *x = &R->res[i];
+        int thr = s->modes[r->mode] == KV_MODE_THROUGHPUT, good = ok(R, i), off = find(R, i, KV_POL_OFFLOAD, -1);
+        csv_str(o, s->name);
+        fputc(',', o);
+        csv_str(o, s->models[r->model]);
+        fputc(',', o);
+        csv_str(o, s->hws[r->hw]);
+        fprintf(o, ",%s,%d,%d,%d,%d,%s,%s,%s", kv_mode_name(s->modes[r->mode]), s->batch[r->batch], thr ? s->nb : 1,
+                s->prompt[r->prompt], s->gen[r->gen], kv_policy_name(r->pol), r->sched >= 0 ? sched_name((sched_kind)r->sched) : "",
+                !x->present ? "not run" : !x->fits ? "does not fit" : "ok");
+        csv_num(o, good, x->decode_s);
+        csv_num(o, good && thr, x->thr);
+        csv_num(o, good, x->util_gpu);
+        csv_num(o, good && r->pol == KV_POL_KVPR, x->split0);
+        csv_num(o, good && r->pol == KV_POL_KVPR, x->split_last);
+        csv_num(o, good && ok(R, off), good && ok(R, off) ? R->res[off].decode_s / x->decode_s : 0);
+        fputc('\n', o);
+    }
+}
+
+kv_status exp_report_csv(const exp_spec *s, const char *dbpath, FILE *o) {
+    rep R = {.s = s};
+    kv_status st = exp_runs(s, &R.runs, &R.n);
+    if (st) return st;
+    R.res = calloc((size_t)(R.n ? R.n : 1), sizeof *R.res);
+    kv_db *db = NULL;
+    int ms = 30000;
+    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!st) st = db_timeout_from_env(30000, &ms);
+    if (!st) st = db_open_ro(dbpath, ms, &db);
+    if (!st) st = load(&R, db);
+    if (!st) csv_runs(&R, o);
+    db_close(db);
+    free(R.runs);
+    free(R.res);
+    return st;
+}
+
 kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FILE *o) {
     rep R = {.s = s};
     kv_status st = exp_runs(s, &R.runs, &R.n);
@@ -465,6 +698,7 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
         claims_table(&R, o);
         if (s->fig_heatmap) st = heat(&R, dir, o);
         if (!st && s->fig_bars) st = fig_bars(&R, dir);
+        if (!st && s->fig_breakdown) st = fig_breakdown(&R, dir);
         if (!st && s->has_sweep) st = fig_sweep(&R, dir);
         if (!st && s->has_timeline) st = fig_timeline(&R, db, dir);
     }

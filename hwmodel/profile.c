@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "../core/kv_io.h"
+#include "../core/suggest.h"
+#include "../core/datadir.h"
 #include "../core/kv_str.h"
 
 #ifndef KVPR_DATADIR
@@ -293,7 +296,18 @@ kv_status hw_profile_load(const char *path, hw_profile *out) {
     json_t *root;
     kv_status st = read_json(path, &root);
     if (st) return st;
-    return load_json(root, NULL, path, out);
+    hw_profile p;
+    if ((st = load_json(root, NULL, path, &p))) return st;
+    /* tables and results.db know a profile by its name: a copy edited under a new file name that kept
+     * the stock name would pass its numbers off as the stock profile's */
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t bl = strlen(base);
+    if (bl > 5 && !strcmp(base + bl - 5, ".json") && (strlen(p.name) != bl - 5 || strncmp(p.name, base, bl - 5)))
+        return kv_errorf(KV_EINVAL, "%s: field 'name' is '%s' but the file is %s: they must agree (a copied profile needs its own name)",
+                         path, p.name, base);
+    *out = p;
+    return KV_OK;
 }
 
 kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out) {
@@ -303,18 +317,39 @@ kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out)
 }
 
 const char *hw_profile_dir(void) {
+    static _Thread_local char d[4200];
+    snprintf(d, sizeof d, "%s/hwmodel/profiles", kv_datadir());
+    return d;
+}
+
+/* The i-th directory of the search path: $KVPR_PROFILES (colon-separated) first, then the built-in
+ * directory; 0 when i is past the end. */
+static int search_dir(int i, char *out, size_t size) {
     const char *e = getenv("KVPR_PROFILES");
-    return e && *e ? e : KVPR_DATADIR "/hwmodel/profiles";
+    for (const char *c = e && *e ? e : NULL; c;) {
+        const char *colon = strchr(c, ':');
+        size_t n = colon ? (size_t)(colon - c) : strlen(c);
+        if (n > 0 && i-- == 0) {
+            snprintf(out, size, "%.*s", (int)n, c);
+            return 1;
+        }
+        c = colon ? colon + 1 : NULL;
+    }
+    if (i != 0) return 0;
+    snprintf(out, size, "%s", hw_profile_dir());
+    return 1;
 }
 
 const char *hw_links_dir(void) {
     const char *e = getenv("KVPR_LINKS");
-    return e && *e ? e : KVPR_DATADIR "/hwmodel/links";
+    static _Thread_local char d[4200];
+    snprintf(d, sizeof d, "%s/hwmodel/links", kv_datadir());
+    return e && *e ? e : d;
 }
 
 kv_status hw_link_load(const char *name, hw_profile *p) {
     if (!kv_str_is_name(name, 63)) return kv_errorf(KV_EINVAL, "bad link name '%s'", name);
-    char path[1024];
+    char path[4400];
     snprintf(path, sizeof path, "%s/%s.json", hw_links_dir(), name);
     json_t *root;
     kv_status st = read_json(path, &root);
@@ -366,30 +401,59 @@ kv_status hw_profile_resolve(const char *name, hw_profile *out) {
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.'))
             return kv_errorf(KV_EINVAL, "bad profile name '%s'", name);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.json", hw_profile_dir(), name);
-    kv_status st = hw_profile_load(path, out);
-    if (st == KV_ENOTFOUND)
-        return kv_errorf(KV_ENOTFOUND, "unknown hardware profile '%s' (see 'kvpr hw list', or give a .json path)", name);
-    return st;
+    /* names ignore case, as model names do: the first directory of the search path holding the
+     * name wins */
+    char dir[4400];
+    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *e;
+        char found[256] = "";
+        while ((e = readdir(d))) {
+            size_t len = strlen(e->d_name);
+            if (len == strlen(name) + 5 && !strcmp(e->d_name + len - 5, ".json") && !strncasecmp(e->d_name, name, len - 5)) {
+                snprintf(found, sizeof found, "%s", e->d_name);
+                if (!strncmp(e->d_name, name, len - 5)) break; /* the exact spelling first */
+            }
+        }
+        closedir(d);
+        if (*found) {
+            char path[4800];
+            snprintf(path, sizeof path, "%s/%s", dir, found);
+            return hw_profile_load(path, out);
+        }
+    }
+    char names[128][64];
+    const char *cands[128];
+    int n = hw_profile_list(names, 128);
+    for (int i = 0; i < n; i++) cands[i] = names[i];
+    char hint[900];
+    kv_suggest_text(hint, sizeof hint, name, cands, n);
+    return kv_errorf(KV_ENOTFOUND, "unknown hardware profile '%s'%s (or give a .json path)", name, hint);
 }
 
 static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
 
 int hw_profile_list(char names[][64], int max) {
-    DIR *d = opendir(hw_profile_dir());
-    if (!d) return 0;
     int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
-        size_t len = strlen(e->d_name);
-        if (len > 5 && len < 64 && strcmp(e->d_name + len - 5, ".json") == 0) {
-            memcpy(names[n], e->d_name, len - 5);
-            names[n][len - 5] = 0;
-            n++;
+    char dir[4400];
+    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *e;
+        while ((e = readdir(d)) && n < max) {
+            size_t len = strlen(e->d_name);
+            if (len > 5 && len < 64 && strcmp(e->d_name + len - 5, ".json") == 0) {
+                memcpy(names[n], e->d_name, len - 5);
+                names[n][len - 5] = 0;
+                /* a name earlier in the search path hides the same name later */
+                int dup = 0;
+                for (int j = 0; j < n && !dup; j++) dup = !strcmp(names[j], names[n]);
+                if (!dup) n++;
+            }
         }
+        closedir(d);
     }
-    closedir(d);
     qsort(names, (size_t)n, 64, cmp_names);
     return n;
 }

@@ -59,18 +59,18 @@ typedef struct {
 } hw_profile;
 
 /* Loads and validates; errors name the file, and the line/column for syntax errors or
- * the field path ("link.h2d.bandwidth_gbps") otherwise. */
+ * the field path ("link.h2d.bandwidth_gbps") otherwise. A file NAME.json must have "name": "NAME". */
 kv_status hw_profile_load(const char *path, hw_profile *out);
 kv_status hw_profile_parse(const char *text, const char *label, hw_profile *out);
-/* A shipped profile name (looked up in $KVPR_PROFILES, then the install's profile dir)
- * or a path to a JSON file. */
+/* A profile name, case ignored (looked up in each directory of $KVPR_PROFILES, colon-separated,
+ * then in the built-in directory hw_profile_dir), or a path to a JSON file. */
 kv_status hw_profile_resolve(const char *name_or_path, hw_profile *out);
 const char *hw_profile_dir(void);
 /* Host links for what-if studies (hwmodel/links/NAME.json, $KVPR_LINKS): "h100-sxm@gen3" is the
  * H100 SXM profile with its link replaced by PCIe Gen3's. hw_link_load replaces p's link. */
 const char *hw_links_dir(void);
 kv_status hw_link_load(const char *name, hw_profile *p);
-/* Names of the shipped profiles, sorted; returns count, fills up to max names. */
+/* Names of the profiles on the search path, sorted and without duplicates; returns count. */
 int hw_profile_list(char names[][64], int max);
 /* Writes a profile back as JSON in the documented format (used by calibration). */
 char *hw_profile_to_json(const hw_profile *p);

@@ -1,4 +1,5 @@
 /* The kvpr command: real output for good input; for bad input a one-line message and exit 2. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "tests.h"
@@ -75,7 +76,7 @@ static void t_sim_cmd(void **s) {
     char a[2000], tr[400], db[400];
     snprintf(tr, sizeof tr, "%s/cli-trace.json", tmp_dir());
     snprintf(db, sizeof db, "%s/cli.db", tmp_dir());
-    snprintf(a, sizeof a, "sim --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 128 --gen 4 --trace %s --db %s", tr, db);
+    snprintf(a, sizeof a, "sim --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 128 --gen 4 --trace %s --db %s --spans", tr, db);
     /* the default scheduler chooses the split; the paper's runtime rule on request: l* of 132 tokens = 98.5 -> 98 */
     expect(0, "policy kvpr, split l = 96 (chosen by pipelined)", a);
     snprintf(a, sizeof a, "sim --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 128 --gen 4 --scheduler paper --no-db --trace %s", tr);
@@ -95,7 +96,7 @@ static void t_sim_cmd(void **s) {
     expect(2, "unknown mode 'fast'", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --mode fast");
     expect(2, "unknown policy 'magic'", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --policy magic");
     expect(2, "--gen must be in [2, 16777216], got 1", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 1");
-    expect(2, "split 500 exceeds the final context 67", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 500");
+    expect(2, "--split 500 exceeds --prompt 64 (only the prompt's activations", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 500");
     expect(2, "--nb must be 1", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --nb 4");
     expect(2, "does not fit in GPU memory", "sim --model OPT-175B --hw a100-40gb-pcie4 --batch 1 --prompt 64 --gen 3 --no-db");
     expect(2, "does not fit in CPU memory", "sim --model OPT-6.7B --hw t4 --batch 1024 --prompt 8192 --gen 3 --no-db");
@@ -170,8 +171,114 @@ static void t_run_cmd(void **s) {
     expect(0, "OPT-125M t4 latency b2 p32 g3", a);
 }
 
+/* Issue 11: options a command does not use, conflicting or out-of-range values are errors; plan's
+ * predictions are the simulator's; every command answers --help and -h. */
+static void t_issue11_options(void **s) {
+    (void)s;
+    char a[1500], b[1500];
+    expect(2, "--split is not used by 'plan'", "plan --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 64 --gen 8 --policy offload --split 5 --trace x.json");
+    expect(2, "--trace is not used by 'plan'", "plan --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 64 --gen 8 --trace x.json");
+    expect(2, "--policy offload is not used by 'plan'", "plan --model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 64 --gen 8 --policy offload");
+    expect(2, "--scheduler is not used with --split", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 5 --scheduler paper --no-db");
+    expect(2, "--trace-steps is not used without --trace", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --trace-steps 0:1 --no-db");
+    expect(2, "--batch 8 and --gbs 16 disagree", "sim --model OPT-1.3B --hw t4 --gbs 16 --batch 8 --prompt 64 --gen 3 --no-db");
+    expect(0, "4 x 1 sequences", "sim --model OPT-1.3B --hw t4 --gbs 4 --batch 4 --prompt 64 --gen 3 --no-db");
+    expect(2, "--split 65 exceeds --prompt 64", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 65 --no-db");
+    expect(0, "split l = 64 .. 65", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --split 65 --keep-act --no-db");
+    /* sim and plan round the paper's split the same way */
+    const char *cfgs[] = {"--model OPT-6.7B --hw a100-40gb-pcie4 --batch 8 --prompt 128 --gen 4",
+                          "--model OPT-13B --hw h100-pcie --batch 16 --prompt 3700 --gen 16",
+                          "--model OPT-6.7B --hw l4 --batch 4 --prompt 1000 --gen 64"};
+    for (int i = 0; i < 3; i++) {
+        int ls = -1, lp = -2;
+        snprintf(a, sizeof a, "sim %s --scheduler paper --no-db", cfgs[i]);
+        expect(0, "(chosen by paper)", a);
+        sscanf(strstr(out, "split l = ") + 10, "%d", &ls);
+        snprintf(b, sizeof b, "plan %s --scheduler paper", cfgs[i]);
+        expect(0, "split        l = ", b);
+        sscanf(strstr(out, "split        l = ") + 17, "%d", &lp);
+        if (ls != lp) fail_msg("%s: sim splits at %d, plan at %d", cfgs[i], ls, lp);
+    }
+    /* plan's prediction is the simulator's, and the paper's formula is labelled as such */
+    expect(0, "paper model  decode", "plan --model OPT-6.7B --hw a100-40gb-pcie4 --batch 64 --prompt 128 --gen 128 --scheduler paper --mode throughput");
+    double pred = 0, simd = 0;
+    assert_int_equal(sscanf(strstr(out, "predicted    decode ") + 20, "%lf", &pred), 1);
+    expect(0, "decode       ", "sim --model OPT-6.7B --hw a100-40gb-pcie4 --batch 64 --prompt 128 --gen 128 --scheduler paper --mode throughput --no-db");
+    assert_int_equal(sscanf(strstr(out, "decode       ") + 13, "%lf", &simd), 1);
+    if (fabs(pred - simd) > 1e-3 * simd) fail_msg("plan predicts %.4f s, sim gives %.4f s", pred, simd);
+    /* GQA: the paper's rule is slower than offloading in the simulator, and plan says so */
+    expect(0, "speed-up 0.", "plan --model Llama-3-8B --hw a100-40gb-pcie4 --batch 64 --prompt 512 --gen 32 --scheduler paper");
+    assert_non_null(strstr(out, "higher; simulated"));
+    /* a context past max_position_embeddings: one warning line, exit 0 */
+    int rc = run_cmd(out, sizeof out, "%s sim --model OPT-1.3B --hw t4 --batch 1 --prompt 2040 --gen 16 --no-db 2>&1 >/dev/null", kvpr_bin());
+    if (rc != 0 || strcmp(out, "kvpr: warning: context 2056 exceeds OPT-1.3B's max_position_embeddings (2048)\n")) fail_msg("rc %d: %s", rc, out);
+}
+
+static void t_issue11_habits(void **s) {
+    (void)s;
+    const char *cmds[] = {"model", "hw", "cost", "sim", "plan", "search", "validate", "run", "calibrate", "compare"};
+    char a[4000];
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        for (int h = 0; h < 2; h++) {
+            snprintf(a, sizeof a, "%s %s", cmds[i], h ? "-h" : "--help");
+            expect(0, "usage", a);
+        }
+    const char *eng[] = {"info", "run", "bench", "selftest", "version"};
+    for (size_t i = 0; i < sizeof eng / sizeof eng[0]; i++) {
+        int rc = run_cmd(out, sizeof out, "%s/kvpr-engine %s --help", KVPR_BUILD_DIR, eng[i]);
+        if (rc != 0 || !strstr(out, "usage")) fail_msg("kvpr-engine %s --help: exit %d: %s", eng[i], rc, out);
+    }
+    expect(0, "\"name\": \"paper-a100\"", "hw list --json");
+    assert_int_equal(run_cmd(out, sizeof out, "%s hw list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'", kvpr_bin()), 0);
+    assert_true(atoi(out) >= 13);
+    expect(0, "profile h100-pcie:", "hw show H100-PCIE");
+    expect(2, "did you mean 'h100-pcie'? valid: a100-40gb-pcie4", "hw show h100-pcei");
+    expect(2, "did you mean 'OPT-6.7B'?", "sim --model opt-6.7 --hw t4 --batch 1 --prompt 8 --gen 3");
+    expect(0, "KVPR_PROFILES", "--help");
+    expect(0, "NAME@LINK", "sim --help");
+    /* CSV: a header and one row */
+    expect(0, "model,hardware,mode,policy,split", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --no-db --csv");
+    assert_non_null(strstr(out, "\nOPT-1.3B,t4,latency,kvpr,"));
+    /* an ad-hoc run: run and metrics stored, spans only with --spans, identical reruns replace */
+    char db[600];
+    snprintf(db, sizeof db, "%s/adhoc.db", tmp_dir());
+    snprintf(a, sizeof a, "rm -f %s*; for i in 1 2; do %s sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --db %s >/dev/null || exit 1; done; "
+             "sqlite3 %s 'SELECT count(*) FROM runs; SELECT count(*) FROM spans; SELECT count(*) > 0 FROM metrics;'", db, kvpr_bin(), db, db);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", a), 0);
+    assert_string_equal(out, "1\n0\n1\n");
+    snprintf(a, sizeof a, "%s sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --db %s --spans >/dev/null && "
+             "sqlite3 %s 'SELECT count(*) FROM runs; SELECT count(*) > 100 FROM spans;'", kvpr_bin(), db, db);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", a), 0);
+    assert_string_equal(out, "1\n1\n");
+    /* kvpr-engine on a machine without a usable GPU points at the host backend */
+    int rc = run_cmd(out, sizeof out, "%s/kvpr-engine run --model OPT-125M --batch 1 --prompt 8 --gen 3 --layers 1 --no-db", KVPR_BUILD_DIR);
+    if (rc != 0 && !strstr(out, "--backend host")) fail_msg("no hint at --backend host: %s", out);
+}
+
+/* make install PREFIX=...: both binaries on PATH, profiles, links and experiments found from the
+ * installed location (no KVPR_PROFILES, run from another directory) */
+static void t_install(void **s) {
+    (void)s;
+    static char a[9000];
+    const char *b = KVPR_BUILD_DIR, *src = src_dir();
+    size_t n = strlen(src);
+    const char *rel = !strncmp(b, src, n) && b[n] == '/' ? b + n + 1 : b; /* the Makefile's BUILD */
+    snprintf(a, sizeof a, "rm -rf %s/prefix && make -s -C %s BUILD=%s install PREFIX=%s/prefix >/dev/null && cd %s && env -u KVPR_PROFILES "
+             "-u KVPR_LINKS -u KVPR_DATADIR PATH=%s/prefix/bin:/usr/bin:/bin sh -c 'kvpr hw show t4@gen5 && kvpr validate --help && "
+             "kvpr sim --model OPT-125M --hw L4 --batch 1 --prompt 8 --gen 3 --no-db && kvpr-engine --help'",
+             tmp_dir(), src, rel, tmp_dir(), tmp_dir(), tmp_dir());
+    int rc = run_cmd(out, sizeof out, "%s", a);
+    char want[700];
+    snprintf(want, sizeof want, "%s/prefix/bin/../share/kvpr/experiments/validate-grid.json", tmp_dir());
+    if (rc != 0 || !strstr(out, "profile t4@gen5:") || !strstr(out, want) || !strstr(out, "OPT-125M on l4") ||
+        !strstr(out, "usage: kvpr-engine"))
+        fail_msg("installed kvpr: exit %d:\n%s", rc, out);
+}
+
 void group_cli(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_model_cmd), cmocka_unit_test(t_hw_cmd),
-                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd), cmocka_unit_test(t_plan_validate_cmd), cmocka_unit_test(t_run_cmd)};
+                                   cmocka_unit_test(t_cost_cmd), cmocka_unit_test(t_sim_cmd), cmocka_unit_test(t_plan_validate_cmd), cmocka_unit_test(t_run_cmd),
+                                   cmocka_unit_test(t_issue11_options), cmocka_unit_test(t_issue11_habits),
+                                   cmocka_unit_test(t_install)};
     RUN_GROUP(c, "cli", t);
 }

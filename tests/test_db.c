@@ -4,6 +4,8 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../core/db.h"
@@ -88,7 +90,7 @@ static void t_upgrade(void **s) {
                      KV_OK);
     db_close(db);
     assert_int_equal(db_open(p, 1000, &db), KV_OK);
-    assert_int_equal(db_schema_version(db), 2);
+    assert_int_equal(db_schema_version(db), DB_SCHEMA_VERSION);
     assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE model='OPT-6.7B' AND run_key IS NULL"), 1);
     assert_int_equal(count(db, "SELECT count(*) FROM spans"), 1);
     assert_int_equal(count(db, "SELECT count(*) FROM sqlite_master WHERE name='spans_join'"), 1);
@@ -291,10 +293,86 @@ static void t_merge_idempotent(void **s) {
     db_close(m);
 }
 
+/* issue 11 item 9: a database removed while open (compare's and calibrate's temporary copy of a
+ * .sql dump) leaves no -wal or -shm file behind when closed */
+static void t_removed_leaves_nothing(void **s) {
+    (void)s;
+    char p[512], side[600];
+    path(p, sizeof p, "gone.db");
+    kv_db *d;
+    assert_int_equal(db_open(p, 1000, &d), KV_OK);
+    assert_int_equal(add_run(d, "k", 2), KV_OK);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(count(d, "SELECT count(*) FROM runs"), 1); /* still readable through the handle */
+    db_close(d);
+    snprintf(side, sizeof side, "%s-wal", p);
+    assert_int_equal(access(side, F_OK), -1);
+    snprintf(side, sizeof side, "%s-shm", p);
+    assert_int_equal(access(side, F_OK), -1);
+    /* temporary databases go where $TMPDIR says */
+    char tmp[600], dir[600];
+    path(dir, sizeof dir, "tmpd");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    const char *old = getenv("TMPDIR");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("TMPDIR", dir, 1);
+    assert_int_equal(db_mkstemp(tmp, sizeof tmp, "kvpr-x"), KV_OK);
+    if (saved) setenv("TMPDIR", saved, 1);
+    else unsetenv("TMPDIR");
+    free(saved);
+    assert_int_equal(strncmp(tmp, dir, strlen(dir)), 0);
+    assert_int_equal(db_open(tmp, 1000, &d), KV_OK);
+    assert_int_equal(unlink(tmp), 0);
+    db_close(d);
+    assert_int_equal(rmdir(dir), 0); /* empty: no -wal, no -shm */
+    /* a database that is still there keeps what it needs */
+    assert_int_equal(db_open(p, 1000, &d), KV_OK);
+    db_close(d);
+    assert_int_equal(access(p, F_OK), 0);
+}
+
+/* issue 11 (habits): the scheduler is a column of runs: a version-2 database upgrades with it
+ * filled from its experiment run keys, new runs get it, and a merge carries it */
+static void t_scheduler_column(void **s) {
+    (void)s;
+    char p[512], q[512];
+    path(p, sizeof p, "v2.db");
+    path(q, sizeof q, "v3.db");
+    kv_db *db;
+    assert_int_equal(db_open_version(p, 1000, 2, &db), KV_OK);
+    assert_int_equal(db_exec(db, "INSERT INTO runs(kind,created,code_version,model,hardware,workload,plan,run_key) VALUES"
+                                 "('sim','2026-01-01T00:00:00Z','v0','OPT-6.7B','t4','{}','{}','exp/x/OPT-6.7B/t4/latency/4/64/3/kvpr/paper'),"
+                                 "('sim','2026-01-01T00:00:00Z','v0','OPT-6.7B','t4','{}','{}','exp/x/OPT-6.7B/t4/latency/4/64/3/offload/-'),"
+                                 "('sim','2026-01-01T00:00:00Z','v0','OPT-6.7B','t4','{}','{}',NULL);"),
+                     KV_OK);
+    db_close(db);
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    assert_int_equal(db_schema_version(db), 3);
+    assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler = 'paper' AND run_key GLOB '*/kvpr/paper'"), 1);
+    assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler IS NULL"), 2);
+    db_close(db);
+    /* new runs: given, or taken from an experiment's key */
+    assert_int_equal(db_open(q, 1000, &db), KV_OK);
+    db_run_info a = {.kind = "sim", .model = "m", .hardware = "h", .run_key = "exp/y/m/h/latency/4/64/3/kvpr/pipelined"};
+    db_run_info b = {.kind = "sim", .model = "m", .hardware = "h", .scheduler = "dynamic"};
+    int64_t id;
+    assert_int_equal(db_run_begin(db, &a, &id), KV_OK);
+    assert_int_equal(db_run_commit(db), KV_OK);
+    assert_int_equal(db_run_begin(db, &b, &id), KV_OK);
+    assert_int_equal(db_run_commit(db), KV_OK);
+    assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler = 'pipelined' AND run_key GLOB 'exp/y/*'"), 1);
+    assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler = 'dynamic' AND run_key IS NULL"), 1);
+    /* a merge carries the column */
+    assert_int_equal(db_merge(db, p), KV_OK);
+    assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler = 'paper'"), 1);
+    db_close(db);
+}
+
 void group_db(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_schema_and_run), cmocka_unit_test(t_upgrade),
                                    cmocka_unit_test(t_killed_midway), cmocka_unit_test(t_locked),
                                    cmocka_unit_test(t_merge), cmocka_unit_test(t_refuse_foreign),
-                                   cmocka_unit_test(t_merge_idempotent)};
+                                   cmocka_unit_test(t_merge_idempotent), cmocka_unit_test(t_removed_leaves_nothing),
+                                   cmocka_unit_test(t_scheduler_column)};
     RUN_GROUP(c, "db", t);
 }

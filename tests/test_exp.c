@@ -61,7 +61,7 @@ static void t_parse(void **st) {
     for (int i = 0; i < 7; i++) {
         char path[1024];
         assert_int_equal(exp_find(shipped[i], path, sizeof path), KV_OK);
-        if (exp_parse(path, &s)) fail_msg("%s", kv_errmsg());
+        if (exp_parse(path, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg()); /* names resolve, filters match */
     }
     expect_parse("name = x\nmodles = OPT-125M\n", KV_EPARSE, "bad.exp:2: unknown key 'modles'");
     expect_parse("name = x\n\n\nbatch = 4 zero\n", KV_EINVAL, "bad.exp:4: 'batch' value 'zero' is not an integer");
@@ -292,8 +292,179 @@ static void t_stale_workers(void **st) {
     db_close(h);
 }
 
+/* issue 11 item 8 (and item 7's experiment part): the whole file is checked before any run
+ * starts; a bad name or a filter that matches nothing names its line, exits 2, writes nothing */
+static void t_check_first(void **st) {
+    (void)st;
+    const char *base = "name = chk\nmodels = OPT-125M\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n";
+    struct {
+        const char *extra, *needle;
+    } bad[] = {
+        {"", NULL}, /* the base itself passes */
+        {"", ":3: "},
+        {"", ":2: "},
+        {"sweep = model=OPT-1.3B\n", ":7: sweep filter 'model=OPT-1.3B' matches no run"},
+        {"timeline = batch=8\n", ":7: timeline filter 'batch=8' matches no run"},
+        {"claim latency_reduction hw=a100-40gb-pcie4 = 30\n", ":7: claim filter 'hw=a100-40gb-pcie4' matches no run"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[600], p[512], db[700], cmd[4096], out[4096];
+        if (i == 1) snprintf(text, sizeof text, "%s", "name = chk\nmodels = OPT-125M\nhardware = no-such-gpu\nbatch = 2\nprompt = 16\ngen = 3\n");
+        else if (i == 2) snprintf(text, sizeof text, "%s", "name = chk\nmodels = OPT-99B\nhardware = t4\nbatch = 2\nprompt = 16\ngen = 3\n");
+        else snprintf(text, sizeof text, "%s%s", base, bad[i].extra);
+        spec_file(p, sizeof p, "chk", text);
+        static exp_spec s;
+        if (exp_parse(p, &s)) fail_msg("case %zu: %s", i, kv_errmsg()); /* parsing alone cannot tell */
+        kv_status cs = exp_check(&s);
+        if (!bad[i].needle) {
+            if (cs) fail_msg("case %zu: %s", i, kv_errmsg());
+            continue;
+        }
+        if (cs == KV_OK || !strstr(kv_errmsg(), bad[i].needle)) fail_msg("case %zu: got %d '%s', wanted '%s'", i, cs, kv_errmsg(), bad[i].needle);
+        /* the command: exit 2, the line named, no database, no job files, no plots */
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s/chk%zu", tmp_dir(), i);
+        snprintf(db, sizeof db, "%s/r.db", dir);
+        snprintf(cmd, sizeof cmd, "mkdir -p %s && cd %s && %s run %s --db %s --plots %s/plots --jobs 2 2>&1", dir, dir, kvpr_bin(), p, db, dir);
+        assert_int_equal(run_cmd(out, sizeof out, "%s", cmd), 2);
+        if (!strstr(out, bad[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, out, bad[i].needle);
+        snprintf(cmd, sizeof cmd, "ls -A %s", dir);
+        assert_int_equal(run_cmd(out, sizeof out, "%s", cmd), 0);
+        if (out[0]) fail_msg("case %zu: a failed check left files behind: %s", i, out);
+    }
+}
+
+/* issue 11 item 1: a heat-map over several configurations and schedulers shows each of them,
+ * named, never just the first one under a title that does not say which */
+static void t_heatmap_panels(void **st) {
+    (void)st;
+    char p[512], db[512];
+    spec_file(p, sizeof p, "heat", "name = heat\nmodels = OPT-125M\nhardware = t4 a100-40gb-pcie4\nbatch = 2 32\nprompt = 256\ngen = 3\n"
+                                  "schedulers = paper pipelined\nfigures = heatmap\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    snprintf(db, sizeof db, "%s/heat.db", tmp_dir());
+    unlink(db);
+    int ran, nofit;
+    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    FILE *f = tmpfile();
+    if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
+    rewind(f);
+    static char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    const char *want[] = {"(kvpr/paper, latency b2 p256 g3)", "(kvpr/pipelined, latency b2 p256 g3)", "(kvpr/paper, latency b32 p256 g3)",
+                          "(kvpr/pipelined, latency b32 p256 g3)"};
+    for (int i = 0; i < 4; i++)
+        if (!strstr(buf, want[i])) fail_msg("no table for %s in:\n%s", want[i], buf);
+    /* the b32 table holds b32's numbers: its speed-up differs from b2's on some profile */
+    char *b2 = strstr(buf, want[1]), *b8 = strstr(buf, want[3]);
+    char r2[200], r8[200];
+    snprintf(r2, sizeof r2, "%.*s", (int)strcspn(strchr(b2, '\n') + 1, "\n"), strchr(b2, '\n') + 1);
+    snprintf(r8, sizeof r8, "%.*s", (int)strcspn(strchr(b8, '\n') + 1, "\n"), strchr(b8, '\n') + 1);
+    if (!strcmp(r2, r8)) fail_msg("b2 and b8 rows are the same: '%s'", r2);
+    /* the figure: one titled panel per configuration and scheduler */
+    char gp[600];
+    snprintf(gp, sizeof gp, "%s/heat-heatmap.gp", tmp_dir());
+    char *script = read_text(gp);
+    assert_non_null(script);
+    assert_non_null(strstr(script, "set multiplot layout 2,2"));
+    for (int i = 0; i < 4; i++) {
+        char t[200];
+        snprintf(t, sizeof t, "speed-up over offloading: %.*s", (int)strlen(want[i]) - 2, want[i] + 1);
+        if (!strstr(script, t)) fail_msg("no panel titled '%s'", t);
+    }
+    assert_non_null(strstr(script, "index 3 using"));
+    free(script);
+    /* habits: the same runs as CSV, one row per run, every dimension a column */
+    f = tmpfile();
+    if (exp_report_csv(&s, db, f)) fail_msg("%s", kv_errmsg());
+    rewind(f);
+    len = fread(buf, 1, sizeof buf - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    int lines = 0;
+    for (char *c = buf; *c; c++) lines += *c == '\n';
+    assert_int_equal(lines, 1 + 2 * 2 * 3); /* header + hw x batch x (offload + 2 schedulers) */
+    assert_non_null(strstr(buf, "experiment,model,hardware,mode,batch,nb,prompt,gen,policy,scheduler,status,decode_s,"));
+    /* the t4 b32 pipelined row holds the speed-up the table shows */
+    char *row = strstr(buf, "heat,OPT-125M,t4,latency,32,1,256,3,kvpr,pipelined,ok,");
+    assert_non_null(row);
+    row[strcspn(row, "\n")] = 0;
+    char *sp = strrchr(row, ',');
+    char wantx[32];
+    snprintf(wantx, sizeof wantx, "%.3fx", strtod(sp + 1, NULL));
+    if (!strstr(r8, wantx)) fail_msg("csv speed-up %s is not the table's '%s'", sp + 1, r8);
+}
+
+/* issue 11 item 11: figures say what they show (hardware, mode, the fixed configuration), keep
+ * the legend off the data, split many configurations into panels, and the breakdown figure is a
+ * breakdown: per policy and resource, each op's share of decode time stacked */
+static void t_figures(void **st) {
+    (void)st;
+    char p[512], db[512], path[600];
+    spec_file(p, sizeof p, "figs", "name = figs\ntitle = figure test\nmodels = OPT-125M\nhardware = t4\nbatch = 1 2 4 8 16 32 64\n"
+                                  "prompt = 16 32\ngen = 3\nfigures = bars breakdown\nsweep = batch=64 prompt=32\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    snprintf(db, sizeof db, "%s/figs.db", tmp_dir());
+    unlink(db);
+    int ran, nofit;
+    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    FILE *f = tmpfile();
+    if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
+    fclose(f);
+    snprintf(path, sizeof path, "%s/figs-latency.gp", tmp_dir());
+    char *gp = read_text(path);
+    assert_non_null(gp);
+    /* the title's second line names the hardware, the mode and what the x axis does not vary */
+    assert_non_null(strstr(gp, "\"figure test\".\"\\n\".\"t4\\073 latency\\073 OPT-125M\\073 gen 3\""));
+    assert_non_null(strstr(gp, "set key outside"));
+    assert_null(strstr(gp, "set key top left"));
+    /* 14 configurations: two panels of 7, each from its own block of the data file */
+    assert_non_null(strstr(gp, "set multiplot layout 2,1"));
+    assert_non_null(strstr(gp, "index 1 using c:xtic(1)"));
+    free(gp);
+    snprintf(path, sizeof path, "%s/figs-breakdown.gp", tmp_dir());
+    gp = read_text(path);
+    assert_non_null(gp);
+    assert_non_null(strstr(gp, "rowstacked"));
+    free(gp);
+    snprintf(path, sizeof path, "%s/figs-breakdown.dat", tmp_dir());
+    char *dat = read_text(path);
+    assert_non_null(dat);
+    /* one bar per configuration, policy and busy resource; a resource's ops add up to at most 100 % */
+    int bars = 0;
+    for (char *l = strchr(dat, '\n') + 1; *l; l = strchr(l, '\n') + 1) {
+        if (*l == '"' && l[1] != '"') {
+            char *q = strchr(l + 1, '"');
+            double sum = 0, v;
+            int n;
+            for (char *c = q + 1; sscanf(c, "%lf%n", &v, &n) == 1; c += n) sum += v;
+            if (sum > 100.5 || sum <= 0) fail_msg("bar '%.*s' adds up to %g %%", (int)(q - l - 1), l + 1, sum);
+            bars++;
+        }
+        if (!strchr(l, '\n')) break;
+    }
+    assert_int_equal(bars, 14 * 2 * 3); /* configurations x (offload, kvpr) x (H2D, D2H, GPU) */
+    assert_non_null(strstr(dat, "\"b64 p32 kvpr/pipelined: H2D link\""));
+    free(dat);
+    /* the split sweep names its configuration, its legend below the curve */
+    snprintf(path, sizeof path, "%s/figs-sweep1.gp", tmp_dir());
+    gp = read_text(path);
+    assert_non_null(gp);
+    assert_non_null(strstr(gp, "\"OPT-125M t4 latency b64 p32 g3\""));
+    assert_non_null(strstr(gp, "set key outside below"));
+    free(gp);
+}
+
 void group_exp(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables),
-                                   cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers)};
+                                   cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
+                                   cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
+                                   cmocka_unit_test(t_figures)};
     RUN_GROUP(c, "exp", t);
 }

@@ -170,11 +170,61 @@ static void t_hf_untrusted(void **s) {
     assert_true(kv_str_utf8_ok(m.name));
 }
 
+/* Issue 11, item 10: config.json read as Transformers reads it. */
+static void t_hf_transformers_defaults(void **s) {
+    (void)s;
+    char p[512];
+    snprintf(p, sizeof p, "%s/cfg.json", tmp_dir());
+    kv_model m;
+#define DENSE "\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, \"intermediate_size\": 128"
+    /* tie_word_embeddings absent: untied for Llama and Mistral (their config classes say False), tied for OPT */
+    write_text(p, "{\"model_type\": \"llama\", " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.tied_embeddings, 0);
+    uint64_t untied = kv_model_params_total(&m);
+    write_text(p, "{\"model_type\": \"mistral\", " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.tied_embeddings, 0);
+    write_text(p, "{\"model_type\": \"llama\", \"tie_word_embeddings\": true, " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(untied - kv_model_params_total(&m), 100 * 64); /* the lm_head */
+    write_text(p, "{\"model_type\": \"opt\", " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.tied_embeddings, 1);
+    /* attention_bias: Q, K, V and O only; no MLP or norm biases */
+    write_text(p, "{\"model_type\": \"llama\", \"attention_bias\": true, " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.bias, 0);
+    assert_int_equal(kv_model_params_total(&m) - untied, 2 * (64 + 64 + 64 + 64));
+    /* Qwen2: biases on Q, K, V always */
+    write_text(p, "{\"model_type\": \"qwen2\", \"num_key_value_heads\": 2, " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.attn_bias, 1);
+    assert_int_equal(m.tied_embeddings, 0);
+    kv_model q = m;
+    q.attn_bias = 0;
+    assert_int_equal(kv_model_params_total(&m) - kv_model_params_total(&q), 2 * (64 + 32 + 32));
+    /* mixture of experts: refused, never taken as dense */
+    expect_cfg_error("{\"model_type\": \"mixtral\", \"num_local_experts\": 8, \"num_experts_per_tok\": 2, " DENSE "}", KV_EINVAL,
+                     "mixture-of-experts");
+    expect_cfg_error("{\"model_type\": \"qwen2_moe\", \"num_experts\": 60, \"num_experts_per_tok\": 4, " DENSE "}", KV_EINVAL,
+                     "'num_experts' = 60");
+    /* max_position_embeddings is kept for the context warning */
+    write_text(p, "{\"model_type\": \"llama\", \"max_position_embeddings\": 4096, " DENSE "}");
+    assert_int_equal(kv_model_load_hf(p, &m), KV_OK);
+    assert_int_equal(m.ctx_max, 4096);
+#undef DENSE
+    /* a typo gets the likely name and the list */
+    assert_int_equal(kv_model_find("llama-3-8c", &m), KV_ENOTFOUND);
+    assert_non_null(strstr(kv_errmsg(), "did you mean 'Llama-3-8B'?"));
+    assert_non_null(strstr(kv_errmsg(), "Mistral-7B"));
+}
+
 void group_model(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_param_counts), cmocka_unit_test(t_opt_shapes),
                                    cmocka_unit_test(t_kv_sizes),     cmocka_unit_test(t_flops),
                                    cmocka_unit_test(t_hf_loader),    cmocka_unit_test(t_hf_errors),
                                    cmocka_unit_test(t_overflow),
-                                   cmocka_unit_test(t_hf_untrusted)};
+                                   cmocka_unit_test(t_hf_untrusted), cmocka_unit_test(t_hf_transformers_defaults)};
     RUN_GROUP(c, "model", t);
 }

@@ -226,9 +226,9 @@ static void t_roundtrip_exact(void **s) {
     p.gpu.mem_bytes.value = 40.000000000000007 * 1073741824.0;
     roundtrip(&p);
     /* through the command */
-    char f[600], out[1 << 15];
-    snprintf(f, sizeof f, "%s/rt.json", tmp_dir());
+    char f[4200], out[1 << 15];
     for (int i = 0; i < n; i++) {
+        snprintf(f, sizeof f, "%s/%s.json", tmp_dir(), names[i]); /* a file NAME.json holds profile NAME */
         if (run_cmd(out, sizeof out, "%s hw show %s --json > %s", kvpr_bin(), names[i], f) != 0) fail_msg("hw show %s --json: %s", names[i], out);
         hw_profile a = hwp(names[i]), b;
         if (hw_profile_load(f, &b) != KV_OK) fail_msg("%s: %s", names[i], kv_errmsg());
@@ -236,10 +236,44 @@ static void t_roundtrip_exact(void **s) {
     }
 }
 
+/* Issue 11, item 4 and habits: a file's name and its "name" agree; names ignore case; a typo gets
+ * "did you mean"; $KVPR_PROFILES is a search path added to the built-in directory. */
+static void t_names(void **s) {
+    (void)s;
+    char dir[600], f[700], cmd[2000], out[1 << 14];
+    snprintf(dir, sizeof dir, "%s/myprofiles", tmp_dir());
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && sed 's/\"name\": \"h100-pcie\"/\"name\": \"my-h100\"/' %s/hwmodel/profiles/h100-pcie.json > %s/my-h100.json"
+             " && cp %s/hwmodel/profiles/h100-pcie.json %s/stale.json", dir, src_dir(), dir, src_dir(), dir);
+    assert_int_equal(run_cmd(out, sizeof out, "%s", cmd), 0);
+    hw_profile p;
+    /* a copy that kept the stock name is refused, and the message says why */
+    snprintf(f, sizeof f, "%s/stale.json", dir);
+    assert_int_equal(hw_profile_load(f, &p), KV_EINVAL);
+    if (!strstr(kv_errmsg(), "field 'name' is 'h100-pcie' but the file is stale.json")) fail_msg("%s", kv_errmsg());
+    snprintf(f, sizeof f, "%s/my-h100.json", dir);
+    assert_int_equal(hw_profile_load(f, &p), KV_OK);
+    assert_string_equal(p.name, "my-h100");
+    /* case ignored, like model names */
+    assert_int_equal(hw_profile_resolve("H100-PCIe", &p), KV_OK);
+    assert_string_equal(p.name, "h100-pcie");
+    assert_int_equal(hw_profile_resolve("h100-pcei", &p), KV_ENOTFOUND);
+    if (!strstr(kv_errmsg(), "did you mean 'h100-pcie'?") || !strstr(kv_errmsg(), "paper-a100"))
+        fail_msg("no suggestion: %s", kv_errmsg());
+    /* the search path: the user's directory first, the built-in profiles still there */
+    snprintf(cmd, sizeof cmd, "KVPR_PROFILES=%s:/nonexistent %s hw show my-h100 && KVPR_PROFILES=%s %s hw show t4", dir, kvpr_bin(), dir, kvpr_bin());
+    if (run_cmd(out, sizeof out, "%s", cmd) != 0 || !strstr(out, "profile my-h100:") || !strstr(out, "profile t4:"))
+        fail_msg("search path: %s", out);
+    snprintf(cmd, sizeof cmd, "KVPR_PROFILES=%s %s hw list", dir, kvpr_bin());
+    if (run_cmd(out, sizeof out, "%s", cmd) == 0) fail_msg("hw list with a stale copy on the path exited 0: %s", out);
+    snprintf(cmd, sizeof cmd, "rm %s/stale.json && KVPR_PROFILES=%s %s hw list", dir, dir, kvpr_bin());
+    if (run_cmd(out, sizeof out, "%s", cmd) != 0 || !strstr(out, "my-h100") || !strstr(out, "a100-40gb-pcie4")) fail_msg("hw list: %s", out);
+}
+
 void group_profile(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_shipped), cmocka_unit_test(t_paper_constants),
                                    cmocka_unit_test(t_table_eval), cmocka_unit_test(t_roundtrip),
                                    cmocka_unit_test(t_bad_profiles),
-                                   cmocka_unit_test(t_physical_ranges), cmocka_unit_test(t_roundtrip_exact)};
+                                   cmocka_unit_test(t_physical_ranges), cmocka_unit_test(t_roundtrip_exact),
+                                   cmocka_unit_test(t_names)};
     RUN_GROUP(c, "profile", t);
 }
