@@ -88,6 +88,11 @@ int cmd_run(int argc, char **argv) {
 }
 
 int cmd_report(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(run_help, stdout);
+            return 0;
+        }
     if (argc < 2 || argv[1][0] == '-') return cli_usage("report: which experiment? (see 'kvpr run --help')");
     const char *db = DB_DEFAULT_PATH, *plots = "plots";
     int j, k, n, nr, csv = 0;
@@ -101,6 +106,11 @@ int cmd_report(int argc, char **argv) {
 }
 
 int cmd_merge(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(run_help, stdout);
+            return 0;
+        }
     if (argc < 3) return cli_usage("merge: usage: kvpr merge OUT.db SHARD.db...");
     kv_db *db;
     kv_status st = cli_db_open(argv[1], &db);

@@ -194,7 +194,8 @@ int cmd_sim(int argc, char **argv) {
             st = kv_errorf(KV_ENOMEM, "out of memory");
             goto fail;
         }
-        if (!(st = cli_db_open(dbpath, &db))) st = sim_write_db(s, db, &m, &p, &pl, &r, key, spans, NULL);
+        if (!(st = cli_db_open(dbpath, &db)))
+            st = sim_write_db_sched(s, db, &m, &p, &pl, &r, key, spans, NULL, chosen ? sched_name(sk) : pl.policy == KV_POL_KVPR ? "fixed" : NULL);
         free(key);
         if (st) goto fail;
         db_close(db);

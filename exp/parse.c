@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include "../core/datadir.h"
 #include "../core/kv_io.h"
 #include "../core/kv_str.h"
 #include "exp.h"
@@ -16,13 +17,15 @@
 #endif
 
 kv_status exp_find(const char *name, char *path, size_t n) {
-    const char *tries[3] = {"%s", "%s.exp", KVPR_DATADIR "/experiments/%s.exp"};
+    /* a path, NAME.exp here, or one of the shipped experiments (installed or in the source tree) */
     for (int i = 0; i < 3; i++) {
         if (i == 2 && strchr(name, '/')) break;
-        snprintf(path, n, tries[i], name);
+        if (i == 0) snprintf(path, n, "%s", name);
+        else if (i == 1) snprintf(path, n, "%s.exp", name);
+        else snprintf(path, n, "%s/experiments/%s.exp", kv_datadir(), name);
         if (access(path, R_OK) == 0) return KV_OK;
     }
-    return kv_errorf(KV_ENOTFOUND, "no experiment '%s' (a file, or one of %s/experiments/*.exp)", name, KVPR_DATADIR);
+    return kv_errorf(KV_ENOTFOUND, "no experiment '%s' (a file, or one of %s/experiments/*.exp)", name, kv_datadir());
 }
 
 static char *trim(char *s) {

@@ -125,13 +125,12 @@ kv_status hw_calib_open_source(const char *path, kv_db **out) {
     snprintf(pv, sizeof pv, "PRAGMA user_version=%d; PRAGMA application_id=%d", version, DB_APPLICATION_ID);
     sqlite3_exec(h, pv, NULL, NULL, NULL);
     /* hand the in-memory database over through a temporary file: db_open checks and upgrades it */
-    char tmp[] = "/tmp/kvpr-calib-XXXXXX";
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
+    char tmp[4096];
+    kv_status ts = db_mkstemp(tmp, sizeof tmp, "kvpr-calib"); /* under $TMPDIR */
+    if (ts) {
         sqlite3_close(h);
-        return kv_errorf(KV_EIO, "cannot create a temporary file");
+        return ts;
     }
-    close(fd);
     sqlite3 *dst;
     int rc = sqlite3_open(tmp, &dst);
     sqlite3_backup *bk = rc == SQLITE_OK ? sqlite3_backup_init(dst, "main", h, "main") : NULL;

@@ -88,12 +88,13 @@ char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *
     return s;
 }
 
-kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *pl,
-                       const sim_result *r, const char *run_key, int spans, int64_t *run_id) {
+kv_status sim_write_db_sched(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *pl,
+                       const sim_result *r, const char *run_key, int spans, int64_t *run_id, const char *sched) {
     json_t *w = workload_json(pl);
     char *wl = json_dumps(w, JSON_COMPACT | JSON_PRESERVE_ORDER), *plan = kv_plan_json(pl);
     json_decref(w);
-    db_run_info in = {.kind = "sim", .model = m->name, .hardware = p->name, .workload = wl, .plan = plan, .run_key = run_key};
+    db_run_info in = {.kind = "sim", .model = m->name, .hardware = p->name, .workload = wl, .plan = plan, .run_key = run_key,
+                      .scheduler = sched};
     int64_t id;
     kv_status st = db_run_begin(db, &in, &id);
     free(wl);
@@ -138,4 +139,9 @@ kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profil
     if ((st = db_run_commit(db))) return st;
     if (run_id) *run_id = id;
     return KV_OK;
+}
+
+kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *pl, const sim_result *r,
+                       const char *run_key, int spans, int64_t *run_id) {
+    return sim_write_db_sched(s, db, m, p, pl, r, run_key, spans, run_id, NULL);
 }

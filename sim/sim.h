@@ -49,6 +49,10 @@ kv_status sim_write_trace(sim_ctx *s, const char *path, const char *title, int s
 /* Writes the last run with its metrics (and all its spans if `spans`) as one transaction. */
 kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *plan,
                        const sim_result *r, const char *run_key, int spans, int64_t *run_id);
+/* The same with the scheduler that chose the split (runs.scheduler; NULL: from an experiment's run key). */
+kv_status sim_write_db_sched(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *plan,
+                       const sim_result *r, const char *run_key, int spans, int64_t *run_id,
+                             const char *sched);
 char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *plan);
 
 #endif

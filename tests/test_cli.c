@@ -87,9 +87,9 @@ static void t_sim_cmd(void **s) {
     assert_non_null(strstr(t, "\"traceEvents\""));
     free(t);
     char q[800];
-    snprintf(q, sizeof q, "sqlite3 %s 'SELECT count(*) FROM runs; SELECT count(*) > 100 FROM spans;'", db);
+    snprintf(q, sizeof q, "sqlite3 %s 'SELECT count(*) FROM runs; SELECT count(*) > 100 FROM spans; SELECT scheduler FROM runs;'", db);
     assert_int_equal(run_cmd(out, sizeof out, "%s", q), 0);
-    assert_string_equal(out, "1\n1\n");
+    assert_string_equal(out, "1\n1\npipelined\n"); /* the run records which scheduler chose its split */
     expect(0, "\"decode_s\"", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --mode throughput --nb 2 --json --no-db");
     expect(0, "(paper model)", "sim --model OPT-1.3B --hw paper-a100 --batch 4 --prompt 64 --gen 3 --paper-model --no-db");
     expect(0, "cpu_attn", "sim --model OPT-1.3B --hw t4 --batch 4 --prompt 64 --gen 3 --policy cpu-attn --no-db");
@@ -216,7 +216,7 @@ static void t_issue11_options(void **s) {
 
 static void t_issue11_habits(void **s) {
     (void)s;
-    const char *cmds[] = {"model", "hw", "cost", "sim", "plan", "search", "validate", "run", "calibrate", "compare"};
+    const char *cmds[] = {"model", "hw", "cost", "sim", "plan", "search", "validate", "run", "report", "merge", "calibrate", "compare"};
     char a[4000];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         for (int h = 0; h < 2; h++) {
