@@ -19,7 +19,7 @@ struct kv_db {
     sqlite3 *h;
     char path[512];
     int in_run;
-    sqlite3_stmt *ins_span, *ins_metric;
+    sqlite3_stmt *ins_span, *ins_metric, *ins_step;
 };
 
 /* Migration i takes the schema from version i to i+1. Never edit a shipped migration:
@@ -56,6 +56,13 @@ static const char *const migrations[] = {
     "ALTER TABLE runs ADD COLUMN scheduler TEXT;"
     "UPDATE runs SET scheduler = NULLIF(replace(run_key, rtrim(run_key, replace(run_key, '/', '')), ''), '-')"
     "  WHERE run_key GLOB 'exp/*';",
+    /* 3 -> 4: per-step times as one table (run_id, step, seconds) for analyses that go straight to
+     * pandas or a spreadsheet; filled from the step_N_s metrics every run also keeps. */
+    "CREATE TABLE steps("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,"
+    "  seconds REAL NOT NULL, PRIMARY KEY(run_id, step));"
+    "INSERT INTO steps SELECT run_id, CAST(substr(name, 6, length(name) - 7) AS INTEGER), value FROM metrics"
+    "  WHERE name GLOB 'step_[0-9]*_s' AND value IS NOT NULL;",
 };
 
 static kv_status dberr(kv_db *db, int rc, const char *what) {
@@ -107,9 +114,10 @@ static kv_status upgrade(kv_db *db, int target) {
         /* A text dump carries no user_version: whoever replays one infers the version from its
          * tables, and a version-3 dump looks like version 2 to a reader that predates 3. Its
          * tables are already there, so only the version number is missing. */
-        int have3 = 0;
-        if (v == 2) pragma_int(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scheduler'", &have3);
-        const char *mig = have3 ? "SELECT 1" : migrations[v];
+        int have = 0;
+        if (v == 2) pragma_int(db, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scheduler'", &have);
+        if (v == 3) pragma_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'steps'", &have);
+        const char *mig = have ? "SELECT 1" : migrations[v];
         if ((st = db_exec(db, mig)) || (st = db_exec(db, setv)) || (st = db_exec(db, "COMMIT"))) {
             db_exec(db, "ROLLBACK");
             return kv_errctx(st, "upgrading schema to version %d: ", v + 1);
@@ -222,6 +230,8 @@ kv_status db_open_version(const char *path, int timeout_ms, int version, kv_db *
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db->h, "INSERT OR REPLACE INTO metrics(run_id,name,value,unit) VALUES(?,?,?,?)", -1,
                                 &db->ins_metric, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db->h, "INSERT OR REPLACE INTO steps(run_id,step,seconds) VALUES(?,?,?)", -1, &db->ins_step, NULL);
     if (rc != SQLITE_OK) {
         st = dberr(db, rc, "preparing statements");
         goto err;
@@ -317,6 +327,7 @@ void db_close(kv_db *db) {
     if (db->in_run) db_run_abort(db);
     sqlite3_finalize(db->ins_span);
     sqlite3_finalize(db->ins_metric);
+    sqlite3_finalize(db->ins_step);
     /* A database whose file was removed while open (a temporary copy, e.g. of a .sql dump that
      * compare and calibrate replay) can never be opened again: its -wal and -shm files would
      * only pile up in the temporary directory, so they go with the last handle. */
@@ -422,6 +433,21 @@ kv_status db_run_metric(kv_db *db, int64_t run_id, const char *name, double valu
     sqlite3_bind_double(s, 3, value);
     sqlite3_bind_text(s, 4, unit ? unit : "", -1, SQLITE_STATIC);
     if (sqlite3_step(s) != SQLITE_DONE) return dberr(db, sqlite3_errcode(db->h), "inserting metric");
+    /* a step's time also goes to the steps table (the metric stays for existing queries) */
+    int step;
+    char tail;
+    if (sscanf(name, "step_%d_s%c", &step, &tail) == 1 && step >= 0 && !strncmp(name, "step_", 5)) {
+        char back[32];
+        snprintf(back, sizeof back, "step_%d_s", step);
+        if (!strcmp(back, name)) {
+            s = db->ins_step;
+            sqlite3_reset(s);
+            sqlite3_bind_int64(s, 1, run_id);
+            sqlite3_bind_int(s, 2, step);
+            sqlite3_bind_double(s, 3, value);
+            if (sqlite3_step(s) != SQLITE_DONE) return dberr(db, sqlite3_errcode(db->h), "inserting step time");
+        }
+    }
     return KV_OK;
 }
 
@@ -555,6 +581,7 @@ kv_status db_merge(kv_db *db, const char *src) {
                      "INSERT INTO main.spans SELECT m.new,s.step,s.layer,s.mb,s.op,s.resource,s.start_ps,s.end_ps,s.bytes,s.flops"
                      "  FROM src.spans s JOIN temp.idmap m ON m.old = s.run_id;"
                      "INSERT INTO main.metrics SELECT m.new,x.name,x.value,x.unit FROM src.metrics x JOIN temp.idmap m ON m.old = x.run_id;"
+                     "INSERT INTO main.steps SELECT m.new,x.step,x.seconds FROM src.steps x JOIN temp.idmap m ON m.old = x.run_id;"
                      /* measurements and calibrations carry no key: rows already here are not copied again */
                      "INSERT INTO main.measurements(created,device,kind,params,x,value,unit)"
                      "  SELECT created,device,kind,params,x,value,unit FROM src.measurements s WHERE NOT EXISTS (SELECT 1 FROM"

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include "kv_err.h"
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 #define DB_DEFAULT_PATH "results.db"
 /* PRAGMA application_id of a kvpr database ("KVPR"): kvpr writes only into an empty database,
  * one with this id, or one that an older kvpr made (its tables, application_id 0). */

@@ -21,7 +21,7 @@
  * no PRAGMA (foreign_keys=OFF, which .dump writes, is ignored), no SELECT (so no recursive CTE), no
  * triggers, views, virtual tables, DELETE, UPDATE or load_extension. */
 static int is_kv_table(const char *t) {
-    static const char *const known[] = {"runs", "spans", "metrics", "measurements", "calibrations", NULL};
+    static const char *const known[] = {"runs", "spans", "metrics", "measurements", "calibrations", "steps", NULL};
     for (const char *const *k = known; t && *k; k++)
         if (!strcmp(t, *k)) return 1;
     return 0;
@@ -117,8 +117,15 @@ kv_status hw_calib_open_source(const char *path, kv_db **out) {
     sqlite3_stmt *q;
     int version = 0;
     if (sqlite3_prepare_v2(h, "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'runs'),"
-                              " (SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'run_key')", -1, &q, NULL) == SQLITE_OK) {
-        if (sqlite3_step(q) == SQLITE_ROW) version = sqlite3_column_int(q, 0) ? (sqlite3_column_int(q, 1) ? 2 : 1) : 0;
+                              " (SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'run_key'),"
+                              " (SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'scheduler'),"
+                              " (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'steps')", -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW)
+            version = !sqlite3_column_int(q, 0) ? 0
+                      : sqlite3_column_int(q, 3) ? 4
+                      : sqlite3_column_int(q, 2) ? 3
+                      : sqlite3_column_int(q, 1) ? 2
+                                                 : 1;
         sqlite3_finalize(q);
     }
     char pv[96];

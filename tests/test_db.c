@@ -347,7 +347,7 @@ static void t_scheduler_column(void **s) {
                      KV_OK);
     db_close(db);
     assert_int_equal(db_open(p, 1000, &db), KV_OK);
-    assert_int_equal(db_schema_version(db), 3);
+    assert_int_equal(db_schema_version(db), DB_SCHEMA_VERSION);
     assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler = 'paper' AND run_key GLOB '*/kvpr/paper'"), 1);
     assert_int_equal(count(db, "SELECT count(*) FROM runs WHERE scheduler IS NULL"), 2);
     db_close(db);
@@ -368,11 +368,46 @@ static void t_scheduler_column(void **s) {
     db_close(db);
 }
 
+/* Per-step times as one table (schema 4): filled from step_N_s metrics, by the upgrade for old
+ * runs and on insert for new ones, carried by a merge; other metrics do not land there. */
+static void t_steps_table(void **s) {
+    (void)s;
+    char p[512], q[512];
+    path(p, sizeof p, "steps-v3.db");
+    path(q, sizeof q, "steps-new.db");
+    kv_db *db;
+    assert_int_equal(db_open_version(p, 1000, 3, &db), KV_OK);
+    assert_int_equal(db_exec(db, "INSERT INTO runs(id,kind,created,code_version,model,hardware,workload,plan) VALUES"
+                                 "(7,'sim','2026-01-01T00:00:00Z','v0','m','h','{}','{}');"
+                                 "INSERT INTO metrics VALUES(7,'step_0_s',0.5,'s'),(7,'step_12_s',0.25,'s'),(7,'decode_s',0.75,'s'),"
+                                 "(7,'step_x_s',9,'s');"),
+                     KV_OK);
+    db_close(db);
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    assert_int_equal(db_schema_version(db), 4);
+    assert_int_equal(count(db, "SELECT count(*) FROM steps"), 2);
+    assert_int_equal(count(db, "SELECT count(*) FROM steps WHERE run_id = 7 AND step = 12 AND seconds = 0.25"), 1);
+    db_close(db);
+    assert_int_equal(db_open(q, 1000, &db), KV_OK);
+    db_run_info a = {.kind = "sim", .model = "m", .hardware = "h"};
+    int64_t id;
+    assert_int_equal(db_run_begin(db, &a, &id), KV_OK);
+    assert_int_equal(db_run_metric(db, id, "step_3_s", 1.5, "s"), KV_OK);
+    assert_int_equal(db_run_metric(db, id, "step_3_sx", 2.5, "s"), KV_OK);
+    assert_int_equal(db_run_metric(db, id, "decode_s", 1.5, "s"), KV_OK);
+    assert_int_equal(db_run_commit(db), KV_OK);
+    assert_int_equal(count(db, "SELECT count(*) FROM steps"), 1);
+    assert_int_equal(count(db, "SELECT count(*) FROM steps WHERE step = 3 AND seconds = 1.5"), 1);
+    assert_int_equal(db_merge(db, p), KV_OK);
+    assert_int_equal(count(db, "SELECT count(*) FROM steps"), 3);
+    db_close(db);
+}
+
 void group_db(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_schema_and_run), cmocka_unit_test(t_upgrade),
                                    cmocka_unit_test(t_killed_midway), cmocka_unit_test(t_locked),
                                    cmocka_unit_test(t_merge), cmocka_unit_test(t_refuse_foreign),
                                    cmocka_unit_test(t_merge_idempotent), cmocka_unit_test(t_removed_leaves_nothing),
-                                   cmocka_unit_test(t_scheduler_column)};
+                                   cmocka_unit_test(t_scheduler_column), cmocka_unit_test(t_steps_table)};
     RUN_GROUP(c, "db", t);
 }
