@@ -86,31 +86,26 @@ void kv_plan_defaults(kv_plan *p) {
     p->prefetch = 2;
 }
 
+/* What each named system does (offloading.md section 1), as data: one row per preset. */
+static const struct {
+    kv_mode mode;
+    kv_policy policy;
+    int prefetch, pageable;
+    kv_percent percent;
+} presets[KV_PRESET_COUNT] = {
+    [KV_PRESET_HF_OFFLOAD] = {KV_MODE_LATENCY, KV_POL_OFFLOAD, 2, 0, {1, 100, 0, 0, 100, 100, 0}},
+    [KV_PRESET_ACCELERATE] = {KV_MODE_LATENCY, KV_POL_OFFLOAD, 1, 1, {1, 0, 100, 100, 0, 100, 0}},
+    [KV_PRESET_ZERO] = {KV_MODE_LATENCY, KV_POL_OFFLOAD, 2, 0, {1, 0, 100, 100, 0, 100, 0}},
+    [KV_PRESET_FLEXGEN] = {KV_MODE_THROUGHPUT, KV_POL_CPU_ATTN, 2, 0, {1, 0, 100, 0, 100, 100, 0}},
+    [KV_PRESET_KVPR] = {KV_MODE_LATENCY, KV_POL_KVPR, 2, 0, {1, 100, 0, 0, 100, 100, 0}},
+};
+
 void kv_plan_preset(kv_plan *p, kv_preset preset) {
     p->preset = preset;
-    switch (preset) {
-    case KV_PRESET_HF_OFFLOAD:
-        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 2, p->pageable = 0;
-        p->percent = (kv_percent){1, 100, 0, 0, 100, 100, 0};
-        break;
-    case KV_PRESET_ACCELERATE:
-        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 1, p->pageable = 1;
-        p->percent = (kv_percent){1, 0, 100, 100, 0, 100, 0};
-        break;
-    case KV_PRESET_ZERO:
-        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_OFFLOAD, p->prefetch = 2, p->pageable = 0;
-        p->percent = (kv_percent){1, 0, 100, 100, 0, 100, 0};
-        break;
-    case KV_PRESET_FLEXGEN:
-        p->mode = KV_MODE_THROUGHPUT, p->policy = KV_POL_CPU_ATTN, p->prefetch = 2, p->pageable = 0;
-        p->percent = (kv_percent){1, 0, 100, 0, 100, 100, 0};
-        break;
-    case KV_PRESET_KVPR:
-        p->mode = KV_MODE_LATENCY, p->policy = KV_POL_KVPR, p->prefetch = 2, p->pageable = 0;
-        p->percent = (kv_percent){1, 100, 0, 0, 100, 100, 0};
-        break;
-    default: break;
-    }
+    if (preset <= KV_PRESET_NONE || preset >= KV_PRESET_COUNT) return;
+    p->mode = presets[preset].mode, p->policy = presets[preset].policy;
+    p->prefetch = presets[preset].prefetch, p->pageable = presets[preset].pageable;
+    p->percent = presets[preset].percent;
 }
 
 kv_percent kv_plan_percent(const kv_plan *p) {

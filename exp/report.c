@@ -657,37 +657,42 @@ static void csv_runs(const rep *R, FILE *o) {
     }
 }
 
-kv_status exp_report_csv(const exp_spec *s, const char *dbpath, FILE *o) {
-    rep R = {.s = s};
-    kv_status st = exp_runs(s, &R.runs, &R.n);
+/* The experiment's runs and what results.db holds of them, read-only: a report must work on a
+ * database it may not write (a shared or archived one). */
+static kv_status rep_load(const exp_spec *s, const char *dbpath, rep *R, kv_db **db) {
+    *R = (rep){.s = s};
+    *db = NULL;
+    kv_status st = exp_runs(s, &R->runs, &R->n);
     if (st) return st;
-    R.res = calloc((size_t)(R.n ? R.n : 1), sizeof *R.res);
-    kv_db *db = NULL;
+    R->res = calloc((size_t)(R->n ? R->n : 1), sizeof *R->res);
     int ms = 30000;
-    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
+    if (!R->res) st = kv_errorf(KV_ENOMEM, "out of memory");
     if (!st) st = db_timeout_from_env(30000, &ms);
-    if (!st) st = db_open_ro(dbpath, ms, &db);
-    if (!st) st = load(&R, db);
-    if (!st) csv_runs(&R, o);
+    if (!st) st = db_open_ro(dbpath, ms, db);
+    if (!st) st = load(R, *db);
+    return st;
+}
+
+static void rep_free(rep *R, kv_db *db) {
     db_close(db);
-    free(R.runs);
-    free(R.res);
+    free(R->runs);
+    free(R->res);
+}
+
+kv_status exp_report_csv(const exp_spec *s, const char *dbpath, FILE *o) {
+    rep R;
+    kv_db *db;
+    kv_status st = rep_load(s, dbpath, &R, &db);
+    if (!st) csv_runs(&R, o);
+    rep_free(&R, db);
     return st;
 }
 
 kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FILE *o) {
-    rep R = {.s = s};
-    kv_status st = exp_runs(s, &R.runs, &R.n);
-    if (st) return st;
-    R.res = calloc((size_t)(R.n ? R.n : 1), sizeof *R.res);
-    kv_db *db = NULL;
-    int ms = 30000;
+    rep R;
+    kv_db *db;
     if (!dir) dir = "plots";
-    if (!R.res) st = kv_errorf(KV_ENOMEM, "out of memory");
-    if (!st) st = db_timeout_from_env(30000, &ms);
-    /* read-only: a report must work on a database it may not write (a shared or archived one) */
-    if (!st) st = db_open_ro(dbpath, ms, &db);
-    if (!st) st = load(&R, db);
+    kv_status st = rep_load(s, dbpath, &R, &db);
     if (!st) st = exp_plot_dir(dir);
     if (!st) {
         int missing = 0;
@@ -702,8 +707,6 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
         if (!st && s->has_sweep) st = fig_sweep(&R, dir);
         if (!st && s->has_timeline) st = fig_timeline(&R, db, dir);
     }
-    db_close(db);
-    free(R.runs);
-    free(R.res);
+    rep_free(&R, db);
     return st;
 }
