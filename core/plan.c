@@ -8,7 +8,6 @@ static const char *const op_names[KV_OP_COUNT] = {"w_h2d",   "wkv_h2d", "act_h2d
                                                   "attn",    "ffn",     "kv_d2h",  "q_d2h",   "cpu_attn",  "o_h2d",
                                                   "hid_h2d", "hid_d2h", "act_d2h", "lm_head"};
 static const char *const queue_names[KV_Q_COUNT] = {"cache", "store", "compute", "cpu", "weights", "hidden"};
-static const kv_resource queue_res[KV_Q_COUNT] = {KV_RES_H2D, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU, KV_RES_H2D, KV_RES_H2D};
 static const char *const preset_names[KV_PRESET_COUNT] = {"none", "hf-offload", "accelerate", "zero-inference", "flexgen", "kvpr"};
 static const char *const preset_about[KV_PRESET_COUNT] = {
     "",
@@ -23,7 +22,6 @@ static const char *const preset_about[KV_PRESET_COUNT] = {
     "KVPR latency mode: weights on the GPU, activations of [0, l) and K/V of [l, s) on the CPU, recompute "
     "overlapped with the K/V transfer"};
 
-kv_resource kv_queue_res(kv_queue q) { return (unsigned)q < KV_Q_COUNT ? queue_res[q] : KV_RES_GPU; }
 const char *kv_queue_name(kv_queue q) { return (unsigned)q < KV_Q_COUNT ? queue_names[q] : "?"; }
 const char *kv_preset_name(kv_preset p) { return (unsigned)p < KV_PRESET_COUNT ? preset_names[p] : "?"; }
 const char *kv_preset_about(kv_preset p) { return (unsigned)p < KV_PRESET_COUNT ? preset_about[p] : ""; }

@@ -54,7 +54,10 @@ typedef enum {
     KV_Q_HIDDEN,    /* h2d: hidden states in, cpu-attn output back */
     KV_Q_COUNT
 } kv_queue;
-kv_resource kv_queue_res(kv_queue q);
+/* The resource a queue uses: inline, since the simulator asks for every task it adds. */
+static inline kv_resource kv_queue_res(kv_queue q) {
+    return q == KV_Q_STORE ? KV_RES_D2H : q == KV_Q_COMPUTE ? KV_RES_GPU : q == KV_Q_CPU ? KV_RES_CPU : KV_RES_H2D;
+}
 const char *kv_queue_name(kv_queue q);
 
 /* Where tensors live, FlexGen's --percent: weights (w), KV cache (c) and activations (h, the

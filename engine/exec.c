@@ -631,7 +631,6 @@ static void run_cpu_attn(void *arg) {
 
 /* The weights an op of layer-index g computes with. */
 static eng_half *wts(ex_t *e, const kv_gop *o, int64_t g) {
-    (void)o;
     return e->ly.w_cpu > 0 ? e->wd[g % e->D] : e->wd[o->layer < e->L ? o->layer : 0];
 }
 

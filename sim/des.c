@@ -84,9 +84,6 @@ void sim_des_reset(sim_des *d) {
 
 void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
 
-/* kv_queue_res, kept here so that adding a task stays a few instructions */
-static const uint8_t res_of[KV_Q_COUNT] = {KV_RES_H2D, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU, KV_RES_H2D, KV_RES_H2D};
-
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, int mb) {
     if ((unsigned)queue >= KV_Q_COUNT) return -1;
     sim_queue *r = &d->q[queue];
@@ -100,7 +97,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
     t->ver = 0;
     t->op = (uint8_t)op;
     t->queue = (uint8_t)queue;
-    t->res = (uint8_t)res_of[queue];
+    t->res = (uint8_t)kv_queue_res(queue);
     t->step = step, t->layer = layer, t->mb = mb;
     t->crit = -1;
     t->start = t->end = -1;
