@@ -27,6 +27,12 @@ PROFILE=${PROFILE:-h100-sxm}   # the predictions' machine; runs are labelled wit
 STEPS="check bench runs-a runs-b"
 # seconds: each step's deadline, which bounds its device time whatever happens
 declare -A BUDGET=([check]=210 [bench]=120 [runs-a]=170 [runs-b]=170)
+# BUDGETS="check=100 bench=120" overrides some (one device call for every step: scripts/gpu-session.sh)
+for kv in ${BUDGETS:-}; do
+    case "${kv%%=*}" in check | bench | runs-a | runs-b) ;; *) echo "gpu-traces: BUDGETS: unknown step in '$kv'" >&2; exit 2 ;; esac
+    [[ "${kv#*=}" =~ ^[0-9]+$ ]] || { echo "gpu-traces: BUDGETS: '$kv' is not STEP=SECONDS" >&2; exit 2; }
+    BUDGET[${kv%%=*}]=${kv#*=}
+done
 # check cannot be simulated: selftest plus the two sanitizer passes, assumed (the log says what they took)
 CHECK_PREDICT=120
 GEN=8
