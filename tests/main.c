@@ -100,6 +100,8 @@ int main(void) {
     group_calib(&c);
     group_cli(&c);
     group_input(&c);
+    group_quant(&c);
+    group_topo(&c);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir());
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir());

@@ -52,6 +52,8 @@ void tgroup(tcount *c, const char *name, const struct CMUnitTest *t, size_t n);
 #define RUN_GROUP(c, name, arr) tgroup(c, name, arr, sizeof(arr) / sizeof((arr)[0]))
 
 void group_model(tcount *c);
+void group_quant(tcount *c);
+void group_topo(tcount *c);
 void group_profile(tcount *c);
 void group_cost(tcount *c);
 void group_db(tcount *c);
