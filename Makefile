@@ -63,7 +63,7 @@ CLIOBJ  := $(CLISRC:%.c=$(BUILD)/%.o)
 TESTOBJ := $(TESTSRC:%.c=$(BUILD)/%.o)
 DEPS    := $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(TESTOBJ:.o=.d) $(ENGOBJ:.o=.d) $(BUILD)/bench/bench.d $(ENGMAIN:.o=.d) $(CUOBJ:.o=.d)
 
-.PHONY: all deps test run bench asan clean install
+.PHONY: all deps test run bench asan clean install attn-tune
 all: deps $(BUILD)/kvpr $(BUILD)/kvpr-engine $(BUILD)/kvpr-tests
 
 deps:
@@ -89,6 +89,12 @@ $(BUILD)/libkvpr.a: $(LIBOBJ)
 
 $(BUILD)/kvpr: $(CLIOBJ) $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $(CLIOBJ) $(BUILD)/libkvpr.a $(LIBS)
+
+# decode attention's partition and load depth measured on a GPU (bench/attn_tune.cu); the CUDA
+# runtime linked statically, so the binary runs on a GPU machine as it is
+attn-tune: $(BUILD)/kvpr-attn-tune
+$(BUILD)/kvpr-attn-tune: bench/attn_tune.cu $(BUILD)/kernels/attention.o | deps
+	$(NVCC) $(NVFLAGS) -I. -o $@ bench/attn_tune.cu $(BUILD)/kernels/attention.o -cudart static
 
 $(BUILD)/kvpr-bench: $(BUILD)/bench/bench.o $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)

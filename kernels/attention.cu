@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "attn_split.h"
+#include "attn_tune.cuh"
 #include "kernels.cuh"
 
 /* ---- simple kernel: one block per (query head, sequence), four warps over the positions ---- */
@@ -215,12 +216,36 @@ __global__ void attn_combine_k(const float *__restrict__ ws, __half *__restrict_
     }
 }
 
+template <int TPP, int G, int U>
+static void launch_u(const kattn_plan &p, const __half *q, const __half *kv, __half *out, float *ws, int B, int ctx, int nh, int nkv,
+                     int d, float qscale, cudaStream_t s) {
+    dim3 grid((unsigned)(B * p.splits), (unsigned)(nkv * p.passes));
+    attn_split_k<TPP, G, U><<<grid, KATTN_THREADS, 0, s>>>(q, kv, out, ws, B, ctx, nh, nkv, d, p.passes, p.chunk, p.splits, qscale);
+}
+
+template <int TPP, int G, int U>
+static int occ_u() {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn_split_k<TPP, G, U>, KATTN_THREADS, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        n = 0;
+    }
+    return n;
+}
+
+// The two load depths compiled per head count (kattn_u_default, kattn_u_other).
 template <int TPP, int G>
 static void launch_split(const kattn_plan &p, const __half *q, const __half *kv, __half *out, float *ws, int B, int ctx, int nh,
                          int nkv, int d, float qscale, cudaStream_t s) {
-    constexpr int U = G <= 2 ? 4 : G == 4 ? 2 : 1;
-    dim3 grid((unsigned)(B * p.splits), (unsigned)(nkv * p.passes));
-    attn_split_k<TPP, G, U><<<grid, KATTN_THREADS, 0, s>>>(q, kv, out, ws, B, ctx, nh, nkv, d, p.passes, p.chunk, p.splits, qscale);
+    constexpr int UD = G <= 2 ? 4 : G == 4 ? 2 : 1, UO = G <= 2 ? 2 : G == 4 ? 4 : 2;
+    if (p.u == UO) launch_u<TPP, G, UO>(p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s);
+    else launch_u<TPP, G, UD>(p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s);
+}
+
+template <int TPP, int G>
+static int occ_split(int u) {
+    constexpr int UD = G <= 2 ? 4 : G == 4 ? 2 : 1, UO = G <= 2 ? 2 : G == 4 ? 4 : 2;
+    return u == UO ? occ_u<TPP, G, UO>() : occ_u<TPP, G, UD>();
 }
 
 template <int TPP>
@@ -234,6 +259,41 @@ static void launch_g(const kattn_plan &p, const __half *q, const __half *kv, __h
     }
 }
 
+template <int TPP>
+static int occ_g(int g, int u) {
+    switch (g) {
+    case 1: return occ_split<TPP, 1>(u);
+    case 2: return occ_split<TPP, 2>(u);
+    case 4: return occ_split<TPP, 4>(u);
+    default: return occ_split<TPP, KATTN_G>(u);
+    }
+}
+
+int kvpr_attention_occupancy(int tpp, int g, int u) {
+    switch (tpp) {
+    case 4: return occ_g<4>(g, u);
+    case 8: return occ_g<8>(g, u);
+    case 16: return occ_g<16>(g, u);
+    default: return occ_g<32>(g, u);
+    }
+}
+
+cudaError_t kvpr_attention_plan(const kattn_plan *p, const __half *q, const __half *kv, __half *out, float *ws, int B, int ctx, int nh,
+                                int nkv, int d, cudaStream_t s) {
+    if (!kattn_vec_ok(d) || ((((uintptr_t)q | (uintptr_t)kv) & 15u) != 0) || (p->splits > 1 && !ws)) return cudaErrorInvalidValue;
+    const float qscale = (float)(KATTN_LOG2E / sqrt((double)d));
+    switch (p->tpp) {
+    case 4: launch_g<4>(*p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s); break;
+    case 8: launch_g<8>(*p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s); break;
+    case 16: launch_g<16>(*p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s); break;
+    default: launch_g<32>(*p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s); break;
+    }
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || p->splits == 1) return e;
+    attn_combine_k<<<(unsigned)((size_t)B * nh), 128, 0, s>>>(ws, out, B, nh, d, p->splits);
+    return cudaGetLastError();
+}
+
 cudaError_t kvpr_attention(const __half *q, const __half *kv, __half *out, int B, int ctx, int nh, int nkv, int d,
                            const kvpr_attn_ws *ws, cudaStream_t s) {
     if (d > 32 * MAXDPL || d <= 0 || nkv <= 0 || nh % nkv != 0 || ctx <= 0 || B <= 0) return cudaErrorInvalidValue;
@@ -245,16 +305,5 @@ cudaError_t kvpr_attention(const __half *q, const __half *kv, __half *out, int B
         attn_decode<<<grid, 32 * WARPS, 0, s>>>(q, kv, out, B, ctx, nh, nkv, d, 1.0f / sqrtf((float)d));
         return cudaGetLastError();
     }
-    float *w = p.splits > 1 ? ws->buf : NULL;
-    const float qscale = (float)(KATTN_LOG2E / sqrt((double)d));
-    switch (p.tpp) {
-    case 4: launch_g<4>(p, q, kv, out, w, B, ctx, nh, nkv, d, qscale, s); break;
-    case 8: launch_g<8>(p, q, kv, out, w, B, ctx, nh, nkv, d, qscale, s); break;
-    case 16: launch_g<16>(p, q, kv, out, w, B, ctx, nh, nkv, d, qscale, s); break;
-    default: launch_g<32>(p, q, kv, out, w, B, ctx, nh, nkv, d, qscale, s); break;
-    }
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess || p.splits == 1) return e;
-    attn_combine_k<<<(unsigned)((size_t)B * nh), 128, 0, s>>>(w, out, B, nh, d, p.splits);
-    return cudaGetLastError();
+    return kvpr_attention_plan(&p, q, kv, out, p.splits > 1 ? ws->buf : NULL, B, ctx, nh, nkv, d, s);
 }

@@ -238,7 +238,29 @@ static void t_attention_split_emulation(void **s) {
                     assert_true(p.splits == 1 || p.chunk >= KATTN_MIN_CHUNK);
                     assert_true(p.tpp * 8 >= d && (p.tpp & (p.tpp - 1)) == 0 && p.tpp <= 32 && p.groups * p.tpp == KATTN_THREADS);
                     assert_true(p.g <= KATTN_G && p.g * p.passes >= grp && p.g * (p.passes - 1) < grp);
+                    /* the same partition invariants when splits are sized by waves of resident blocks */
+                    for (int per_sm = 1; per_sm <= 8; per_sm *= 2) {
+                        kattn_plan w = kattn_make_plan_occ(B, ctx, nh, nkv, d, 132, per_sm, ws);
+                        assert_true(w.splits >= 1 && w.splits <= KATTN_MAX_SPLITS);
+                        assert_true((long)(w.splits - 1) * w.chunk < ctx && (long)w.splits * w.chunk >= ctx);
+                        assert_true(w.splits == 1 || (size_t)w.splits * kattn_ws_per_split(B, nh, d) <= ws);
+                        assert_true(w.splits == 1 || w.chunk >= KATTN_MIN_CHUNK);
+                        assert_true(w.tpp == p.tpp && w.g == p.g && w.passes == p.passes && w.u == p.u);
+                    }
                 }
+    /* waves by hand, 528 slots (132 SMs x 4): 64 blocks need 8 splits (512 blocks, 97 % of one
+     * wave); 512 blocks are 97 % already; 576 blocks (1.09 waves: 55 %) need 5 splits (2880 blocks,
+     * 6 waves, 91 %: 2 splits are 73 %, 4 are 87 %); 300 blocks need 5 (1500 in 3 waves, 95 %) */
+    assert_int_equal(kattn_splits_waves(64, 528, 128), 8);
+    assert_int_equal(kattn_splits_waves(512, 528, 128), 1);
+    assert_int_equal(kattn_splits_waves(576, 528, 128), 5);
+    assert_int_equal(kattn_splits_waves(300, 528, 128), 5);
+    /* capped at 3: the best filled of 300 (57 %), 600 (57 %), 900 blocks (85 %) */
+    assert_int_equal(kattn_splits_waves(300, 528, 3), 3);
+    assert_int_equal(kattn_splits_waves(7, 528, 1), 1);
+    /* the rule before occupancy was known is kept for per_sm = 0: about four blocks per SM */
+    assert_int_equal(kattn_splits_four(64, 132), 9);
+    assert_int_equal(kattn_splits_four(600, 132), 1);
 }
 
 /* Random fp16 straight from bits: finite, normal, mean zero, the stated RMS, reproducible, and the
