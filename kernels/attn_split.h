@@ -31,10 +31,13 @@ typedef struct {
     int u;       /* positions per group loaded before use: 16-byte K and V loads in flight per thread */
 } kattn_plan;
 
-/* The load depths compiled for g heads per pass (kernels/attention.cu): more heads hold more
- * registers per thread, so they get fewer loads in flight. The first is the default. */
-static inline int kattn_u_default(int g) { return g <= 2 ? 4 : g == 4 ? 2 : 1; }
-static inline int kattn_u_other(int g) { return g <= 2 ? 2 : g == 4 ? 4 : 2; }
+/* The load depths compiled for g heads per pass (kernels/attention.cu). The default is the one
+ * measured faster (traces/nvidia-h200-2026-11-26/attn-tune.csv, make attn-tune): for one head per
+ * pass, 2 (9 blocks resident per SM instead of 7: 100-103 % of a device copy's rate at batch 32-64,
+ * context 2048-8192, against 79-94 % with 4); for 4 heads 4, for 8 heads 2 (more loads in flight
+ * outweigh the lost occupancy). 2 heads were not measured and follow 1. */
+static inline int kattn_u_default(int g) { return g <= 2 ? 2 : g == 4 ? 4 : 2; }
+static inline int kattn_u_other(int g) { return g <= 2 ? 4 : g == 4 ? 2 : 1; }
 
 /* The vectorised kernel needs 16-byte rows (d a multiple of 8) and at most 32 threads per position. */
 static inline int kattn_vec_ok(int d) { return d > 0 && d % 8 == 0 && d <= 256; }
