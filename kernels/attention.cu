@@ -237,14 +237,14 @@ static int occ_u() {
 template <int TPP, int G>
 static void launch_split(const kattn_plan &p, const __half *q, const __half *kv, __half *out, float *ws, int B, int ctx, int nh,
                          int nkv, int d, float qscale, cudaStream_t s) {
-    constexpr int UA = G <= 2 ? 4 : G == 4 ? 2 : 1, UB = G <= 2 ? 2 : G == 4 ? 4 : 2; // kattn_u_default, kattn_u_other
+    constexpr int UA = G <= 2 ? 4 : G == 4 ? 2 : 1, UB = G <= 2 ? 2 : G == 4 ? 4 : 2; // the two depths compiled (kattn_u_default, kattn_u_other)
     if (p.u == UB) launch_u<TPP, G, UB>(p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s);
     else launch_u<TPP, G, UA>(p, q, kv, out, ws, B, ctx, nh, nkv, d, qscale, s);
 }
 
 template <int TPP, int G>
 static int occ_split(int u) {
-    constexpr int UA = G <= 2 ? 4 : G == 4 ? 2 : 1, UB = G <= 2 ? 2 : G == 4 ? 4 : 2; // kattn_u_default, kattn_u_other
+    constexpr int UA = G <= 2 ? 4 : G == 4 ? 2 : 1, UB = G <= 2 ? 2 : G == 4 ? 4 : 2; // the two depths compiled (kattn_u_default, kattn_u_other)
     return u == UB ? occ_u<TPP, G, UB>() : occ_u<TPP, G, UA>();
 }
 
