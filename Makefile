@@ -20,7 +20,10 @@ endif
 CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SAN) -DKVPR_VERSION='"$(VERSION)"' \
            -DKVPR_DATADIR='"$(CURDIR)"' -DKVPR_BUILD='"$(CURDIR)/$(BUILD)"'
 LDFLAGS := $(SAN)
-LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lopenblas -lm -lpthread
+# kvpr needs no BLAS of its own (GSL brings its CBLAS); OpenBLAS only where the engine's host
+# backend multiplies (kvpr-engine, the test binary): kvpr starts without its threads
+LIBS    := -ljansson -lsqlite3 -lglpk -lgsl -lm -lpthread
+ENGLIBS := $(LIBS) -lopenblas
 TESTLIBS:= -lcmocka
 # CUDA: the engine's CUDA backend and kernels build wherever nvcc exists; without it kvpr-engine
 # has the host backend only. kvpr itself never links CUDA.
@@ -54,7 +57,7 @@ endif
 # the link runs, after deps has installed the packages.
 STATICLIBS := jansson sqlite3 glpk z gsl openblas
 STATICMISSING = $(strip $(foreach l,$(STATICLIBS),$(if $(filter /%,$(shell $(CC) -print-file-name=lib$(l).a)),,$(l))))
-ENGLINK = $(if $(SAN)$(STATICMISSING),$(LIBS) $(CULIBS),$(BUILD)/engine/ltdl_stub.o -Wl,-Bstatic $(STATICLIBS:%=-l%) -Wl,-Bdynamic \
+ENGLINK = $(if $(SAN)$(STATICMISSING),$(ENGLIBS) $(CULIBS),$(BUILD)/engine/ltdl_stub.o -Wl,-Bstatic $(STATICLIBS:%=-l%) -Wl,-Bdynamic \
           $(CUPORT) -lm -lpthread)
 CLISRC  := $(wildcard cli/*.c)
 TESTSRC := $(wildcard tests/*.c)
@@ -100,7 +103,7 @@ $(BUILD)/kvpr-bench: $(BUILD)/bench/bench.o $(BUILD)/libkvpr.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/kvpr-tests: $(TESTOBJ) $(ENGOBJ) $(BUILD)/engine/nocuda.o $(BUILD)/libkvpr.a
-	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(ENGOBJ) $(BUILD)/engine/nocuda.o $(BUILD)/libkvpr.a $(LIBS) $(TESTLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TESTOBJ) $(ENGOBJ) $(BUILD)/engine/nocuda.o $(BUILD)/libkvpr.a $(ENGLIBS) $(TESTLIBS)
 
 test: all
 	cd $(BUILD) && ./kvpr-tests

@@ -10,7 +10,7 @@ static const char *run_help =
     "usage: kvpr run EXPERIMENT [--jobs N] [--shard K/N] [--db FILE] [--plots DIR] [--no-report]\n"
     "  EXPERIMENT        a file, or a name from experiments/ (paper-latency, whatif-links, ...)\n"
     "  --jobs N          worker processes (default: the number of cores)\n"
-    "  --shard K/N       run only shard K of N (runs i with i mod N = K-1); merge with 'kvpr merge'\n"
+    "  --shard K/N       run only shard K of N (runs dealt in a fixed order: each shard n/N of them); merge with 'kvpr merge'\n"
     "  --db FILE         results database (default results.db)\n"
     "  --plots DIR       figures (default plots)\n"
     "usage: kvpr report EXPERIMENT [--db FILE] [--plots DIR] [--csv]   tables and figures from the database\n"

@@ -119,6 +119,9 @@ typedef struct {
 } exp_opts;
 
 /* Runs the (selected) runs into the database; returns how many ran and how many did not fit. */
+/* The k-th of m hands of idx[0..n) (runs dealt in a fixed pseudo-random order, each hand in idx's
+ * order) into out; returns its size, or -1 when out of memory. Shards and workers use it. */
+int exp_deal(const int *idx, int n, int k, int m, int *out);
 kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit);
 
 /* Reads the experiment's runs back from the database and prints the tables; draws the figures

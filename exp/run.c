@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,37 @@ static kv_status recover_jobs(kv_db *db, const char *dbpath) {
     return st;
 }
 
+/* Runs are dealt to shards (and to workers) in a fixed pseudo-random order, not by index: a
+ * sweep's innermost loop is usually the policy, so "every N-th run" gave an even N shards of one
+ * policy only (all offload, or all kvpr: unequal work). The order depends on the run's index
+ * alone (splitmix64), so every machine deals the same shards; each shard gets its n / N runs,
+ * and within a shard runs keep the experiment's order. */
+static uint64_t deal_key(uint64_t i) {
+    uint64_t z = i + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int cmp_deal(const void *a, const void *b) {
+    uint64_t x = deal_key((uint64_t) * (const int *)a), y = deal_key((uint64_t) * (const int *)b);
+    return x < y ? -1 : x > y ? 1 : *(const int *)a - *(const int *)b;
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* idx[0..n) -> the k-th of m hands (k in [0, m)) into out, in idx's order; returns its size */
+int exp_deal(const int *idx, int n, int k, int m, int *out) {
+    int *order = malloc((size_t)(n ? n : 1) * sizeof *order), c = 0;
+    if (!order) return -1;
+    memcpy(order, idx, (size_t)n * sizeof *order);
+    qsort(order, (size_t)n, sizeof *order, cmp_deal);
+    for (int j = k; j < n; j += m) out[c++] = order[j];
+    free(order);
+    qsort(out, (size_t)c, sizeof *out, cmp_int);
+    return c;
+}
+
 kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit) {
     exp_run *runs;
     int n, ms;
@@ -179,8 +211,14 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
         free(runs), free(sel), free(part);
         return st;
     }
-    for (int i = 0; i < n; i++)
-        if (o->nshard <= 1 || i % o->nshard == o->shard - 1) sel[ns++] = i;
+    for (int i = 0; i < n; i++) part[i] = i;
+    if (o->nshard <= 1) memcpy(sel, part, (size_t)n * sizeof *sel), ns = n;
+    else if ((ns = exp_deal(part, n, o->shard - 1, o->nshard, sel)) < 0) ns = 0, st = kv_errorf(KV_ENOMEM, "out of memory");
+    if (st) {
+        db_close(db);
+        free(runs), free(sel), free(part);
+        return st;
+    }
     *ran = *nofit = 0;
     int jobs = o->jobs < 1 ? 1 : o->jobs > ns ? (ns ? ns : 1) : o->jobs;
     if (jobs == 1) {
@@ -196,7 +234,7 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
     }
     db_close(db); /* workers write their own files; the parent merges at the end */
     db = NULL;
-    /* Workers: worker w takes every jobs-th run and writes its own database, merged at the end. */
+    /* Workers: worker w takes its hand of the dealt runs and writes its own database, merged at the end. */
     int pfd[2];
     if (pipe(pfd)) {
         free(runs), free(sel), free(part);
@@ -207,8 +245,12 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
     if (jobs > 64) jobs = 64;
     pid_t parent = getpid();
     for (int w = 0; w < jobs; w++) {
-        int k = 0;
-        for (int i = w; i < ns; i += jobs) part[k++] = sel[i];
+        int k = exp_deal(sel, ns, w, jobs, part);
+        if (k < 0) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            jobs = w;
+            break;
+        }
         snprintf(paths[w], sizeof paths[w], "%s.job%d-%d", o->db, (int)parent, w);
         unlink_db(paths[w]);
         fflush(NULL);

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../exp/exp.h"
@@ -461,10 +462,44 @@ static void t_figures(void **st) {
     free(gp);
 }
 
+/* Shards and workers: every run in exactly one hand, hands within one run of each other in size and
+ * in experiment order, the same deal every time, and with the policy as the innermost loop (even
+ * and odd indices) an even number of hands still gets both policies in near-equal shares. */
+static void t_deal(void **st) {
+    (void)st;
+    enum { N = 4368 };
+    static int idx[N], out[N], seen[N];
+    for (int i = 0; i < N; i++) idx[i] = i;
+    const int ms[] = {1, 2, 3, 8, 13, 64};
+    for (size_t c = 0; c < sizeof ms / sizeof ms[0]; c++) {
+        int m = ms[c];
+        memset(seen, 0, sizeof seen);
+        for (int k = 0; k < m; k++) {
+            int n = exp_deal(idx, N, k, m, out), even = 0;
+            assert_true(n == N / m || n == N / m + 1);
+            for (int j = 0; j < n; j++) {
+                assert_true(out[j] >= 0 && out[j] < N);
+                seen[out[j]]++;
+                if (j) assert_true(out[j] > out[j - 1]);
+                even += out[j] % 2 == 0;
+            }
+            if (m > 1 && m <= 13) assert_true(even > 0.4 * n && even < 0.6 * n);
+            static int again[N];
+            assert_int_equal(exp_deal(idx, N, k, m, again), n);
+            assert_memory_equal(out, again, (size_t)n * sizeof *out);
+        }
+        for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+    }
+    /* a hand of a hand: the workers of one shard split it the same way */
+    int n = exp_deal(idx, N, 3, 8, out), sub[N], total = 0;
+    for (int w = 0; w < 2; w++) total += exp_deal(out, n, w, 2, sub);
+    assert_int_equal(total, n);
+}
+
 void group_exp(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables),
                                    cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
                                    cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
-                                   cmocka_unit_test(t_figures)};
+                                   cmocka_unit_test(t_figures), cmocka_unit_test(t_deal)};
     RUN_GROUP(c, "exp", t);
 }
