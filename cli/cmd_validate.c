@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "../core/kv_io.h"
 #include "../core/kv_str.h"
 #include "../sched/sched.h"
@@ -121,6 +124,74 @@ static int cmp_row(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* One configuration of the grid, as the nested loops below visit it. */
+static kv_status grid_config(const grid *g, int idx, kv_model *m, hw_profile *p, kv_plan *pl) {
+    int f = idx % g->nmode, e = idx / g->nmode % g->ng, d = idx / g->nmode / g->ng % g->np;
+    int c = idx / g->nmode / g->ng / g->np % g->nbt, b = idx / g->nmode / g->ng / g->np / g->nbt % g->nh;
+    int a = idx / g->nmode / g->ng / g->np / g->nbt / g->nh;
+    kv_status st;
+    if ((st = kv_model_resolve(g->models[a], m)) || (st = hw_profile_resolve(g->hws[b], p))) return st;
+    kv_plan_defaults(pl);
+    pl->mode = g->mode[f], pl->batch = g->batch[c], pl->prompt = g->prompt[d], pl->gen = g->gen[e];
+    pl->nb = pl->mode == KV_MODE_THROUGHPUT ? g->nbm : 1;
+    return KV_OK;
+}
+
+/* The split sweeps (every l of every configuration: nearly all of validate's time), computed by
+ * `jobs` worker processes into shared memory; each configuration's sweep is the same simulation
+ * whichever process runs it, so the results do not depend on jobs. */
+typedef struct {
+    int lmax;       /* -1: does not fit */
+    size_t off;     /* first of its lmax + 1 times in the shared array */
+    int failed;     /* a simulation failed: err says why */
+    char err[240];
+} sweep_slot;
+
+static void sweep_range(const grid *g, sweep_slot *sl, double *ts, int n, int w, int jobs) {
+    sim_ctx *sx = sim_new();
+    for (int i = w; i < n; i += jobs) {
+        if (sl[i].lmax < 0) continue;
+        kv_model m;
+        hw_profile p;
+        kv_plan pl;
+        kv_status st = sx ? grid_config(g, i, &m, &p, &pl) : kv_errorf(KV_ENOMEM, "out of memory");
+        sim_result r;
+        for (int l = 0; !st && l <= sl[i].lmax; l++) {
+            pl.split = l;
+            if (!(st = sim_run(sx, &m, &p, &pl, &r))) ts[sl[i].off + (size_t)l] = r.decode_s;
+        }
+        if (st) {
+            sl[i].failed = 1;
+            snprintf(sl[i].err, sizeof sl[i].err, "%s", kv_errmsg());
+        }
+    }
+    sim_free(sx);
+}
+
+static kv_status sweep_all(const grid *g, sweep_slot *sl, double *ts, int n, int jobs) {
+    if (jobs <= 1) {
+        sweep_range(g, sl, ts, n, 0, 1);
+        return KV_OK;
+    }
+    pid_t pids[64];
+    int started = 0;
+    fflush(NULL);
+    for (int w = 0; w < jobs; w++, started++) {
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            sweep_range(g, sl, ts, n, w, jobs);
+            _exit(0);
+        }
+        if (pids[w] < 0) break;
+    }
+    int bad = started < jobs;
+    for (int w = 0; w < started; w++) {
+        int wst;
+        if (waitpid(pids[w], &wst, 0) < 0 || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) bad = 1;
+    }
+    return bad ? kv_errorf(KV_EIO, "validate: a worker process failed or could not start") : KV_OK;
+}
+
 int cmd_validate(int argc, char **argv) {
     /* --search: the search's regret against brute-force simulation (kvpr search --validate) */
     for (int i = 1; i < argc; i++)
@@ -128,12 +199,13 @@ int cmd_validate(int argc, char **argv) {
     char gridbuf[4200];
     snprintf(gridbuf, sizeof gridbuf, "%s/experiments/validate-grid.json", kv_datadir());
     const char *gridf = gridbuf, *dbpath = DB_DEFAULT_PATH, *plots = "plots";
-    int quiet = 0;
+    int quiet = 0, jobs = (int)sysconf(_SC_NPROCESSORS_ONLN);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvpr validate [--grid FILE] [--db FILE | --no-db] [--plots DIR] [--quiet]\n"
+            printf("usage: kvpr validate [--grid FILE] [--db FILE | --no-db] [--plots DIR] [--jobs N] [--quiet]\n"
                    "Simulates every split of every grid configuration and reports each scheduler's regret\n"
-                   "T_sim(chosen) / min_l T_sim(l) - 1. Default grid: %s\n", gridf);
+                   "T_sim(chosen) / min_l T_sim(l) - 1. The sweeps run in N worker processes (default: one per\n"
+                   "online CPU); the results do not depend on N. Default grid: %s\n", gridf);
             return 0;
         }
         if (!strcmp(argv[i], "--no-db")) dbpath = NULL;
@@ -141,8 +213,13 @@ int cmd_validate(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--grid")) gridf = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--db")) dbpath = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--plots")) plots = argv[++i];
-        else return cli_usage("validate: unknown or incomplete option '%s'", argv[i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--jobs")) {
+            kv_status js = cli_int("--jobs", argv[++i], 1, 64, &jobs);
+            if (js) return cli_fail(js);
+        } else return cli_usage("validate: unknown or incomplete option '%s'", argv[i]);
     }
+    if (jobs < 1) jobs = 1;
+    if (jobs > 64) jobs = 64;
     grid g;
     kv_status st = load_grid(gridf, &g);
     if (st) return cli_fail(st);
@@ -155,25 +232,53 @@ int cmd_validate(int argc, char **argv) {
     double worst_paper = -1;
     sim_ctx *sx = sim_new();
     if (!rows || !ts || !sx) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
-    for (int a = 0; a < g.nm; a++)
-        for (int b = 0; b < g.nh; b++)
-            for (int c = 0; c < g.nbt; c++)
-                for (int d = 0; d < g.np; d++)
-                    for (int e = 0; e < g.ng; e++)
-                        for (int f = 0; f < g.nmode; f++) {
+    /* every configuration's split bound first (cheap), then all sweeps at once in the workers */
+    int ncfg = cap / (g.ns ? g.ns : 1);
+    sweep_slot *sl = calloc((size_t)ncfg + 1, sizeof *sl);
+    if (!sl) {
+        st = kv_errorf(KV_ENOMEM, "out of memory");
+        goto fail;
+    }
+    size_t total = 0;
+    for (int i = 0; i < ncfg; i++) {
+        kv_model m;
+        hw_profile p;
+        kv_plan pl;
+        if ((st = grid_config(&g, i, &m, &p, &pl))) goto fail_sl;
+        sl[i].lmax = sched_lmax(&m, &p, &pl);
+        if (sl[i].lmax < 0) {
+            snprintf(sl[i].err, sizeof sl[i].err, "%s", kv_errmsg());
+            continue;
+        }
+        sl[i].off = total;
+        total += (size_t)sl[i].lmax + 1;
+    }
+    size_t shbytes = sizeof(double) * (total + 1) + sizeof(sweep_slot) * ((size_t)ncfg + 1);
+    void *sh = mmap(NULL, shbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) {
+        st = kv_errorf(KV_ENOMEM, "validate: cannot map %zu bytes for the sweeps", shbytes);
+        goto fail_sl;
+    }
+    sweep_slot *shsl = (sweep_slot *)sh;
+    double *all = (double *)(shsl + ncfg + 1);
+    memcpy(shsl, sl, sizeof *sl * (size_t)ncfg);
+    if ((st = sweep_all(&g, shsl, all, ncfg, jobs))) goto fail_sh;
+    for (int i = 0; i < ncfg; i++)
+        if (shsl[i].failed) {
+            st = kv_errorf(KV_EINVAL, "%s", shsl[i].err);
+            goto fail_sh;
+        }
+    for (int idx = 0; idx < ncfg; idx++) {
                             kv_model m;
                             hw_profile p;
-                            if ((st = kv_model_resolve(g.models[a], &m)) || (st = hw_profile_resolve(g.hws[b], &p))) goto fail;
                             kv_plan pl;
-                            kv_plan_defaults(&pl);
-                            pl.mode = g.mode[f], pl.batch = g.batch[c], pl.prompt = g.prompt[d], pl.gen = g.gen[e];
-                            pl.nb = pl.mode == KV_MODE_THROUGHPUT ? g.nbm : 1;
+                            if ((st = grid_config(&g, idx, &m, &p, &pl))) goto fail_sh;
                             char cfg[256]; /* names are at most 63 bytes: never cut, so run keys stay apart */
                             snprintf(cfg, sizeof cfg, "%s %s b%dx%d p%d g%d %s", m.name, p.name, pl.batch, pl.nb, pl.prompt,
                                      pl.gen, kv_mode_name(pl.mode));
-                            int lmax = sched_lmax(&m, &p, &pl);
+                            int lmax = shsl[idx].lmax;
                             if (lmax < 0) {
-                                if (!quiet) printf("skip   %-58s %s\n", cfg, kv_errmsg());
+                                if (!quiet) printf("skip   %-58s %s\n", cfg, shsl[idx].err);
                                 skipped++;
                                 continue;
                             }
@@ -181,15 +286,13 @@ int cmd_validate(int argc, char **argv) {
                             int bl = 0;
                             sim_result r;
                             for (int l = 0; l <= lmax; l++) {
-                                pl.split = l;
-                                if ((st = sim_run(sx, &m, &p, &pl, &r))) goto fail;
-                                ts[l] = r.decode_s;
-                                if (r.decode_s < best) best = r.decode_s, bl = l;
+                                ts[l] = all[shsl[idx].off + (size_t)l];
+                                if (ts[l] < best) best = ts[l], bl = l;
                             }
                             exp_mark chosen[SCHED_COUNT];
                             for (int k = 0; k < g.ns; k++) {
                                 sched_result sr;
-                                if ((st = sched_plan(g.sk[k], &m, &p, &pl, NULL, &sr))) goto fail;
+                                if ((st = sched_plan(g.sk[k], &m, &p, &pl, NULL, &sr))) goto fail_sh;
                                 pl.split = sr.split;
                                 pl.split_steps = sr.splits;
                                 st = sim_run(sx, &m, &p, &pl, &r);
@@ -201,7 +304,7 @@ int cmd_validate(int argc, char **argv) {
                                 chosen[k] = (exp_mark){sched_name(g.sk[k]), sr.split, w->t};
                                 if (sr.splits) w->split = sr.splits[sr.nsteps - 1];
                                 sched_result_free(&sr);
-                                if (st) goto fail;
+                                if (st) goto fail_sh;
                                 if (db) {
                                     char key[320], plan[128];
                                     snprintf(key, sizeof key, "validate/%s/%s", cfg, sched_name(g.sk[k]));
@@ -214,17 +317,17 @@ int cmd_validate(int argc, char **argv) {
                                         (st = db_run_metric(db, id, "best_split", bl, "tokens")) ||
                                         (st = db_run_metric(db, id, "split", w->split, "tokens")) ||
                                         (st = db_run_metric(db, id, "regret", w->regret, "")) || (st = db_run_commit(db)))
-                                        goto fail;
+                                        goto fail_sh;
                                 }
                                 if (!quiet)
                                     printf("%-9s %-58s l=%-5d best l=%-5d regret %6.2f %%\n", sched_name(g.sk[k]), cfg, w->split, bl,
                                            100 * w->regret);
                                 if (g.sk[k] == SCHED_PAPER && w->regret > worst_paper) {
                                     worst_paper = w->regret;
-                                    if ((st = exp_plot_sweep(plots, "validate-worst-paper", cfg, ts, lmax + 1, &chosen[k], 1))) goto fail;
+                                    if ((st = exp_plot_sweep(plots, "validate-worst-paper", cfg, ts, lmax + 1, &chosen[k], 1))) goto fail_sh;
                                 }
                             }
-                            if (nr == g.ns && (st = exp_plot_sweep(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns))) goto fail;
+                            if (nr == g.ns && (st = exp_plot_sweep(plots, "validate-first", cfg, ts, lmax + 1, chosen, g.ns))) goto fail_sh;
                         }
     printf("\nregret = T_sim(chosen split) / min over every split of T_sim - 1, over %d configurations (%d skipped: do not fit)\n",
            nr / (g.ns ? g.ns : 1), skipped);
@@ -246,11 +349,17 @@ int cmd_validate(int argc, char **argv) {
         printf("  %-9s %-58s l=%-5d best l=%-5d regret %6.2f %%\n", sched_name((sched_kind)rows[i].sched), rows[i].cfg,
                rows[i].split, rows[i].best_l, 100 * rows[i].regret);
     printf("\nfigures: %s/validate-first.{png,svg}, %s/validate-worst-paper.{png,svg}\n", plots, plots);
+    munmap(sh, shbytes);
+    free(sl);
     free(rows);
     free(ts);
     sim_free(sx);
     db_close(db);
     return 0;
+fail_sh:
+    munmap(sh, shbytes);
+fail_sl:
+    free(sl);
 fail:
     free(rows);
     free(ts);

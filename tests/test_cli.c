@@ -134,6 +134,20 @@ static void t_plan_validate_cmd(void **s) {
     snprintf(a, sizeof a, "validate --grid %s --no-db --quiet --plots %s/vplots", f, tmp_dir());
     expect(0, "pipelined", a);
     assert_non_null(strstr(out, "over 2 configurations"));
+    /* the sweeps in worker processes: the same report, byte for byte, whatever the number of
+     * workers (here more than configurations, one without a sweep: a model that does not fit) */
+    write_text(f, "{\"models\": [\"OPT-1.3B\", \"OPT-66B\"], \"hardware\": [\"a100-40gb-pcie4\"], \"batch\": [8], \"prompt\": [64],"
+                  " \"gen\": [4], \"mode\": [\"latency\", \"throughput\"], \"nb\": 2, \"schedulers\": [\"paper\", \"dynamic\"]}");
+    static char one[65536];
+    snprintf(a, sizeof a, "validate --grid %s --no-db --plots %s/vplots --jobs 1", f, tmp_dir());
+    expect(0, "skip   OPT-66B", a);
+    snprintf(one, sizeof one, "%s", out);
+    snprintf(a, sizeof a, "validate --grid %s --no-db --plots %s/vplots --jobs 5", f, tmp_dir());
+    expect(0, "dynamic", a);
+    assert_string_equal(out, one);
+    expect(2, "--jobs must be in [1, 64], got 0", "validate --jobs 0");
+    write_text(f, "{\"models\": [\"OPT-1.3B\"], \"hardware\": [\"a100-40gb-pcie4\"], \"batch\": [8], \"prompt\": [64],"
+                  " \"gen\": [4], \"mode\": [\"latency\", \"throughput\"], \"nb\": 2, \"schedulers\": [\"paper\", \"pipelined\"]}");
     snprintf(a, sizeof a, "%s/vplots/validate-first.png", tmp_dir());
     char *png = read_text(a);
     assert_non_null(png); /* gnuplot drew it */
