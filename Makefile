@@ -34,11 +34,11 @@ NVFLAGS := -O2 -std=c++17 $(CUARCH) -Xcompiler -Wall,-Wextra $(if $(filter true,
 
 LIBSRC  := $(wildcard core/*.c hwmodel/*.c sched/*.c sim/*.c exp/*.c)
 # the executor and its helpers (also in the test binary); the kvpr-engine commands
-ENGSRC  := engine/exec.c engine/host.c engine/fill.c engine/sysmem.c engine/budget.c kernels/ref.c
+ENGSRC  := engine/exec.c engine/host.c engine/host_quant.c engine/fill.c engine/sysmem.c engine/budget.c kernels/ref.c
 ENGOBJ  := $(ENGSRC:%.c=$(BUILD)/%.o)
 ENGMAIN := $(BUILD)/engine/main.o $(BUILD)/engine/selftest.o $(BUILD)/engine/bench.o
 ifneq ($(NVCC),)
-CUOBJ   := $(BUILD)/engine/cuda.o $(BUILD)/kernels/attention.o $(BUILD)/kernels/activate.o
+CUOBJ   := $(BUILD)/engine/cuda.o $(BUILD)/kernels/attention.o $(BUILD)/kernels/activate.o $(BUILD)/kernels/quant.o
 CULIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 # portable: the CUDA runtime inside the binary; cuBLAS has no static archive here, so it is found
 # on the GPU machine (rpath for the usual place, LD_LIBRARY_PATH otherwise)

@@ -20,7 +20,7 @@ int cli_parse_plan_for(const char *cmd, const char *const *unused, int argc, cha
         {"wkv-first", 0, 0, 'W'}, {"pageable", 0, 0, 'G'}, {"paper-model", 0, 0, 'X'}, {"layers", 1, 0, 'L'},
         {"trace", 1, 0, 't'},  {"db", 1, 0, 'd'},       {"no-db", 0, 0, 'N'},   {"json", 0, 0, 'j'},
         {"percent", 1, 0, 'c'}, {"preset", 1, 0, 'R'}, {"no-prefill", 0, 0, 'F'},
-        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+        {"compress", 1, 0, 'Z'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c, nb_set = 0, idx = -1, batch = 0, gbs = 0;
@@ -65,6 +65,7 @@ int cli_parse_plan_for(const char *cmd, const char *const *unused, int argc, cha
         case 'c': if ((st = kv_percent_parse(optarg, &pl->percent))) return cli_fail(st); break;
         case 'R': break; /* applied above */
         case 'F': pl->no_prefill = 1; break;
+        case 'Z': if ((st = kv_compress_parse(optarg, &pl->compress))) return cli_fail(st); break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
         }

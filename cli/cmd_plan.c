@@ -15,6 +15,7 @@ static const char *plan_help =
     "  --scheduler paper|pipelined|dynamic   (default pipelined)\n"
     "  --mode latency|throughput --nb N      as for 'kvpr sim' (--batch is the GPU batch)\n"
     "  --prefetch D --keep-act --pageable    as for 'kvpr sim'\n"
+    "  --compress kv|weights|both            as for 'kvpr sim': the split sees the packed byte ratio\n"
     "  --write-lp FILE                        write the (first) LP in CPLEX LP format; 'glpsol --lp FILE' solves it\n"
     "  --json                                 one JSON object\n"
     "The predicted times are the simulator's (kvpr sim of the chosen split and of offloading); with\n"
@@ -124,6 +125,7 @@ int cmd_plan(int argc, char **argv) {
                               r.kept_tokens, "act_cpu_bytes", r.act_cpu_bytes, "solve_us", r.solve_us, "lp", "rows",
                               r.rows, "cols", r.cols, "integer", r.ints);
         if (k == SCHED_PAPER) json_object_set_new(o, "closed_form", json_real(r.closed_form));
+        if (pl.compress) json_object_set_new(o, "compress", json_string(kv_compress_name(pl.compress)));
         if (r.splits) {
             json_t *a = json_array();
             for (int i = 0; i < r.nsteps; i++) json_array_append_new(a, json_integer(r.splits[i]));
@@ -135,6 +137,7 @@ int cmd_plan(int argc, char **argv) {
     } else {
         printf("%s on %s, %s mode, batch %d x %d, prompt %d, gen %d: scheduler %s\n", m.name, p.name,
                kv_mode_name(pl.mode), pl.batch, pl.nb, pl.prompt, pl.gen, sched_name(k));
+        if (pl.compress) printf("  compression  4-bit, groups of 64 (%s): the split and both predictions use the packed bytes\n", kv_compress_name(pl.compress));
         if (r.splits) {
             printf("  split        per step: l = %d at step 0", r.splits[0]);
             for (int i = 1; i < r.nsteps; i++)

@@ -29,6 +29,7 @@ static const char *search_help =
     "  --max-gbs N --max-nb N     bound the GPU batch and the micro-batches (default: memory bounds them)\n"
     "  --prefetch-max D           prefetch depths 1..D are tried (default 2)\n"
     "  --no-per-step              do not try a KVPR split per decode step\n"
+    "  --compress kv|weights|both 4-bit group-wise compression of every candidate (as kvpr sim --compress)\n"
     "  --gpu-mem GIB --cpu-mem GIB  capacities (default: the profile's)\n"
     "  --sim-budget TASKS         simulated tasks at most (default 4e6, about two seconds)\n"
     "  --json                     one JSON object (policy, percent, gbs, nb, split, generation_tok_s, decode_tok_s, ...)\n"
@@ -511,7 +512,7 @@ int cmd_search(int argc, char **argv) {
         {"no-per-step", 0, 0, 'S'}, {"gpu-mem", 1, 0, 'G'},    {"cpu-mem", 1, 0, 'C'},     {"sim-budget", 1, 0, 'b'},
         {"json", 0, 0, 'j'},       {"validate", 0, 0, 'V'},    {"flexgen", 0, 0, 'F'},     {"help", 0, 0, 'h'},
         {"search", 0, 0, 'Z'},     {"regions", 0, 0, 'R'},     {"models", 1, 0, 'M'},      {"prompts", 1, 0, 'Q'},
-        {"batches", 1, 0, 'K'},    {"plots", 1, 0, 'O'},       {0, 0, 0, 0}};
+        {"batches", 1, 0, 'K'},    {"plots", 1, 0, 'O'},       {"compress", 1, 0, 'X'},    {0, 0, 0, 0}};
     const char *model = NULL, *hw = NULL, *models = NULL, *prompts = NULL, *batches = NULL, *plots = "plots";
     int js = 0, validate = 0, flexgen = 0, regions = 0, gen_given = 0, budget_given = 0, c;
     double ms = 0, gib;
@@ -558,6 +559,7 @@ int cmd_search(int argc, char **argv) {
         case 'Q': prompts = optarg; break;
         case 'K': batches = optarg; break;
         case 'O': plots = optarg; break;
+        case 'X': if ((st = kv_compress_parse(optarg, &o.compress))) return cli_fail(st); break;
         case 'j': js = 1; break;
         case 'V': validate = 1; break;
         case 'F': flexgen = 1; break;
@@ -655,6 +657,7 @@ int cmd_search(int argc, char **argv) {
             if (w->plan.split_steps) printf(" --scheduler dynamic");
             else printf(" --split %d", w->plan.split);
         }
+        if (w->plan.compress) printf(" --compress %s", kv_compress_name(w->plan.compress));
         printf("\n");
     }
     search_result_free(&r);

@@ -26,6 +26,8 @@ static const char *sim_help =
     "  --preset NAME               a named layout: hf-offload, accelerate, zero-inference, flexgen, kvpr\n"
     "                              (options given with it override it); `kvpr sim --preset NAME --help` says more\n"
     "  --no-prefill                decode only (no prompt pass: no time to first token)\n"
+    "  --compress kv|weights|both  4-bit group-wise compression (FlexGen's: groups of 64, min/max): the CPU's K/V\n"
+    "                              cache and stored activations, the streamed weights, or both\n"
     "  --layers N                  simulate only the first N layers\n"
     "  --trace FILE                write a Chrome trace (open in Perfetto or chrome://tracing)\n"
     "  --trace-steps A:B           only decode steps A..B in the trace (-1 is the prompt pass; default all)\n"
@@ -58,6 +60,10 @@ static void summary(const sim_result *r, const kv_model *m, const hw_profile *p,
     const kv_layout *ly = &r->layout;
     kv_percent pc = kv_plan_percent(pl);
     if (pl->preset) printf("  preset       %s: %s\n", kv_preset_name(pl->preset), kv_preset_about(pl->preset));
+    if (pl->compress)
+        printf("  compression  4-bit, groups of 64 (%s): K/V %.0f -> %.0f bytes per token and layer, activation %.0f -> %.0f, streamed "
+               "weights %.1f -> %.1f MiB per layer\n", kv_compress_name(pl->compress), (double)kv_model_kv_bytes_token_layer(m), ly->kv_st,
+               (double)kv_model_act_bytes_token(m), ly->act_st, ly->w_cpu / 1048576.0, ly->w_cpu_st / 1048576.0);
     printf("  workload     %d x %d sequences, prompt %d, gen %d (%d decode steps)\n", pl->batch, pl->nb, pl->prompt,
            pl->gen, r->nsteps);
     printf("  placement    --percent %g %g %g %g %g %g: weights %.1f %% on the GPU (%.0f of %.0f MiB per layer), KV cache of %d of %d "

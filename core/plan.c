@@ -6,7 +6,8 @@
 
 static const char *const op_names[KV_OP_COUNT] = {"w_h2d",   "wkv_h2d", "act_h2d", "kv_h2d",  "recompute", "qkv",
                                                   "attn",    "ffn",     "kv_d2h",  "q_d2h",   "cpu_attn",  "o_h2d",
-                                                  "hid_h2d", "hid_d2h", "act_d2h", "lm_head"};
+                                                  "hid_h2d", "hid_d2h", "act_d2h", "lm_head",
+                                                  "dequant_w", "dequant_act", "dequant_kv", "quant"};
 static const char *const queue_names[KV_Q_COUNT] = {"cache", "store", "compute", "cpu", "weights", "hidden"};
 static const char *const preset_names[KV_PRESET_COUNT] = {"none", "hf-offload", "accelerate", "zero-inference", "flexgen", "kvpr"};
 static const char *const preset_about[KV_PRESET_COUNT] = {
@@ -21,6 +22,17 @@ static const char *const preset_about[KV_PRESET_COUNT] = {
     "all on the CPU but activations), attention over the CPU-resident cache on the CPU (cpu_cache_compute)",
     "KVPR latency mode: weights on the GPU, activations of [0, l) and K/V of [l, s) on the CPU, recompute "
     "overlapped with the K/V transfer"};
+
+static const char *const compress_names[4] = {"none", "kv", "weights", "both"};
+const char *kv_compress_name(int c) { return c >= 0 && c < 4 ? compress_names[c] : "?"; }
+kv_status kv_compress_parse(const char *s, int *out) {
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, compress_names[i])) {
+            *out = i;
+            return KV_OK;
+        }
+    return kv_errorf(KV_EINVAL, "unknown compression '%s' (kv, weights, both, none)", s);
+}
 
 const char *kv_queue_name(kv_queue q) { return (unsigned)q < KV_Q_COUNT ? queue_names[q] : "?"; }
 const char *kv_preset_name(kv_preset p) { return (unsigned)p < KV_PRESET_COUNT ? preset_names[p] : "?"; }
@@ -145,6 +157,8 @@ kv_status kv_plan_validate(const kv_plan *p, const kv_model *m) {
     if (p->policy != KV_POL_KVPR && p->split > 0)
         return kv_errorf(KV_EINVAL, "--split applies to the kvpr policy only (policy %s)", kv_policy_name(p->policy));
     if (p->layers < 0) return kv_errorf(KV_EINVAL, "layers must be >= 0, got %d", p->layers);
+    if (p->compress < 0 || p->compress > KV_COMP_BOTH) return kv_errorf(KV_EINVAL, "compress must be 0..3, got %d", p->compress);
+    if (p->compress && p->paper_model) return kv_errorf(KV_EINVAL, "--compress is not part of the paper's cost model (--paper-model)");
     if (p->percent.set) {
         const kv_percent *c = &p->percent;
         double v[6] = {c->wg, c->wc, c->cg, c->cc, c->hg, c->hc};
@@ -187,6 +201,7 @@ char *kv_plan_json(const kv_plan *p) {
     }
     if (o && p->preset) json_object_set_new(o, "preset", json_string(kv_preset_name(p->preset)));
     if (o && p->no_prefill) json_object_set_new(o, "no_prefill", json_true());
+    if (o && p->compress) json_object_set_new(o, "compress", json_string(kv_compress_name(p->compress)));
     if (o && p->split_steps) {
         json_t *a = json_array();
         for (int i = 0; i < kv_plan_steps(p); i++) json_array_append_new(a, json_integer(p->split_steps[i]));
@@ -220,6 +235,7 @@ kv_status kv_plan_from_json(const char *text, kv_plan *p) {
         else if (json_is_boolean(v)) *ints[i].dst = json_is_true(v);
     }
     if ((s = json_string_value(json_object_get(o, "preset"))) && (st = kv_preset_parse(s, &p->preset))) goto out;
+    if ((s = json_string_value(json_object_get(o, "compress"))) && (st = kv_compress_parse(s, &p->compress))) goto out;
     json_t *pc = json_object_get(o, "percent");
     if (json_is_array(pc) && json_array_size(pc) == 6) {
         double v[6];

@@ -37,8 +37,20 @@ typedef enum {
     KV_OP_HID_D2H,   /* and back after the layer */
     KV_OP_ACT_D2H,   /* prefill (kvpr): the prompt's activations of [0, l) to their home on the CPU */
     KV_OP_HEAD,      /* final norm + LM head of the last position, once per step and micro-batch */
+    /* --compress (4-bit group-wise, FlexGen's scheme): GPU kernels around the packed copies */
+    KV_OP_DQ_W,      /* dequantise a streamed layer's weights after their load */
+    KV_OP_DQ_ACT,    /* dequantise the stored activations of [0, l) before recomputation */
+    KV_OP_DQ_KV,     /* dequantise the stored K/V of [l, s) before attention */
+    KV_OP_QUANT,     /* quantise the new K/V (and activations) before their write-back */
     KV_OP_COUNT
 } kv_op;
+
+/* --compress: what is stored 4-bit (groups of 64, asymmetric min/max, fp16 step and minimum per
+ * group, as FlexGen's compression.py). KV covers the CPU part of the cache and, for KVPR, the stored
+ * activations (the authors allocate them 4-bit too); W the weights streamed from the CPU. */
+enum { KV_COMP_NONE = 0, KV_COMP_KV = 1, KV_COMP_W = 2, KV_COMP_BOTH = 3 };
+const char *kv_compress_name(int c);
+kv_status kv_compress_parse(const char *s, int *out);
 
 typedef enum { KV_RES_H2D = 0, KV_RES_D2H, KV_RES_GPU, KV_RES_CPU, KV_RES_COUNT } kv_resource;
 
@@ -109,6 +121,7 @@ typedef struct {
     kv_percent percent; /* placement (percent.set = 0: the default layout) */
     kv_preset preset;   /* the named layout the plan was made from (for reports) */
     int no_prefill;   /* 1: decode only, no prompt pass */
+    int compress;     /* KV_COMP_* bits (0: fp16 everywhere) */
 } kv_plan;
 
 void kv_plan_defaults(kv_plan *p);

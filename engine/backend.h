@@ -67,6 +67,10 @@ typedef struct {
      * after 10 s, so a forgotten release cannot hang the program. */
     kv_status (*hold)(eng_backend *b, int stream);
     kv_status (*release)(eng_backend *b);
+    /* 4-bit group-wise quantisation (--compress), the layout of sched/graph.h and kernels/ref.h:
+     * x [outer][G][inner] in groups of up to 64 along G, to and from 36 bytes per group */
+    kv_status (*quant)(eng_backend *b, int stream, const eng_half *x, uint8_t *q, size_t outer, int G, int inner);
+    kv_status (*dequant)(eng_backend *b, int stream, const uint8_t *q, eng_half *x, size_t outer, int G, int inner);
 } eng_backend_type;
 
 extern const eng_backend_type eng_host_backend;

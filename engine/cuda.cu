@@ -233,7 +233,17 @@ static kv_status c_release(eng_backend *b) {
     return KV_OK;
 }
 
+static kv_status c_quant(eng_backend *b, int s, const eng_half *x, uint8_t *q, size_t outer, int G, int inner) {
+    CK(kvpr_quant((const __half *)x, q, outer, G, inner, b->s[s]));
+    return KV_OK;
+}
+static kv_status c_dequant(eng_backend *b, int s, const uint8_t *q, eng_half *x, size_t outer, int G, int inner) {
+    CK(kvpr_dequant(q, (__half *)x, outer, G, inner, b->s[s]));
+    return KV_OK;
+}
+
 static const eng_backend_type cuda_type = {"cuda", c_open, c_close, c_info, c_alloc, c_free, c_halloc, c_hfree, c_copy,
-                                           c_gemm, c_attn, c_act, c_norm, c_hostfn, c_record, c_wait, c_sync, c_elapsed, c_hold, c_release};
+                                           c_gemm, c_attn, c_act, c_norm, c_hostfn, c_record, c_wait, c_sync, c_elapsed, c_hold, c_release,
+                                           c_quant, c_dequant};
 
 extern "C" const eng_backend_type *eng_cuda_backend(void) { return &cuda_type; }

@@ -24,6 +24,7 @@
 #include "../kernels/ref.h"
 #include "../sched/graph.h"
 #include "fill.h"
+#include "host_quant.h"
 #include "sysmem.h"
 
 static const double GiB = 1073741824.0;
@@ -44,6 +45,7 @@ typedef struct {
     const eng_half *q, *kv;
     eng_half *out;
     int B, ctx, nh, nkv, d;
+    const uint8_t *kvq; /* --compress: the packed cache, dequantised into kv (the fp16 host cache) first */
 } cpu_attn_arg;
 
 struct eng_session {
@@ -59,6 +61,11 @@ struct eng_session {
     eng_half **kvh, **acth, **xh, **qh, **oh; /* the CPU part of the cache, stored activations, hidden states, cpu-attn buffers */
     eng_half **kvg;     /* decode only: the prompt's K/V of the GPU part, [P][bg] per cache, to start each run from */
     eng_half *x0;       /* every micro-batch's first hidden state: the prompt's [nb][P*B][h] or the first step's [nb][B][h] */
+    /* --compress: the packed CPU cache and stored activations (kvh and acth stay as the fp16 form:
+     * the synthetic cache is made there, and CPU attention dequantises into kvh), and the packed
+     * layer of weights */
+    uint8_t **kvq, **actq, *whq;
+    size_t whq_bytes;
     double host_bytes, setup_s;
 };
 
@@ -85,6 +92,9 @@ typedef struct {
     eng_half **pX;
     int npX;
     eng_half *pXN, *pQ, *pO, *pXM, *pU, *pY, *pKV;
+    uint8_t **kvh_q, **acth_q, *whq;  /* host, the session's packed forms (--compress) */
+    uint8_t **kvqslot, **actqslot, **wqd, **kvnq, *pKVq, *pACTq; /* device: packed slots, weights, new K/V, prompt stores */
+    size_t kvs, acts;                 /* packed bytes per token of the CPU part's K/V and activations */
     cpu_attn_arg **ca;                /* one per cpu_attn op issued: it runs later, on the CPU queue */
     int nca, cap_ca;
     task_t *tasks;
@@ -132,6 +142,10 @@ static void release(ex_t *e) {
     dfree_vec(e, e->wd);
     if (e->whd) e->t->dev_free(e->b, e->whd);
     dfree_vec(e, e->kvres), dfree_vec(e, e->kvslot), dfree_vec(e, e->actslot);
+    dfree_vec(e, (eng_half **)e->kvqslot), dfree_vec(e, (eng_half **)e->actqslot), dfree_vec(e, (eng_half **)e->wqd);
+    dfree_vec(e, (eng_half **)e->kvnq);
+    if (e->pKVq) e->t->dev_free(e->b, e->pKVq);
+    if (e->pACTq) e->t->dev_free(e->b, e->pACTq);
     eng_half ***w[] = {&e->x, &e->xn, &e->q, &e->ao, &e->u, &e->y, &e->kvn, &e->logit, &e->pX};
     for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) dfree_vec(e, *w[i]);
     eng_half *pf[] = {e->pXN, e->pQ, e->pO, e->pXM, e->pU, e->pY, e->pKV};
@@ -165,7 +179,34 @@ static kv_status ex_init(ex_t *e, const kv_model *m, const kv_plan *pl) {
     /* room for the layer's norms and biases too (the kernels use unit norms and no biases, but a
      * weight load moves every streamed tensor's bytes) */
     e->wel = e->wlayer > (size_t)(e->ly.w_layer / 2) ? e->wlayer : (size_t)(e->ly.w_layer / 2) + 1;
+    e->kvs = (size_t)e->ly.kv_st, e->acts = (size_t)e->ly.act_st;
     return KV_OK;
+}
+
+/* The packed layer (--compress weights): each matrix quantised along dimension 0, in wpart order;
+ * at least the bytes a weight load moves (1-D tensors travel as fp16 in the graph's count). */
+static size_t wq_part(const ex_t *e, int part, int *K, int *N) {
+    int k[5] = {e->h, e->h, e->qd, e->h, e->ffn}, n[5] = {e->qd, 2 * e->kvd, e->h, e->ffn * (e->gated ? 2 : 1), e->h};
+    *K = k[part], *N = n[part];
+    return kref_quant_bytes(1, *K, *N);
+}
+static size_t wq_image_bytes(const ex_t *e) {
+    size_t n = 0;
+    int K, N;
+    for (int i = 0; i < 5; i++) n += wq_part(e, i, &K, &N);
+    return n > (size_t)e->ly.w_cpu_st ? n : (size_t)e->ly.w_cpu_st + 2;
+}
+/* dequantise (or quantise, dir 1) the packed layer's five matrices */
+static kv_status wq_convert(ex_t *e, int stream, uint8_t *q, eng_half *w, int dir) {
+    kv_status st = KV_OK;
+    size_t off = 0;
+    for (int i = 0; i < 5 && !st; i++) {
+        int K, N;
+        size_t n = wq_part(e, i, &K, &N);
+        st = dir ? e->t->quant(e->b, stream, wpart(w, e, i), q + off, 1, K, N) : e->t->dequant(e->b, stream, q + off, wpart(w, e, i), 1, K, N);
+        off += n;
+    }
+    return st;
 }
 
 static kv_status alloc_dev(ex_t *e) {
@@ -185,6 +226,17 @@ static kv_status alloc_dev(ex_t *e) {
         (st = dvec(e, &e->u, e->nb, (size_t)B * f2)) || (st = dvec(e, &e->y, e->nb, (size_t)B * e->ffn)) ||
         (st = dvec(e, &e->kvn, e->nb, (size_t)B * krow)) || (st = dvec(e, &e->logit, e->nb, (size_t)B * e->m->vocab)))
         return st;
+    if (ly->comp_kv) { /* packed buffers, in halves (dalloc counts elements of 2 bytes) */
+        size_t kq = ((size_t)e->S * e->bc * e->kvs + 1) / 2, aq = ((size_t)ly->act_rows * e->bc * e->acts + 1) / 2;
+        if ((st = dvec(e, (eng_half ***)&e->kvqslot, streams ? e->nslot : 0, kq)) ||
+            (st = dvec(e, (eng_half ***)&e->actqslot, streams && ly->act_rows ? e->nslot : 0, aq)) ||
+            (st = dvec(e, (eng_half ***)&e->kvnq, ly->cpu_attn ? e->nb : 0, ((size_t)e->bc * e->kvs + 1) / 2)))
+            return st;
+        if (P && ((st = dalloc(e, e->count_only ? NULL : (eng_half **)&e->pKVq, ((size_t)P * e->bc * e->kvs + 1) / 2)) ||
+                  (st = dalloc(e, e->count_only ? NULL : (eng_half **)&e->pACTq, ((size_t)P * e->bc * e->acts + 1) / 2))))
+            return st;
+    }
+    if (ly->comp_w && (st = dvec(e, (eng_half ***)&e->wqd, e->D, (wq_image_bytes(e) + 1) / 2))) return st;
     e->npX = P ? (e->hidden_cpu ? 1 : e->nb) : 0;
     if ((st = dvec(e, &e->pX, e->npX, (size_t)P * B * e->h))) return st;
     if (P) {
@@ -207,7 +259,10 @@ static double host_bytes_of(const ex_t *e) {
     h += e->ly.cpu_attn ? 2 * nb * e->bc * (double)e->qd : 0;
     h += nb * (P ? P : 1) * B * (double)e->h;             /* x0 */
     h += e->P ? 0 : L * nb * (double)e->pl->prompt * e->bg * krow; /* kvg (decode only) */
-    return 2 * h;
+    double q = 0; /* packed forms, bytes */
+    if (e->ly.comp_kv) q += L * nb * S * e->bc * (double)e->kvs + L * nb * e->ly.act_rows * e->bc * (double)e->acts;
+    if (e->ly.comp_w) q += (double)wq_image_bytes(e);
+    return 2 * h + q;
 }
 
 void eng_plan_bytes(const kv_model *m, const kv_plan *pl, double *dev, double *host) {
@@ -229,7 +284,7 @@ static int same_cell(const kv_plan *a, const kv_plan *b, const kv_model *m) {
     int same_place = x.hg == y.hg && (a->policy == KV_POL_GPU || b->policy == KV_POL_GPU || x.cg == y.cg);
     return a->mode == b->mode && a->batch == b->batch && a->nb == b->nb && a->prompt == b->prompt && a->gen == b->gen &&
            kv_plan_layers(a, m) == kv_plan_layers(b, m) && a->prefetch == b->prefetch && a->keep_act == b->keep_act &&
-           a->pageable == b->pageable && a->no_prefill == b->no_prefill && same_place;
+           a->pageable == b->pageable && a->no_prefill == b->no_prefill && a->compress == b->compress && same_place;
 }
 
 static kv_status check_plan(const kv_plan *pl, const kv_model *m) {
@@ -305,6 +360,8 @@ void eng_session_close(eng_session *s) {
         eng_half ***v[] = {&s->kvh, &s->acth, &s->xh, &s->qh, &s->oh, &s->kvg};
         for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) hfree_vec(s, *v[i]);
         if (s->wh) s->t->host_free(s->b, s->wh, !s->cell.pageable);
+        hfree_vec(s, (eng_half **)s->kvq), hfree_vec(s, (eng_half **)s->actq);
+        if (s->whq) s->t->host_free(s->b, s->whq, !s->cell.pageable);
         s->t->close(s->b);
     }
     free(s->x0);
@@ -337,7 +394,14 @@ static kv_status synthetic_cache(eng_session *s, uint64_t seed) {
         if (s->kvg && s->kvg[0]) memcpy(s->kvg[0] + i * bg * kv2, kv + i * B * kv2, bg * kv2 * 2);
         if (s->acth && s->acth[0] && (int)i < arows) memcpy(s->acth[0] + i * bc * h, act + (i * B + bg) * h, bc * h * 2);
     }
+    if (!st && s->kvq && s->kvq[0]) { /* --compress: the packed form is what the CPU holds */
+        eng_quant_f(s->kvh[0], s->kvq[0], P * bc * 2 * (size_t)m->n_kv_heads, m->head_dim, 1);
+        if (s->actq && s->actq[0]) eng_quant_f(s->acth[0], s->actq[0], (size_t)arows * bc, (int)h, 1);
+    }
+    size_t kq = P * bc * (size_t)s->ly.kv_st, aq = (size_t)arows * bc * (size_t)s->ly.act_st;
     for (int c = 1; !st && c < s->ncache; c++) {
+        if (s->kvq && s->kvq[0]) eng_fill_copy(s->kvq[c], s->kvq[0], kq);
+        if (s->actq && s->actq[0]) eng_fill_copy(s->actq[c], s->actq[0], aq);
         if (s->kvh && s->kvh[0]) eng_fill_copy(s->kvh[c], s->kvh[0], P * bc * kv2 * 2);
         if (s->kvg && s->kvg[0]) eng_fill_copy(s->kvg[c], s->kvg[0], P * bg * kv2 * 2);
         if (s->acth && s->acth[0]) eng_fill_copy(s->acth[c], s->acth[0], (size_t)arows * bc * h * 2);
@@ -407,10 +471,28 @@ kv_status eng_session_open(const eng_backend_type *bt, int device, const kv_mode
         (st = hvec(s, &s->oh, s->any_cpu_attn ? (int)nb : 0, (size_t)s->bc * qd)) ||
         (st = hvec(s, &s->kvg, !P && s->bg ? s->ncache : 0, (size_t)s->cell.prompt * (size_t)s->bg * kv2)))
         goto out;
+    size_t kq = (S * (size_t)s->bc * (size_t)s->ly.kv_st + 1) / 2, aq = ((size_t)s->ly.act_rows * (size_t)s->bc * (size_t)s->ly.act_st + 1) / 2;
+    if (s->ly.comp_kv && ((st = hvec(s, (eng_half ***)&s->kvq, s->ncache, kq)) ||
+                          (st = hvec(s, (eng_half ***)&s->actq, s->ly.act_rows ? s->ncache : 0, aq))))
+        goto out;
+    if (s->ly.comp_w) { /* the packed layer, from the same random weights */
+        s->whq_bytes = wq_image_bytes(&e);
+        if ((st = hal(s, (eng_half **)&s->whq, (s->whq_bytes + 1) / 2))) goto out;
+        memset(s->whq, 0, s->whq_bytes);
+        size_t off = 0;
+        for (int i = 0; i < 5; i++) {
+            int K, N;
+            size_t n = wq_part(&e, i, &K, &N);
+            eng_quant_f(wpart(s->wh, &e, i), s->whq + off, 1, K, N);
+            off += n;
+        }
+    }
     /* rows nothing writes before a warm-up step may read them are zero, not uninitialised */
     for (int c = 0; c < s->ncache; c++) {
         if (s->kvh[c]) memset(s->kvh[c], 0, S * (size_t)s->bc * kv2 * 2);
         if (s->acth[c]) memset(s->acth[c], 0, (size_t)s->ly.act_rows * (size_t)s->bc * h * 2);
+        if (s->kvq && s->kvq[c]) memset(s->kvq[c], 0, kq * 2);
+        if (s->actq && s->actq[c]) memset(s->actq[c], 0, aq * 2);
     }
     /* each micro-batch's first hidden state: the prompt's ([P][B][h], as drawn), or the first step's */
     size_t n0 = (P ? P : 1) * B * h;
@@ -537,9 +619,18 @@ kv_status eng_session_run(eng_session *s, const kv_plan *pl, eng_result *r) {
     if (e.ly.act_rows > s->ly.act_rows) return kv_errorf(KV_EINVAL, "engine: this plan stores more activations than the set-up has room for");
     e.s = s, e.t = bt, e.b = s->b, e.nev = s->nev;
     e.wh = s->wh, e.kvh = s->kvh, e.acth = s->acth, e.xh = s->xh, e.qh = s->qh, e.oh = s->oh;
+    e.kvh_q = s->kvq, e.acth_q = s->actq, e.whq = s->whq;
     snprintf(r->device, sizeof r->device, "%s", s->dev.name);
+    if ((e.ly.comp_kv && !s->kvq) || (e.ly.comp_w && !s->whq) || ((e.ly.comp_kv || e.ly.comp_w) && (!bt->quant || !bt->dequant)))
+        return kv_errorf(KV_EINVAL, "engine: this plan's compression differs from the set-up's");
     TRY(alloc_dev(&e));
     for (int i = 0; i < e.nwd; i++) TRY(bt->copy(e.b, ENG_S_COMPUTE, e.wd[i], e.wh, e.wel * 2, 0));
+    /* compressed weights: every slot starts as the packed layer dequantised, the values each load
+     * then rewrites (so a load's values are equal to what they overwrite, as without compression) */
+    for (int i = 0; e.ly.comp_w && i < e.D; i++) {
+        TRY(bt->copy(e.b, ENG_S_COMPUTE, e.wqd[i], e.whq, s->whq_bytes, 0));
+        TRY(wq_convert(&e, ENG_S_COMPUTE, e.wqd[i], e.wd[i], 0));
+    }
     /* the LM head: the layer's weights repeated (its values only feed logits) */
     for (size_t o = 0; o < e.whead; o += e.wel)
         TRY(bt->copy(e.b, ENG_S_COMPUTE, e.whd + o, e.wh, 2 * (e.whead - o < e.wel ? e.whead - o : e.wel), 0));
@@ -626,6 +717,7 @@ kv_status eng_run(const eng_backend_type *bt, int device, const kv_model *m, con
 
 static void run_cpu_attn(void *arg) {
     cpu_attn_arg *a = arg;
+    if (a->kvq) eng_dequant_f(a->kvq, (eng_half *)a->kv, (size_t)a->ctx * a->B * 2 * a->nkv, a->d, 1);
     kref_attention_f(a->q, a->kv, a->out, a->B, a->ctx, a->nh, a->nkv, a->d);
 }
 
@@ -698,12 +790,23 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
     eng_half *w = o->layer < e->L ? wts(e, o, g) : NULL;
     if (o->step < 0) {
         switch ((kv_op)o->op) {
-        case KV_OP_W_H2D: return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
+        case KV_OP_W_H2D:
+            if (e->ly.comp_w) return t->copy(b, s, e->wqd[g % e->D], e->whq, (size_t)o->bytes, 0);
+            return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
+        case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0);
+        case KV_OP_QUANT: /* the CPU part's K/V of rows [row0, row1) and activations of rows [0, ctx) */
+            if ((st = t->quant(b, s, e->pKV + (size_t)o->row0 * bc * krow, e->pKVq + (size_t)o->row0 * bc * e->kvs,
+                               (size_t)(o->row1 - o->row0) * bc * 2 * e->m->n_kv_heads, e->m->head_dim, 1)))
+                return st;
+            return t->quant(b, s, e->pXN + (size_t)e->P * bg * h, e->pACTq, (size_t)o->ctx * bc, e->h, 1);
         case KV_OP_HID_H2D: return t->copy(b, s, e->pX[0], e->xh[k], (size_t)o->bytes, 0);
         case KV_OP_HID_D2H: return t->copy(b, s, e->xh[k], e->pX[0], (size_t)o->bytes, 1);
         case KV_OP_KV_D2H:
+            if (e->ly.comp_kv)
+                return t->copy(b, s, e->kvh_q[c] + (size_t)o->row0 * bc * e->kvs, e->pKVq + (size_t)o->row0 * bc * e->kvs, (size_t)o->bytes, 1);
             return t->copy(b, s, e->kvh[c] + (size_t)o->row0 * bc * krow, e->pKV + (size_t)o->row0 * bc * krow, (size_t)o->bytes, 1);
         case KV_OP_ACT_D2H:
+            if (e->ly.comp_kv) return t->copy(b, s, e->acth_q[c], e->pACTq, (size_t)o->bytes, 1);
             return t->copy(b, s, e->acth[c], e->pXN + (size_t)e->P * bg * h, (size_t)o->bytes, 1);
         case KV_OP_HEAD:
             if ((st = prefill_part(e, o, 0, w)) || (st = prefill_part(e, o, 1, w))) return st;
@@ -715,11 +818,34 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
     }
     int sl = o->slot, srow = o->row0; /* decode: row s is the new token's */
     switch ((kv_op)o->op) {
-    case KV_OP_W_H2D: case KV_OP_WKV_H2D: return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
-    case KV_OP_ACT_H2D: return t->copy(b, s, e->actslot[sl], e->acth[c], (size_t)o->bytes, 0);
+    case KV_OP_W_H2D: case KV_OP_WKV_H2D:
+        if (e->ly.comp_w) return t->copy(b, s, e->wqd[g % e->D], e->whq, (size_t)o->bytes, 0);
+        return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
+    case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0);
+    case KV_OP_ACT_H2D:
+        if (e->ly.comp_kv) return t->copy(b, s, e->actqslot[sl], e->acth_q[c], (size_t)o->bytes, 0);
+        return t->copy(b, s, e->actslot[sl], e->acth[c], (size_t)o->bytes, 0);
+    case KV_OP_DQ_ACT: return t->dequant(b, s, e->actqslot[sl], e->actslot[sl], (size_t)o->row1 * bc, e->h, 1);
     case KV_OP_KV_H2D: {
+        if (e->ly.comp_kv) {
+            size_t off = (size_t)o->row0 * bc * e->kvs;
+            return t->copy(b, s, e->kvqslot[sl] + off, e->kvh_q[c] + off, (size_t)o->bytes, 0);
+        }
         size_t off = (size_t)o->row0 * bc * krow;
         return t->copy(b, s, e->kvslot[sl] + off, e->kvh[c] + off, (size_t)o->bytes, 0);
+    }
+    case KV_OP_DQ_KV:
+        return t->dequant(b, s, e->kvqslot[sl] + (size_t)o->row0 * bc * e->kvs, e->kvslot[sl] + (size_t)o->row0 * bc * krow,
+                          (size_t)(o->row1 - o->row0) * bc * 2 * e->m->n_kv_heads, e->m->head_dim, 1);
+    case KV_OP_QUANT: { /* the new token's K/V (and activation) of the CPU part, packed for their trip down */
+        size_t heads = bc * 2 * (size_t)e->m->n_kv_heads;
+        if (!e->ly.streams_kv) return t->quant(b, s, e->kvn[k], e->kvnq[k], heads, e->m->head_dim, 1);
+        if ((st = t->quant(b, s, e->kvslot[sl] + (size_t)srow * bc * krow, e->kvqslot[sl] + (size_t)srow * bc * e->kvs, heads,
+                           e->m->head_dim, 1)))
+            return st;
+        if (e->pl->keep_act)
+            st = t->quant(b, s, e->actslot[sl] + (size_t)srow * bc * h, e->actqslot[sl] + (size_t)srow * bc * e->acts, bc, e->h, 1);
+        return st;
     }
     case KV_OP_HID_H2D: /* layer 0 starts from the LM head's output, the others from the last layer's */
         return t->copy(b, s, e->x[k], e->xh[k] + (size_t)(e->P + (o->layer > 0)) * e->B * h, (size_t)o->bytes, 0);
@@ -754,6 +880,13 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
             return st;
         return t->gemm(b, s, e->B, e->h, e->ffn, e->y[k], wpart(w, e, 4), e->x[k], 1.f);
     case KV_OP_KV_D2H: {
+        if (e->ly.comp_kv) {
+            size_t off = (size_t)srow * bc * e->kvs;
+            if ((st = t->copy(b, s, e->kvh_q[c] + off, e->kvqslot[sl] + off, bc * e->kvs, 1))) return st;
+            if (e->pl->keep_act)
+                st = t->copy(b, s, e->acth_q[c] + (size_t)srow * bc * e->acts, e->actqslot[sl] + (size_t)srow * bc * e->acts, bc * e->acts, 1);
+            return st;
+        }
         size_t off = (size_t)srow * bc * krow;
         if ((st = t->copy(b, s, e->kvh[c] + off, e->kvslot[sl] + off, bc * krow * 2, 1))) return st;
         if (e->pl->keep_act)
@@ -762,6 +895,7 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
     }
     case KV_OP_Q_D2H:
         if ((st = t->copy(b, s, e->qh[k], e->q[k] + bg * e->qd, bc * e->qd * 2, 1))) return st;
+        if (e->ly.comp_kv) return t->copy(b, s, e->kvh_q[c] + (size_t)srow * bc * e->kvs, e->kvnq[k], bc * e->kvs, 1);
         return t->copy(b, s, e->kvh[c] + (size_t)srow * bc * krow, e->kvn[k], bc * krow * 2, 1);
     case KV_OP_CPU_ATTN: {
         if (e->nca == e->cap_ca) {
@@ -772,7 +906,8 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
         }
         cpu_attn_arg *a = malloc(sizeof *a);
         if (!a) return kv_errorf(KV_ENOMEM, "out of memory");
-        *a = (cpu_attn_arg){e->qh[k], e->kvh[c], e->oh[k], e->bc, o->ctx + 1, e->m->n_heads, e->m->n_kv_heads, e->m->head_dim};
+        *a = (cpu_attn_arg){e->qh[k], e->kvh[c], e->oh[k], e->bc, o->ctx + 1, e->m->n_heads, e->m->n_kv_heads, e->m->head_dim,
+                            e->ly.comp_kv ? e->kvh_q[c] : NULL};
         e->ca[e->nca++] = a;
         return t->host_fn(b, s, run_cpu_attn, a);
     }

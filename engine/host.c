@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "../kernels/ref.h"
 #include "backend.h"
+#include "host_quant.h"
 #include "sysmem.h"
 
 float eng_h2f(eng_half h) { return kref_h2f(h); }
@@ -346,4 +347,5 @@ static kv_status h_release(eng_backend *b) {
 }
 
 const eng_backend_type eng_host_backend = {"host", h_open, h_close, h_info, h_alloc, h_free, h_halloc, h_hfree, h_copy,
-                                            h_gemm, h_attn, h_act, h_norm, h_hostfn, h_record, h_wait, h_sync, h_elapsed, h_hold, h_release};
+                                            h_gemm, h_attn, h_act, h_norm, h_hostfn, h_record, h_wait, h_sync, h_elapsed, h_hold, h_release,
+                                            eng_host_quant, eng_host_dequant};

@@ -47,6 +47,8 @@ static const char *run_help =
     "usage: kvpr-engine run --model M --batch B --prompt P --gen G [--policy offload|kvpr|recompute|gpu] [--split L]\n"
     "       [--policies P,P,...] [--splits L,L,...] [--mode latency|throughput --nb N] [--layers N] [--prefetch D]\n"
     "       [--keep-act] [--pageable] [--hw PROFILE] [--db FILE | --no-db] [--json] [--estimate PROFILE] [--backend cuda|host]\n"
+    "       [--compress kv|weights|both]\n"
+    "  --compress            4-bit group-wise K/V cache and stored activations (kv), streamed weights, or both\n"
     "  --policies, --splits  every policy (kvpr once per split) on one set-up: the same weights, cache and inputs\n"
     "  --splits              tokens, or fractions of the prompt (1/4, 3/4, 1)\n"
     "  --hw                  the profile of this machine: labels the runs, and without a split the pipelined scheduler picks l on it\n"

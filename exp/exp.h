@@ -48,18 +48,20 @@ typedef struct {
     sched_kind scheds[SCHED_COUNT];
     int nscheds;
     int nb, prefetch, keep_act;
+    int comps[4], ncomps; /* --compress per configuration (KV_COMP_*): `compress = none kv` doubles the sweep */
     int fig_bars, fig_heatmap, fig_breakdown;
     exp_filters sweep, timeline;
     int has_sweep, has_timeline;
     exp_claim claims[32];
     int nclaims;
-    int key_line[16]; /* the line of each key (exp_parse's key order), for errors found after parsing */
+    int key_line[20]; /* the line of each key (exp_parse's key order), for errors found after parsing */
 } exp_spec;
 
 /* One run of the sweep: indices into the spec; sched is -1 for policies without a split. */
 typedef struct {
     int model, hw, mode, batch, prompt, gen, sched;
     kv_policy pol;
+    int comp; /* index into comps */
 } exp_run;
 
 /* Finds a spec: a path, the path + ".exp", or NAME in the shipped experiments/ folder. */

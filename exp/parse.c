@@ -88,7 +88,7 @@ static kv_status strs(const char *f, int ln, const char *key, char *v, char dst[
     return KV_OK;
 }
 
-static const char *const filter_keys[] = {"model", "hw", "mode", "batch", "prompt", "gen", "policy", "scheduler", NULL};
+static const char *const filter_keys[] = {"model", "hw", "mode", "batch", "prompt", "gen", "policy", "scheduler", "compress", NULL};
 
 static kv_status filters(const char *f, int ln, char *v, exp_filters *out) {
     char *w[EXP_MAXF + 1];
@@ -171,7 +171,7 @@ static int next_line(const char **p, char *line, size_t n) {
 kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
-    s->nb = 8, s->prefetch = 2, s->fig_bars = 1;
+    s->nb = 8, s->prefetch = 2, s->fig_bars = 1, s->ncomps = 1;
     s->modes[0] = KV_MODE_LATENCY, s->nmodes = 1;
     s->pols[0] = KV_POL_OFFLOAD, s->pols[1] = KV_POL_KVPR, s->npols = 2;
     s->scheds[0] = SCHED_PIPELINED, s->nscheds = 1;
@@ -203,7 +203,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
         char *k = trim(t), *v = trim(eq + 1), *w[EXP_MAXV];
         int n;
         static const char *const keys[] = {"name", "title", "models", "hardware", "mode", "batch", "prompt", "gen", "policies",
-                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", NULL};
+                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", "compress", NULL};
         int idx = -1;
         for (int i = 0; keys[i]; i++)
             if (!strcmp(keys[i], k)) idx = i;
@@ -288,6 +288,14 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
             break;
         case 14: st = filters(path, ln, v, &s->sweep); s->has_sweep = 1; break;
         case 15: st = filters(path, ln, v, &s->timeline); s->has_timeline = 1; break;
+        case 16:
+            n = words(v, w, 4);
+            if (n <= 0) { st = PERR("%s:%d: 'compress' lists none, kv, weights, both", path, ln); break; }
+            if ((st = no_repeat(path, ln, k, w, n))) break;
+            for (int i = 0; i < n && !st; i++)
+                if ((st = kv_compress_parse(w[i], &s->comps[i]))) kv_errctx(st, "%s:%d: ", path, ln);
+            s->ncomps = n;
+            break;
         }
         if (st) break;
     }
@@ -309,7 +317,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
 kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n) {
     long per = 0; /* counted the way the loop below fills, whatever the lists hold */
     for (int i = 0; i < s->npols; i++) per += s->pols[i] == KV_POL_KVPR ? s->nscheds : 1;
-    long total = (long)s->nmodels * s->nhws * s->nmodes * s->nbatch * s->nprompt * s->ngen * per;
+    long total = (long)s->nmodels * s->nhws * s->nmodes * s->nbatch * s->nprompt * s->ngen * s->ncomps * per;
     if (total > 1000000) return kv_errorf(KV_EINVAL, "%s: %ld runs is too many for one experiment (limit 1000000)", s->path, total);
     exp_run *r = malloc((size_t)(total ? total : 1) * sizeof *r);
     if (!r) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -320,11 +328,12 @@ kv_status exp_runs(const exp_spec *s, exp_run **runs, int *n) {
                 for (int d = 0; d < s->nbatch; d++)
                     for (int e = 0; e < s->nprompt; e++)
                         for (int f = 0; f < s->ngen; f++)
-                            for (int g = 0; g < s->npols; g++) {
-                                int ns = s->pols[g] == KV_POL_KVPR ? s->nscheds : 1;
-                                for (int h = 0; h < ns; h++)
-                                    r[k++] = (exp_run){a, b, c, d, e, f, s->pols[g] == KV_POL_KVPR ? (int)s->scheds[h] : -1, s->pols[g]};
-                            }
+                            for (int x = 0; x < s->ncomps; x++)
+                                for (int g = 0; g < s->npols; g++) {
+                                    int ns = s->pols[g] == KV_POL_KVPR ? s->nscheds : 1;
+                                    for (int h = 0; h < ns; h++)
+                                        r[k++] = (exp_run){a, b, c, d, e, f, s->pols[g] == KV_POL_KVPR ? (int)s->scheds[h] : -1, s->pols[g], x};
+                                }
     *runs = r;
     *n = k;
     return KV_OK;
@@ -334,6 +343,9 @@ void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n) {
     snprintf(key, n, "exp/%s/%s/%s/%s/%d/%d/%d/%s/%s", s->name, s->models[r->model], s->hws[r->hw],
              kv_mode_name(s->modes[r->mode]), s->batch[r->batch], s->prompt[r->prompt], s->gen[r->gen],
              kv_policy_name(r->pol), r->sched >= 0 ? sched_name((sched_kind)r->sched) : "-");
+    /* compressed runs get a suffix, so the keys of uncompressed runs stay what they were */
+    size_t l = strlen(key);
+    if (s->comps[r->comp] && l < n) snprintf(key + l, n - l, "/compress-%s", kv_compress_name(s->comps[r->comp]));
 }
 
 /* Does any run match f? A filter that matches nothing is a typo (a model not in the sweep, a

@@ -64,7 +64,7 @@ static kv_status load(rep *R, kv_db *db) {
 
 static int same_cfg(const exp_run *a, const exp_run *b) {
     return a->model == b->model && a->hw == b->hw && a->mode == b->mode && a->batch == b->batch && a->prompt == b->prompt &&
-           a->gen == b->gen;
+           a->gen == b->gen && a->comp == b->comp;
 }
 
 static int ok(const rep *R, int i) { return i >= 0 && R->res[i].present && R->res[i].fits && R->res[i].decode_s > 0; }
@@ -82,8 +82,9 @@ static void cfg_label(const rep *R, int i, char *b, size_t n) {
     int thr = s->modes[r->mode] == KV_MODE_THROUGHPUT;
     char mb[16] = "";
     if (thr) snprintf(mb, sizeof mb, "x%d", s->nb);
-    snprintf(b, n, "%s %s %s b%d%s p%d g%d", s->models[r->model], s->hws[r->hw], kv_mode_name(s->modes[r->mode]),
-             s->batch[r->batch], mb, s->prompt[r->prompt], s->gen[r->gen]);
+    snprintf(b, n, "%s %s %s b%d%s p%d g%d%s%s", s->models[r->model], s->hws[r->hw], kv_mode_name(s->modes[r->mode]),
+             s->batch[r->batch], mb, s->prompt[r->prompt], s->gen[r->gen], s->comps[r->comp] ? " 4-bit " : "",
+             s->comps[r->comp] ? kv_compress_name(s->comps[r->comp]) : "");
 }
 
 /* only the dimensions the experiment varies: short enough for an axis */
@@ -99,6 +100,7 @@ static void short_label(const rep *R, int i, char *b, size_t n) {
     if (s->nbatch > 1) ADD("b%d ", s->batch[r->batch]);
     if (s->nprompt > 1) ADD("p%d ", s->prompt[r->prompt]);
     if (s->ngen > 1) ADD("g%d ", s->gen[r->gen]);
+    if (s->ncomps > 1) ADD("%s%s ", s->comps[r->comp] ? "4-bit " : "fp16", s->comps[r->comp] ? kv_compress_name(s->comps[r->comp]) : "");
 #undef ADD
     if (l && l < n) b[l - 1] = 0;
     if (!b[0]) cfg_label(R, i, b, n);
@@ -323,7 +325,8 @@ static kv_status fig_breakdown(const rep *R, const char *dir) {
         [KV_OP_W_H2D] = KV_RES_H2D, [KV_OP_WKV_H2D] = KV_RES_H2D, [KV_OP_ACT_H2D] = KV_RES_H2D, [KV_OP_KV_H2D] = KV_RES_H2D,
         [KV_OP_RECOMPUTE] = KV_RES_GPU, [KV_OP_QKV] = KV_RES_GPU, [KV_OP_ATTN] = KV_RES_GPU, [KV_OP_FFN] = KV_RES_GPU,
         [KV_OP_KV_D2H] = KV_RES_D2H, [KV_OP_Q_D2H] = KV_RES_D2H, [KV_OP_CPU_ATTN] = KV_RES_CPU, [KV_OP_O_H2D] = KV_RES_H2D,
-        [KV_OP_HID_H2D] = KV_RES_H2D, [KV_OP_HID_D2H] = KV_RES_D2H, [KV_OP_ACT_D2H] = KV_RES_D2H, [KV_OP_HEAD] = KV_RES_GPU};
+        [KV_OP_HID_H2D] = KV_RES_H2D, [KV_OP_HID_D2H] = KV_RES_D2H, [KV_OP_ACT_D2H] = KV_RES_D2H, [KV_OP_HEAD] = KV_RES_GPU,
+        [KV_OP_DQ_W] = KV_RES_GPU, [KV_OP_DQ_ACT] = KV_RES_GPU, [KV_OP_DQ_KV] = KV_RES_GPU, [KV_OP_QUANT] = KV_RES_GPU};
     int used[4] = {0}, opused[KV_OP_COUNT] = {0};
     for (int i = 0; i < R->n; i++)
         if (ok(R, i))
@@ -634,7 +637,7 @@ static void csv_num(FILE *o, int have, double v) {
 static void csv_runs(const rep *R, FILE *o) {
     const exp_spec *s = R->s;
     fprintf(o, "experiment,model,hardware,mode,batch,nb,prompt,gen,policy,scheduler,status,decode_s,throughput_tok_s,util_gpu,"
-               "split_first,split_last,speedup_vs_offload\n");
+               "split_first,split_last,speedup_vs_offload%s\n", s->ncomps > 1 ? ",compress" : ""); /* the column only where it varies */
     for (int i = 0; i < R->n; i++) {
         const exp_run *r = &R->runs[i];
         const res_t *x = &R->res[i];
@@ -653,6 +656,7 @@ static void csv_runs(const rep *R, FILE *o) {
         csv_num(o, good && r->pol == KV_POL_KVPR, x->split0);
         csv_num(o, good && r->pol == KV_POL_KVPR, x->split_last);
         csv_num(o, good && ok(R, off), good && ok(R, off) ? R->res[off].decode_s / x->decode_s : 0);
+        if (s->ncomps > 1) fprintf(o, ",%s", kv_compress_name(s->comps[r->comp]));
         fputc('\n', o);
     }
 }

@@ -26,6 +26,7 @@ int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f) {
         else if (!strcmp(k, "mode")) have = kv_mode_name(s->modes[r->mode]);
         else if (!strcmp(k, "policy")) have = kv_policy_name(r->pol);
         else if (!strcmp(k, "scheduler")) have = r->sched >= 0 ? sched_name((sched_kind)r->sched) : "-";
+        else if (!strcmp(k, "compress")) have = kv_compress_name(s->comps[r->comp]);
         else {
             int x = !strcmp(k, "batch") ? s->batch[r->batch] : !strcmp(k, "prompt") ? s->prompt[r->prompt] : s->gen[r->gen];
             snprintf(num, sizeof num, "%d", x);
@@ -49,6 +50,7 @@ kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile 
     pl->gen = s->gen[r->gen];
     pl->prefetch = s->prefetch;
     pl->keep_act = s->keep_act;
+    pl->compress = s->comps[r->comp];
     if (r->pol != KV_POL_KVPR) return KV_OK;
     sched_result sr;
     if ((st = sched_plan((sched_kind)r->sched, m, p, pl, NULL, &sr))) return st;

@@ -26,4 +26,9 @@ cudaError_t kvpr_activate(const __half *x, __half *out, int rows, int cols, int 
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + 1e-6), one block per row */
 cudaError_t kvpr_rmsnorm(const __half *x, __half *out, int rows, int cols, cudaStream_t s);
 
+/* 4-bit group-wise quantisation (--compress; layout in sched/graph.h): x [outer][G][inner] in
+ * groups of up to 64 along G, 36 bytes per group (codes, fp16 step, fp16 minimum) */
+cudaError_t kvpr_quant(const __half *x, unsigned char *q, size_t outer, int G, int inner, cudaStream_t s);
+cudaError_t kvpr_dequant(const unsigned char *q, __half *x, size_t outer, int G, int inner, cudaStream_t s);
+
 #endif

@@ -231,3 +231,61 @@ void kref_rmsnorm_f(const uint16_t *x, uint16_t *out, int rows, int cols) {
         for (int c = 0; c < cols; c++) out[(size_t)r * cols + c] = f2h((float)h2d(x[(size_t)r * cols + c]) * k);
     }
 }
+
+/* ---- 4-bit group-wise quantisation --------------------------------------------------------- */
+
+size_t kref_quant_bytes(size_t outer, int G, int inner) {
+    return outer * (size_t)((G + KREF_QGROUP - 1) / KREF_QGROUP) * (size_t)inner * KREF_QGROUP_BYTES;
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v & 0xff), p[1] = (uint8_t)(v >> 8); }
+
+void kref_quant_group(const uint8_t *q, size_t g, double *step, double *mn) {
+    INIT;
+    const uint8_t *p = q + g * KREF_QGROUP_BYTES;
+    *step = h2d(rd16(p + 32)), *mn = h2d(rd16(p + 34));
+}
+
+double kref_quant_bound(double step, double mn, double xout) {
+    return 0.5 * step + ldexp(15 * step + fabs(mn) + fabs(xout), -11) + 1e-7;
+}
+
+void kref_quant_d(const uint16_t *x, uint8_t *q, size_t outer, int G, int inner) {
+    INIT;
+    int ngrp = (G + KREF_QGROUP - 1) / KREF_QGROUP;
+    for (size_t o = 0; o < outer; o++)
+        for (int gr = 0; gr < ngrp; gr++)
+            for (int i = 0; i < inner; i++) {
+                size_t g = ((size_t)o * ngrp + gr) * inner + i;
+                uint8_t *p = q + g * KREF_QGROUP_BYTES;
+                int n = G - gr * KREF_QGROUP < KREF_QGROUP ? G - gr * KREF_QGROUP : KREF_QGROUP;
+                const uint16_t *xs = x + ((size_t)o * G + (size_t)gr * KREF_QGROUP) * inner + i;
+                double mn = INFINITY, mx = -INFINITY;
+                for (int j = 0; j < n; j++) mn = fmin(mn, h2d(xs[(size_t)j * inner])), mx = fmax(mx, h2d(xs[(size_t)j * inner]));
+                uint16_t sh = f2h((float)((mx - mn) / 15)), mh = f2h((float)mn);
+                double step = h2d(sh), m0 = h2d(mh);
+                memset(p, 0, 32);
+                for (int j = 0; j < n; j++) {
+                    double c = step > 0 ? floor((h2d(xs[(size_t)j * inner]) - m0) / step + 0.5) : 0;
+                    int code = c < 0 ? 0 : c > 15 ? 15 : (int)c;
+                    p[j / 2] |= (uint8_t)(code << (4 * (j & 1)));
+                }
+                wr16(p + 32, sh), wr16(p + 34, mh);
+            }
+}
+
+void kref_dequant_d(const uint8_t *q, double *x, size_t outer, int G, int inner) {
+    INIT;
+    int ngrp = (G + KREF_QGROUP - 1) / KREF_QGROUP;
+    for (size_t o = 0; o < outer; o++)
+        for (int gr = 0; gr < ngrp; gr++)
+            for (int i = 0; i < inner; i++) {
+                size_t g = ((size_t)o * ngrp + gr) * inner + i;
+                const uint8_t *p = q + g * KREF_QGROUP_BYTES;
+                int n = G - gr * KREF_QGROUP < KREF_QGROUP ? G - gr * KREF_QGROUP : KREF_QGROUP;
+                double step = h2d(rd16(p + 32)), mn = h2d(rd16(p + 34));
+                for (int j = 0; j < n; j++)
+                    x[((size_t)o * G + (size_t)gr * KREF_QGROUP + j) * inner + i] = mn + step * (p[j / 2] >> (4 * (j & 1)) & 15);
+            }
+}

@@ -34,4 +34,22 @@ void kref_activate_f(const uint16_t *x, uint16_t *out, int rows, int cols, int a
 void kref_rmsnorm_d(const uint16_t *x, double *out, int rows, int cols);
 void kref_rmsnorm_f(const uint16_t *x, uint16_t *out, int rows, int cols);
 
+/* 4-bit group-wise quantisation (--compress; the layout is sched/graph.h's: x viewed as
+ * [outer][G][inner], groups of up to 64 along G, 36 bytes per group: 32 bytes of codes, the fp16
+ * step (max - min) / 15 and the fp16 minimum; value = min + code * step). The reference finds min and
+ * max and the codes in double (a code is round((x - min) / step), ties away from zero, clamped to
+ * [0, 15]), with step and min rounded to fp16 first, as they are stored. kref_dequant_d gives the
+ * reconstruction in double. */
+#define KREF_QGROUP 64
+#define KREF_QGROUP_BYTES 36
+size_t kref_quant_bytes(size_t outer, int G, int inner);
+void kref_quant_d(const uint16_t *x, uint8_t *q, size_t outer, int G, int inner);
+void kref_dequant_d(const uint8_t *q, double *x, size_t outer, int G, int inner);
+/* The bound the kernels are tested against, per element: half a step (round to nearest), the fp16
+ * rounding of the stored step over 15 codes and of the minimum, and the fp16 rounding of the
+ * output: |x' - x| <= 0.5 step + 2^-11 (15 step + |min| + |x'|) + 1e-7. */
+double kref_quant_bound(double step, double mn, double xout);
+/* The step and minimum of group g of packed data (for the bound). */
+void kref_quant_group(const uint8_t *q, size_t g, double *step, double *mn);
+
 #endif

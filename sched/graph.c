@@ -6,9 +6,28 @@
 
 /* ---- weights: FlexGen's tensor lists and the midpoint rule ---------------------------------- */
 
-static int add_t(kv_tensor *t, int n, const char *name, int sub, int kv, uint64_t elems) {
-    t[n] = (kv_tensor){name, sub, kv, elems, 0};
+/* rows: dimension 0 of a matrix stored [in][out] as the engine's GEMMs read it (1: a vector) */
+static int add_t(kv_tensor *t, int n, const char *name, int sub, int kv, uint64_t elems, uint64_t rows) {
+    t[n] = (kv_tensor){name, sub, kv, elems, rows, 0};
     return n + 1;
+}
+
+double kv_quant_bytes(double outer, double G, double inner) {
+    return outer * ceil(G / KV_QGROUP) * inner * KV_QGROUP_BYTES;
+}
+
+double kv_store_kv_bytes(const kv_model *m, int compress) {
+    if (!(compress & KV_COMP_KV)) return (double)kv_model_kv_bytes_token_layer(m);
+    return kv_quant_bytes(2.0 * m->n_kv_heads, m->head_dim, 1);
+}
+
+double kv_store_act_bytes(const kv_model *m, int compress) {
+    if (!(compress & KV_COMP_KV)) return (double)kv_model_act_bytes_token(m);
+    return kv_quant_bytes(1, m->hidden, 1);
+}
+
+static double tensor_bytes(const kv_tensor *t, int pe, int packed) {
+    return packed && t->rows > 1 ? kv_quant_bytes(1, (double)t->rows, (double)(t->elems / t->rows)) : (double)t->elems * pe;
 }
 
 int kv_layer_tensors(const kv_model *m, double wg, double wc, kv_tensor *t) {
@@ -16,29 +35,29 @@ int kv_layer_tensors(const kv_model *m, double wg, double wc, kv_tensor *t) {
     uint64_t f = (uint64_t)m->ffn;
     int n = 0, b = m->bias;
     /* attention: FlexGen's SelfAttention weight list (flex_opt.py) */
-    n = add_t(t, n, "w_q", 0, 0, h * q);
-    if (b) n = add_t(t, n, "b_q", 0, 0, q);
-    n = add_t(t, n, "w_k", 0, 1, h * kv);
-    if (b) n = add_t(t, n, "b_k", 0, 1, kv);
-    n = add_t(t, n, "w_v", 0, 1, h * kv);
-    if (b) n = add_t(t, n, "b_v", 0, 1, kv);
-    n = add_t(t, n, "w_out", 0, 0, q * h);
-    if (b) n = add_t(t, n, "b_out", 0, 0, h);
-    n = add_t(t, n, "w_ln", 0, 0, h);
-    if (b) n = add_t(t, n, "b_ln", 0, 0, h);
+    n = add_t(t, n, "w_q", 0, 0, h * q, h);
+    if (b) n = add_t(t, n, "b_q", 0, 0, q, 1);
+    n = add_t(t, n, "w_k", 0, 1, h * kv, h);
+    if (b) n = add_t(t, n, "b_k", 0, 1, kv, 1);
+    n = add_t(t, n, "w_v", 0, 1, h * kv, h);
+    if (b) n = add_t(t, n, "b_v", 0, 1, kv, 1);
+    n = add_t(t, n, "w_out", 0, 0, q * h, q);
+    if (b) n = add_t(t, n, "b_out", 0, 0, h, 1);
+    n = add_t(t, n, "w_ln", 0, 0, h, 1);
+    if (b) n = add_t(t, n, "b_ln", 0, 0, h, 1);
     /* MLP: OPT's fc1/fc2 (MLP weight list); gated models' gate, up, down */
     if (m->gated_mlp) {
-        n = add_t(t, n, "w_gate", 1, 0, h * f);
-        n = add_t(t, n, "w_up", 1, 0, h * f);
-        n = add_t(t, n, "w_down", 1, 0, f * h);
+        n = add_t(t, n, "w_gate", 1, 0, h * f, h);
+        n = add_t(t, n, "w_up", 1, 0, h * f, h);
+        n = add_t(t, n, "w_down", 1, 0, f * h, f);
     } else {
-        n = add_t(t, n, "w_fc1", 1, 0, h * f);
-        if (b) n = add_t(t, n, "b_fc1", 1, 0, f);
-        n = add_t(t, n, "w_fc2", 1, 0, f * h);
-        if (b) n = add_t(t, n, "b_fc2", 1, 0, h);
+        n = add_t(t, n, "w_fc1", 1, 0, h * f, h);
+        if (b) n = add_t(t, n, "b_fc1", 1, 0, f, 1);
+        n = add_t(t, n, "w_fc2", 1, 0, f * h, f);
+        if (b) n = add_t(t, n, "b_fc2", 1, 0, h, 1);
     }
-    n = add_t(t, n, "w_ln2", 1, 0, h);
-    if (b) n = add_t(t, n, "b_ln2", 1, 0, h);
+    n = add_t(t, n, "w_ln2", 1, 0, h, 1);
+    if (b) n = add_t(t, n, "b_ln2", 1, 0, h, 1);
     /* Midpoint rule (FlexGen init_weight_list / get_choice): tensors laid out disk, cpu, gpu over the
      * sublayer's cumulative size; a tensor goes wholly where its midpoint falls. */
     double disk = 100 - wg - wc;
@@ -70,15 +89,17 @@ kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *ly)
     ly->L = kv_plan_layers(pl, m), ly->nb = pl->nb, ly->B = pl->batch, ly->S = pl->prompt + pl->gen;
     ly->D = pl->paper_model ? 1 : pl->prefetch;
     ly->ntensors = kv_layer_tensors(m, pc.wg, pc.wc, ly->tensors);
+    int cw = (pl->compress & KV_COMP_W) != 0;
     for (int i = 0; i < ly->ntensors; i++) {
-        double b = (double)ly->tensors[i].elems * pe;
+        double b = (double)ly->tensors[i].elems * pe, bs = tensor_bytes(&ly->tensors[i], pe, cw);
         ly->w_layer += b;
         if (ly->tensors[i].on_gpu) ly->w_gpu += b;
         else {
-            ly->w_cpu += b;
-            if (ly->tensors[i].kv) ly->wkv_cpu += b;
+            ly->w_cpu += b, ly->w_cpu_st += bs;
+            if (ly->tensors[i].kv) ly->wkv_cpu += b, ly->wkv_cpu_st += bs;
         }
     }
+    ly->comp_w = cw && ly->w_cpu > 0;
     ly->head_bytes = (double)kv_model_bytes_total(m) - (double)m->n_layers * (double)kv_model_bytes_layer(m);
     ly->b_gpu = pl->policy == KV_POL_GPU ? pl->batch : (int)floor(pl->batch * pc.cg / 100 + 0.5);
     if (ly->b_gpu > pl->batch) ly->b_gpu = pl->batch;
@@ -86,6 +107,9 @@ kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *ly)
     ly->hidden_cpu = pc.hg == 0;
     ly->streams_kv = ly->b_cpu > 0 && streams_policy(pl->policy);
     ly->cpu_attn = ly->b_cpu > 0 && pl->policy == KV_POL_CPU_ATTN;
+    ly->comp_kv = (pl->compress & KV_COMP_KV) && (ly->streams_kv || ly->cpu_attn);
+    ly->kv_st = kv_store_kv_bytes(m, ly->comp_kv ? KV_COMP_KV : 0), ly->act_st = kv_store_act_bytes(m, ly->comp_kv ? KV_COMP_KV : 0);
+    double kvs = ly->kv_st, acts = ly->act_st;
     int T = kv_plan_steps(pl);
     ly->lmin = ly->streams_kv ? pl->prompt + pl->gen : 0;
     for (int t = 0; ly->streams_kv && t < T; t++) {
@@ -96,10 +120,11 @@ kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *ly)
     ly->act_rows = ly->streams_kv ? (pl->keep_act ? ly->S : ly->lmax) : 0;
     double L = ly->L, nb = ly->nb, B = ly->B, S = ly->S, slots = (double)ly->D * nb;
     ly->gpu_weights = L * ly->w_gpu + ly->head_bytes;
-    ly->gpu_wslots = ly->w_cpu > 0 ? ly->D * ly->w_cpu : 0;
+    /* compressed: a packed buffer beside each fp16 slot, which the dequantisation fills */
+    ly->gpu_wslots = ly->w_cpu > 0 ? ly->D * ly->w_cpu + (ly->comp_w ? ly->D * ly->w_cpu_st : 0) : 0;
     ly->gpu_kv = L * nb * ly->b_gpu * S * kvb;
-    ly->gpu_kvslots = ly->streams_kv ? slots * ly->b_cpu * S * kvb : 0;
-    ly->gpu_actslots = slots * ly->b_cpu * ly->act_rows * actb;
+    ly->gpu_kvslots = ly->streams_kv ? slots * ly->b_cpu * S * kvb + (ly->comp_kv ? slots * ly->b_cpu * S * kvs : 0) : 0;
+    ly->gpu_actslots = slots * ly->b_cpu * ly->act_rows * actb + (ly->comp_kv ? slots * ly->b_cpu * ly->act_rows * acts : 0);
     /* per micro-batch: hidden state, its norm, q, attention output, MLP input and output, new K/V,
      * logits */
     ly->gpu_work = nb * B * (pe * (2 * h + 2 * qd + f * (m->gated_mlp ? 3 : 2) + m->vocab) + kvb);
@@ -108,12 +133,13 @@ kv_status kv_layout_resolve(const kv_model *m, const kv_plan *pl, kv_layout *ly)
      * of rows, the K/V of the CPU part on their way out */
     double P = pl->no_prefill || pl->paper_model ? 0 : pl->prompt;
     ly->gpu_prefill = P * B * pe * h * (ly->hidden_cpu ? 1 : nb) + P * B * pe * (2 * h + 2 * qd) +
-                      fmin(P * B, KV_PREFILL_CHUNK) * pe * f * (m->gated_mlp ? 3 : 2) + P * ly->b_cpu * kvb;
+                      fmin(P * B, KV_PREFILL_CHUNK) * pe * f * (m->gated_mlp ? 3 : 2) + P * ly->b_cpu * kvb +
+                      (ly->comp_kv ? P * ly->b_cpu * (kvs + acts) : 0); /* packed K/V and activations on their way out */
     ly->gpu_total = ly->gpu_weights + ly->gpu_wslots + ly->gpu_kv + ly->gpu_kvslots + ly->gpu_actslots + ly->gpu_work +
                     ly->gpu_prefill;
-    ly->cpu_weights = L * ly->w_cpu;
-    ly->cpu_kv = L * nb * ly->b_cpu * S * kvb * (pl->policy == KV_POL_GPU ? 0 : 1);
-    ly->cpu_act = L * nb * ly->b_cpu * ly->act_rows * actb;
+    ly->cpu_weights = L * ly->w_cpu_st;
+    ly->cpu_kv = L * nb * ly->b_cpu * S * kvs * (pl->policy == KV_POL_GPU ? 0 : 1);
+    ly->cpu_act = L * nb * ly->b_cpu * ly->act_rows * acts;
     ly->cpu_hidden = ly->hidden_cpu ? nb * B * (pl->no_prefill ? 1 : pl->prompt) * actb : 0;
     ly->cpu_total = ly->cpu_weights + ly->cpu_kv + ly->cpu_act + ly->cpu_hidden;
     return KV_OK;
@@ -153,6 +179,7 @@ typedef struct {
     int32_t pf_head;    /* and its last LM head, which reads the hidden-state load buffer too */
     int64_t g, v;       /* running layer index (weight slots), running (layer, mb) index (K/V slots) */
     double kvb, actb, pe;
+    double kvs, acts;   /* bytes per token of the CPU part's K/V and activations as stored (packed under --compress kv) */
 } bld;
 
 static void op_init(kv_gop *o, kv_op op, kv_queue q, int step, int layer, int mb) {
@@ -185,6 +212,34 @@ static double gemm_bytes(const kv_model *m, double wel, double rows, double in, 
     return (wel + rows * (in + out)) * kv_dtype_bytes(m->dtype);
 }
 
+/* --compress: a GPU kernel that (de)quantises `elems_bytes` of fp16 from or into `packed` bytes; its
+ * cost is memory-bound over both (hwmodel/quant.h). Returns its id in *id. */
+static kv_status quant_op(bld *b, kv_op op, int step, int j, int k, double packed, double fp16, int32_t after, int32_t *id) {
+    kv_gop o;
+    op_init(&o, op, KV_Q_COMPUTE, step, j, k);
+    o.bytes = packed + fp16;
+    dep(&o, after);
+    return emit(b, &o, id);
+}
+
+/* A weight load; with compressed weights its dequantisation follows on the GPU, and what computes
+ * with the weights waits for that instead (returned in *ready). */
+static kv_status weight_load(bld *b, kv_op op, int step, int j, int k, double bytes_st, double bytes16, int32_t *ready) {
+    kv_gop o;
+    kv_status st;
+    int32_t id;
+    op_init(&o, op, KV_Q_WEIGHT, step, j, k);
+    o.slot = (int32_t)(b->g % b->ly->D);
+    o.bytes = bytes_st;
+    dep(&o, b->w_user[b->g % b->ly->D]);
+    EMIT(o, id);
+    *ready = id;
+    if (b->ly->comp_w) {
+        if ((st = quant_op(b, KV_OP_DQ_W, step, j, k, bytes_st, bytes16, id, ready))) return st;
+    }
+    return KV_OK;
+}
+
 /* One (layer, micro-batch) of the prompt pass. */
 static kv_status prefill_one(bld *b, int j, int k) {
     kv_status st;
@@ -196,13 +251,7 @@ static kv_status prefill_one(bld *b, int j, int k) {
     double rows = (double)B * p;
     kv_gop o;
     int32_t w = -1, hin = -1, qkv, ffn, id;
-    if (k == 0 && ly->w_cpu > 0) {
-        op_init(&o, KV_OP_W_H2D, KV_Q_WEIGHT, -1, j, k);
-        o.slot = (int32_t)(b->g % D);
-        o.bytes = ly->w_cpu;
-        dep(&o, b->w_user[b->g % D]);
-        EMIT(o, w);
-    }
+    if (k == 0 && ly->w_cpu > 0 && (st = weight_load(b, KV_OP_W_H2D, -1, j, k, ly->w_cpu_st, ly->w_cpu, &w))) return st;
     if (ly->hidden_cpu) {
         op_init(&o, KV_OP_HID_H2D, KV_Q_HIDDEN, -1, j, k);
         o.nseq = B, o.row1 = p, o.ctx = p;
@@ -233,20 +282,30 @@ static kv_status prefill_one(bld *b, int j, int k) {
     if (ly->b_cpu > 0 && pl->policy != KV_POL_GPU) {
         /* K/V home: KVPR in latency mode keeps K/V only for [l, s) (the prefix is recomputed) */
         int r0 = pl->mode == KV_MODE_LATENCY && ly->streams_kv ? (ly->lmin < p ? ly->lmin : p) : 0;
+        int la = ly->lmax < p ? ly->lmax : p;
+        int32_t src = qkv; /* what the stores read: the new K/V, or their packed form */
+        if (ly->comp_kv) {
+            double n_kv = (double)ly->b_cpu * (p - r0), n_act = ly->streams_kv ? (double)ly->b_cpu * la : 0;
+            /* K/V of rows [r0, p) and activations of rows [0, la): the executor reads the rows from the op */
+            op_init(&o, KV_OP_QUANT, KV_Q_COMPUTE, -1, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = r0, o.row1 = p, o.ctx = ly->streams_kv ? la : 0;
+            o.bytes = n_kv * (b->kvs + b->kvb) + n_act * (b->acts + b->actb);
+            dep(&o, qkv);
+            EMIT(o, src);
+        }
         if (p - r0 > 0) {
             op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, -1, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = r0, o.row1 = p;
-            o.bytes = (double)ly->b_cpu * (p - r0) * b->kvb;
-            dep(&o, qkv);
+            o.bytes = (double)ly->b_cpu * (p - r0) * b->kvs;
+            dep(&o, src);
             EMIT(o, b->cache_wb[c]);
             b->pf_store = b->cache_wb[c];
         }
-        int la = ly->lmax < p ? ly->lmax : p;
         if (ly->streams_kv && la > 0) {
             op_init(&o, KV_OP_ACT_D2H, KV_Q_STORE, -1, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = la;
-            o.bytes = (double)ly->b_cpu * la * b->actb;
-            dep(&o, qkv);
+            o.bytes = (double)ly->b_cpu * la * b->acts;
+            dep(&o, src);
             EMIT(o, b->cache_wb[c]);
             b->pf_store = b->cache_wb[c];
         }
@@ -285,22 +344,12 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     kv_gop o;
     int32_t w = -1, wkv = -1, act = -1, kv = -1, hin = -1, qkv, rec = -1, attn = -1, oh = -1, ffn, id;
     if (k == 0 && ly->w_cpu > 0) {
-        double wb = ly->w_cpu;
+        double wb = ly->w_cpu, wbs = ly->w_cpu_st;
         if (pl->wkv_first && ly->wkv_cpu > 0 && l > 0) {
-            op_init(&o, KV_OP_WKV_H2D, KV_Q_WEIGHT, t, j, k);
-            o.slot = (int32_t)(b->g % D);
-            o.bytes = ly->wkv_cpu;
-            dep(&o, b->w_user[b->g % D]);
-            EMIT(o, wkv);
-            wb -= ly->wkv_cpu;
+            if ((st = weight_load(b, KV_OP_WKV_H2D, t, j, k, ly->wkv_cpu_st, ly->wkv_cpu, &wkv))) return st;
+            wb -= ly->wkv_cpu, wbs -= ly->wkv_cpu_st;
         }
-        if (wb > 0) {
-            op_init(&o, KV_OP_W_H2D, KV_Q_WEIGHT, t, j, k);
-            o.slot = (int32_t)(b->g % D);
-            o.bytes = wb;
-            dep(&o, b->w_user[b->g % D]);
-            EMIT(o, w);
-        }
+        if (wb > 0 && (st = weight_load(b, KV_OP_W_H2D, t, j, k, wbs, wb, &w))) return st;
     }
     if (ly->streams_kv) {
         /* A slot is free once its previous user's ffn is done and its write-back has read it; a host
@@ -308,14 +357,14 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         if (l > 0) {
             op_init(&o, KV_OP_ACT_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * l * b->actb;
+            o.bytes = (double)ly->b_cpu * l * b->acts;
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, act);
         }
         if (s - l > 0) {
             op_init(&o, KV_OP_KV_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = l, o.row1 = s, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * (s - l) * b->kvb;
+            o.bytes = (double)ly->b_cpu * (s - l) * b->kvs;
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, kv);
         }
@@ -334,6 +383,23 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     dep(&o, w), dep(&o, wkv), dep(&o, hin);
     if (ly->streams_kv) dep(&o, b->slot_wb[slot]); /* row s of the slot: its last write-back must have read it */
     EMIT(o, qkv);
+    int32_t newkv = qkv; /* what the new K/V's write-back (or trip to the CPU) reads */
+    if (ly->comp_kv) {
+        /* the new token's K/V (and activation when kept) packed for the CPU, first so the write-back starts early */
+        double na = pl->keep_act && ly->streams_kv ? ly->b_cpu : 0;
+        op_init(&o, KV_OP_QUANT, KV_Q_COMPUTE, t, j, k);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1, o.slot = ly->streams_kv ? slot : -1;
+        o.bytes = ly->b_cpu * (b->kvs + b->kvb) + na * (b->acts + b->actb);
+        dep(&o, qkv);
+        EMIT(o, newkv);
+        if (act >= 0) {
+            op_init(&o, KV_OP_DQ_ACT, KV_Q_COMPUTE, t, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.slot = slot;
+            o.bytes = (double)ly->b_cpu * l * (b->acts + b->actb);
+            dep(&o, act);
+            EMIT(o, act);
+        }
+    }
     if (act >= 0) {
         op_init(&o, KV_OP_RECOMPUTE, KV_Q_COMPUTE, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.ctx = l, o.slot = slot;
@@ -353,13 +419,13 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         int32_t q, ca;
         op_init(&o, KV_OP_Q_D2H, KV_Q_STORE, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1;
-        o.bytes = (double)ly->b_cpu * (qd * b->pe + b->kvb); /* q, and the new K/V for the CPU cache */
-        dep(&o, qkv);
+        o.bytes = (double)ly->b_cpu * (qd * b->pe + b->kvs); /* q, and the new K/V for the CPU cache */
+        dep(&o, newkv);
         EMIT(o, q);
         op_init(&o, KV_OP_CPU_ATTN, KV_Q_CPU, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.ctx = s;
         o.flops = 4.0 * ly->b_cpu * (s + 1.0) * qd;
-        o.bytes = (double)ly->b_cpu * (s + 1.0) * b->kvb;
+        o.bytes = (double)ly->b_cpu * (s + 1.0) * b->kvs; /* the cache as stored (the CPU dequantises a packed one) */
         dep(&o, q);
         EMIT(o, ca);
         op_init(&o, KV_OP_O_H2D, KV_Q_HIDDEN, t, j, k);
@@ -368,6 +434,13 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         dep(&o, ca);
         EMIT(o, oh);
     } else {
+        if (kv >= 0 && ly->comp_kv) {
+            op_init(&o, KV_OP_DQ_KV, KV_Q_COMPUTE, t, j, k);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = l, o.row1 = s, o.slot = slot;
+            o.bytes = (double)ly->b_cpu * (s - l) * (b->kvs + b->kvb);
+            dep(&o, kv);
+            EMIT(o, kv);
+        }
         op_init(&o, KV_OP_ATTN, KV_Q_COMPUTE, t, j, k);
         o.nseq = B, o.ctx = s, o.slot = ly->streams_kv ? slot : -1;
         o.flops = 4.0 * B * (s + 1.0) * qd;
@@ -385,8 +458,8 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         b->slot_ffn[slot] = ffn;
         op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1, o.slot = slot;
-        o.bytes = (double)ly->b_cpu * (b->kvb + (pl->keep_act ? b->actb : 0));
-        dep(&o, qkv);
+        o.bytes = (double)ly->b_cpu * (b->kvs + (pl->keep_act ? b->acts : 0));
+        dep(&o, newkv);
         EMIT(o, id);
         b->cache_wb[c] = b->slot_wb[slot] = id;
     }
@@ -410,7 +483,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
 }
 
 kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink) {
-    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0};
+    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0, 0, 0};
     int64_t nslots = (int64_t)ly->D * ly->nb, ncache = (int64_t)ly->L * ly->nb;
     if (nslots > (1 << 24) || ncache > (1 << 28))
         return kv_errorf(KV_EOVERFLOW, "graph: %lld layer x micro-batch caches is too many", (long long)ncache);
@@ -422,6 +495,7 @@ kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *
     b.hid = b.cache_wb + ncache, b.head = b.hid + ly->nb;
     b.kvb = (double)kv_model_kv_bytes_token_layer(m), b.actb = (double)kv_model_act_bytes_token(m);
     b.pe = kv_dtype_bytes(m->dtype);
+    b.kvs = ly->kv_st, b.acts = ly->act_st;
     kv_status st = KV_OK;
     if (!pl->no_prefill && !pl->paper_model)
         for (int j = 0; j < ly->L && !st; j++, b.g++)

@@ -31,6 +31,7 @@ typedef struct {
     int sublayer; /* 0 attention, 1 MLP: the midpoint rule runs over each sublayer's list */
     int kv;       /* 1 for W_K, W_V and their biases (loaded first under --wkv-first) */
     uint64_t elems;
+    uint64_t rows; /* dimension 0 (1 for vectors): weights are quantised in groups along it */
     int on_gpu;
 } kv_tensor;
 
@@ -39,6 +40,9 @@ typedef struct {
     int ntensors;
     kv_tensor tensors[KV_MAX_TENSORS];
     double w_layer, w_gpu, w_cpu, wkv_cpu; /* bytes per layer: all, resident, streamed, streamed W_K/W_V */
+    int comp_kv, comp_w;      /* --compress in effect: the CPU part of the cache (and activations), streamed weights */
+    double w_cpu_st, wkv_cpu_st; /* streamed bytes as stored and moved (packed under comp_w, else w_cpu, wkv_cpu) */
+    double kv_st, act_st;     /* bytes per token of the CPU part's K/V and activations as stored and moved */
     double head_bytes;        /* embeddings, positions, final norm and LM head: resident on the GPU */
     int b_gpu, b_cpu;         /* sequences per micro-batch with their KV cache on the GPU / the CPU */
     int hidden_cpu;           /* hidden states live on the CPU between layers */
@@ -50,6 +54,22 @@ typedef struct {
     double gpu_weights, gpu_wslots, gpu_kv, gpu_kvslots, gpu_actslots, gpu_work, gpu_prefill, gpu_total;
     double cpu_weights, cpu_kv, cpu_act, cpu_hidden, cpu_total;
 } kv_layout;
+
+/* 4-bit group-wise quantisation (FlexGen's compression.py: num_bits 4, group_size 64, asymmetric
+ * min/max). A tensor viewed as [outer][G][inner] is quantised in groups of up to 64 consecutive
+ * indices of G (the last group of a row may be short). Each group is stored as 36 bytes: 32 bytes
+ * of 4-bit codes (value j of the group in byte j / 2, the low nibble for even j; a short group's
+ * unused codes are zero), then the fp16 step (max - min) / 15 and the fp16 minimum; a value is
+ * min + code * step. Groups are ordered (o, group, i), so a range of outer rows is a contiguous
+ * range of bytes. K/V: outer = tokens x heads, G = head_dim; activations: G = hidden; weights
+ * [rows][cols]: G = rows (dimension 0), inner = cols. 1-D weights stay fp16, as in FlexGen. */
+#define KV_QGROUP 64
+#define KV_QGROUP_BYTES 36
+double kv_quant_bytes(double outer, double G, double inner);
+/* Bytes per token and layer of K/V and of a stored activation as they are stored on the CPU and
+ * cross the link: packed when the plan compresses the cache, fp16 otherwise. */
+double kv_store_kv_bytes(const kv_model *m, int compress);
+double kv_store_act_bytes(const kv_model *m, int compress);
 
 /* The layer's weight tensors in FlexGen's order, each with its home under placement wg/wc (percent). */
 int kv_layer_tensors(const kv_model *m, double wg, double wc, kv_tensor *out);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "../hwmodel/cost.h"
+#include "graph.h"
 
 #define US 1e6
 
@@ -95,7 +96,8 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
                 int l_ref) {
     memset(pm, 0, sizeof *pm);
     int b = pl->batch, L = kv_plan_layers(pl, m);
-    double kvb = (double)kv_model_kv_bytes_token_layer(m), actb = (double)kv_model_act_bytes_token(m);
+    /* --compress kv: what crosses the link is packed (sched/graph.h), so the byte ratio moves */
+    double kvb = kv_store_kv_bytes(m, pl->compress), actb = kv_store_act_bytes(m, pl->compress);
     double B = pl->pageable ? p->link.h2d.pageable.value : p->link.h2d.bandwidth.value;
     double Bd = pl->pageable ? p->link.d2h.pageable.value : p->link.d2h.bandwidth.value;
     int smid = pl->prompt + (t0 + t1 - 1) / 2;
@@ -113,6 +115,12 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
     pm->lmax = lmax;
     if (pl->mode == KV_MODE_THROUGHPUT) {
         double wb = (double)kv_model_bytes_layer(m);
+        if (pl->compress & KV_COMP_W) { /* packed streamed weights (sched/graph.h) */
+            kv_plan q = *pl;
+            kv_layout ly;
+            q.split_steps = NULL;
+            if (!kv_layout_resolve(m, &q, &ly) && ly.w_cpu > 0) wb *= ly.w_cpu_st / ly.w_cpu;
+        }
         pm->W = US * hw_copy_time(p, HW_H2D, wb, pl->pageable, 0);
     }
     /* The write-back of each new token's K/V runs on D2H while H2D streams: H2D loses (1 - duplex)

@@ -64,6 +64,7 @@ typedef struct {
     wlayout w[MAXW];
     int wmask_of[101]; /* layout index of each integer WG */
     double kvb, actb, qd, pe;
+    double kvs, acts; /* K/V and stored activation bytes per token on the link (packed under --compress kv) */
     int L, T;
     sim_ctx *sim;
 } sctx;
@@ -79,7 +80,7 @@ static void ctx_layouts(sctx *cx) {
         for (int i = 0; i < n; i++) {
             double b = (double)t[i].elems * cx->pe;
             if (t[i].on_gpu) mask |= 1u << i, g += b;
-            else c += b;
+            else c += (cx->o->compress & KV_COMP_W) && t[i].rows > 1 ? kv_quant_bytes(1, (double)t[i].rows, (double)(t[i].elems / t[i].rows)) : b;
         }
         if (mask != prev && cx->nw < MAXW) cx->w[cx->nw++] = (wlayout){wg, g, c};
         /* all on the GPU reads best as 100 % */
@@ -96,6 +97,7 @@ static kv_status ctx_init(sctx *cx, const kv_model *m, const hw_profile *p, cons
     if (o->cpu_bytes > 0) cx->p.cpu.mem_bytes.value = o->cpu_bytes;
     cx->pe = kv_dtype_bytes(m->dtype);
     cx->kvb = (double)kv_model_kv_bytes_token_layer(m), cx->actb = (double)kv_model_act_bytes_token(m);
+    cx->kvs = kv_store_kv_bytes(m, o->compress), cx->acts = kv_store_act_bytes(m, o->compress);
     cx->qd = (double)m->n_heads * m->head_dim;
     cx->L = m->n_layers, cx->T = o->gen - 1;
     ctx_layouts(cx);
@@ -136,6 +138,7 @@ static int streams(kv_policy p) { return p == KV_POL_OFFLOAD || p == KV_POL_KVPR
  * when something is streamed into slots, and the mode only for what it changes (latency mode
  * runs one micro-batch with the weights resident). */
 static void canon(const sctx *cx, kv_plan *pl) {
+    pl->compress = cx->o->compress;
     int wi = cx->wmask_of[(int)lround(pl->percent.wg)];
     const wlayout *w = &cx->w[wi];
     int bg = pl->policy == KV_POL_GPU ? pl->batch : b_gpu_of(pl), bc = pl->batch - bg;
@@ -272,7 +275,7 @@ static kv_status layout_of(const sctx *cx, kv_policy pol, int l, int gbs, int nb
     kv_plan_defaults(&pl);
     pl.policy = pol, pl.batch = gbs, pl.nb = nb, pl.prompt = cx->o->prompt, pl.gen = cx->o->gen, pl.prefetch = D;
     pl.split = pol == KV_POL_KVPR ? l : -1;
-    pl.mode = KV_MODE_THROUGHPUT;
+    pl.mode = KV_MODE_THROUGHPUT, pl.compress = cx->o->compress;
     double cg = 100.0 * (gbs - y) / gbs;
     pl.percent = (kv_percent){1, cx->w[wi].wg, 100 - cx->w[wi].wg, cg, 100 - cg, hg, 100 - hg};
     return kv_layout_resolve(cx->m, &pl, ly);
@@ -304,7 +307,7 @@ static kv_status model_build(const sctx *cx, kv_policy pol, int l, int gbs, int 
         sm->sg = (ly.gpu_total - sm->mg[0]) / gbs, sm->sc = (ly.cpu_total - sm->mc[0]) / gbs;
     }
     int cpuat = pol == KV_POL_CPU_ATTN, str = streams(pol), rec = (pol == KV_POL_KVPR || pol == KV_POL_RECOMPUTE) && l > 0;
-    double g = gbs, actb = cx->actb, kvb = cx->kvb, L = cx->L;
+    double g = gbs, actb = cx->actb, L = cx->L;
     double head = US * hw_head_time(p, m, gbs) / L;
     double hin = hg == 0 ? cp(p, HW_H2D, g * actb) : 0, hout = hg == 0 ? cp(p, HW_D2H, g * actb) : 0;
     int T = cx->T;
@@ -318,12 +321,12 @@ static kv_status model_build(const sctx *cx, kv_policy pol, int l, int gbs, int 
         double h2dy = 0, d2hy = 0, gpuy = 0, cpuy = 0;
         if (str) {
             int ll = l < s ? l : s;
-            h2dy = (cp(p, HW_H2D, g * ll * actb) + cp(p, HW_H2D, g * (s - ll) * kvb)) / g;
-            d2hy = cp(p, HW_D2H, g * kvb) / g;
+            h2dy = (cp(p, HW_H2D, g * ll * cx->acts) + cp(p, HW_H2D, g * (s - ll) * cx->kvs)) / g;
+            d2hy = cp(p, HW_D2H, g * cx->kvs) / g;
             if (rec) gpuy = US * hw_recompute_time(p, m, gbs, ll) / g;
         } else if (cpuat) {
             h2dy = cp(p, HW_H2D, g * cx->qd * cx->pe) / g;
-            d2hy = cp(p, HW_D2H, g * (cx->qd * cx->pe + kvb)) / g;
+            d2hy = cp(p, HW_D2H, g * (cx->qd * cx->pe + cx->kvs)) / g;
             cpuy = US * hw_cpu_attn_time(p, m, gbs, s) / g;
             gpuy = -attn / g; /* the GPU attends only over the sequences whose cache it holds */
         }
@@ -345,8 +348,8 @@ static kv_status model_build(const sctx *cx, kv_policy pol, int l, int gbs, int 
     hw_layer_cost pc = hw_prefill_layer(p, m, gbs, o->prompt);
     double P = o->prompt, pg = US * pc.total + head;
     double phin = hg == 0 ? cp(p, HW_H2D, g * P * actb) : 0, phout = hg == 0 ? cp(p, HW_D2H, g * P * actb) : 0;
-    double sty = pol != KV_POL_GPU ? cp(p, HW_D2H, g * P * kvb) / g : 0;
-    if (rec) sty += cp(p, HW_D2H, g * (l < P ? l : P) * actb) / g;
+    double sty = pol != KV_POL_GPU ? cp(p, HW_D2H, g * P * cx->kvs) / g : 0;
+    if (rec) sty += cp(p, HW_D2H, g * (l < P ? l : P) * cx->acts) / g;
     int v = NBK;
     row(sm, v, 1, nb * pg, 0, 0);
     row(sm, v, 1, nb * phin, 0, 1);

@@ -41,6 +41,7 @@ typedef struct {
     int max_gbs, max_nb; /* 0: only memory bounds them */
     int prefetch_max;    /* prefetch depths 1 .. prefetch_max are searched (default 2) */
     int per_step;        /* also try a KVPR split per decode step (the dynamic scheduler) */
+    int compress;        /* KV_COMP_* of every candidate (4-bit K/V and activations, streamed weights) */
     double sim_tasks;    /* budget of simulated tasks for stage 3 (0: the default) */
     double gpu_bytes, cpu_bytes; /* capacities; 0: the profile's */
 } search_opts;

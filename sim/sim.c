@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../hwmodel/cost.h"
+#include "../hwmodel/quant.h"
 
 struct sim_ctx {
     sim_des *des;
@@ -38,6 +39,7 @@ typedef struct {
     const kv_model *m;
     const hw_profile *p;
     int paper;
+    int comp_kv; /* the CPU's cache is packed: cpu attention dequantises it first */
     /* one-entry memo per op kind: layers of a step are alike, so most ops hit it */
     struct {
         int valid, step_pf, nseq, ctx, rows;
@@ -64,7 +66,12 @@ static void model_cost(const cost_ctx *c, const kv_gop *o, double *fixed, double
         copy_cost(c, HW_D2H, o->bytes, fixed, work);
         return;
     case KV_OP_RECOMPUTE: *fixed = hw_recompute_time(p, m, o->nseq, o->row1); return;
-    case KV_OP_CPU_ATTN: *fixed = hw_cpu_attn_time(p, m, o->nseq, o->ctx); return;
+    case KV_OP_CPU_ATTN:
+        *fixed = hw_cpu_attn_time(p, m, o->nseq, o->ctx);
+        /* o->bytes is the packed cache; its dequantisation writes the fp16 form */
+        if (c->comp_kv) *fixed += hw_quant_cpu_time(p, o->bytes + (double)o->nseq * (o->ctx + 1.0) * (double)kv_model_kv_bytes_token_layer(m));
+        return;
+    case KV_OP_DQ_W: case KV_OP_DQ_ACT: case KV_OP_DQ_KV: case KV_OP_QUANT: *fixed = hw_quant_gpu_time(p, o->bytes); return;
     case KV_OP_HEAD: *fixed = hw_head_time(p, m, o->nseq); return;
     case KV_OP_QKV: case KV_OP_ATTN: case KV_OP_FFN: {
         hw_layer_cost lc = o->step < 0 ? hw_prefill_layer(p, m, o->nseq, o->ctx) : hw_decode_layer(p, m, o->nseq, o->ctx);
@@ -139,7 +146,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     sim_des_links(d, h2d, d2h);
     sink_ctx sc;
     memset(&sc, 0, sizeof sc);
-    sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1;
+    sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
     kv_graph_sink sink = {&sc, sim_emit};
     if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
     sim_des_mark(d, sc.first_token);
