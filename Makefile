@@ -122,10 +122,11 @@ asan:
 PREFIX  ?= /usr/local
 install: $(BUILD)/kvpr $(BUILD)/kvpr-engine
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/profiles $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/links \
-	    $(DESTDIR)$(PREFIX)/share/kvpr/experiments
+	    $(DESTDIR)$(PREFIX)/share/kvpr/experiments $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/topologies
 	install -m 755 $(BUILD)/kvpr $(BUILD)/kvpr-engine $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 hwmodel/profiles/*.json hwmodel/profiles/README.md $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/profiles/
 	install -m 644 hwmodel/links/*.json $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/links/
+	install -m 644 hwmodel/topologies/*.json hwmodel/topologies/README.md $(DESTDIR)$(PREFIX)/share/kvpr/hwmodel/topologies/
 	install -m 644 $(wildcard experiments/*.exp experiments/*.json) $(DESTDIR)$(PREFIX)/share/kvpr/experiments/
 
 clean:

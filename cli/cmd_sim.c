@@ -7,6 +7,8 @@
 #include "../sim/sim.h"
 #include "cli.h"
 
+int cmd_sim_gpus(int argc, char **argv, const char *help);
+
 static const char *sim_help =
     "usage: kvpr sim --model M --hw H --batch B --prompt P --gen G [options]\n"
     "  --mode latency|throughput   row-by-row with weights on the GPU, or FlexGen's zig-zag (default latency)\n"
@@ -34,6 +36,10 @@ static const char *sim_help =
     "  --db FILE                   results database (default results.db): the run and its metrics; --no-db to skip.\n"
     "                              Rerunning the same configuration replaces its earlier run (one run key)\n"
     "  --spans                     also store every span (large: for timelines and 'kvpr compare')\n"
+    "  --gpus N                    N data-parallel replicas of the plan on one host, sharing its links, switch\n"
+    "                              uplinks, DRAM and CPU cores (flow-level); per-GPU and aggregate throughput\n"
+    "  --topology T                the host: a topology (hwmodel/topologies/T.json) naming its GPU\n"
+    "                              profile (--hw then swaps the GPU); default: GPUs on their own root ports\n"
     "  --json                      one JSON object instead of the summary\n"
     "  --csv                       a header line and one row of the summary's numbers\n"
     "  -h, --help                  this text\n"
@@ -102,6 +108,8 @@ static void summary(const sim_result *r, const kv_model *m, const hw_profile *p,
 }
 
 int cmd_sim(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) /* several GPUs on one host: cli/cmd_sim_gpus.c */
+        if (!strcmp(argv[i], "--gpus") || !strcmp(argv[i], "--topology")) return cmd_sim_gpus(argc, argv, sim_help);
     kv_plan pl;
     kv_plan_defaults(&pl);
     const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = DB_DEFAULT_PATH;

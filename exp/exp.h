@@ -55,6 +55,7 @@ typedef struct {
     exp_claim claims[32];
     int nclaims;
     int key_line[20]; /* the line of each key (exp_parse's key order), for errors found after parsing */
+    int gpus[EXP_MAXV], ngpus; /* several GPUs on one host (exp/servers.c): hardware then names topologies */
 } exp_spec;
 
 /* One run of the sweep: indices into the spec; sched is -1 for policies without a split. */
@@ -129,6 +130,10 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
 /* Reads the experiment's runs back from the database and prints the tables; draws the figures
  * into plots_dir (gnuplot; PNG and SVG). */
 kv_status exp_report(const exp_spec *s, const char *db, const char *plots_dir, FILE *out);
+/* Specs with 'gpus' (exp/servers.c): replicas on the topologies named under 'hardware', simulated
+ * in-process (fast, deterministic) rather than stored run by run. */
+kv_status exp_servers_execute(const exp_spec *s, int *ran, int *nofit);
+kv_status exp_servers_report(const exp_spec *s, const char *plots_dir, int csv, FILE *out);
 /* The same runs as CSV, one row per run with every dimension its own column (for pandas and
  * spreadsheets); runs not in the database have status 'not run' and empty values. */
 kv_status exp_report_csv(const exp_spec *s, const char *db, FILE *out);

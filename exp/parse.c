@@ -11,6 +11,7 @@
 #include "../core/kv_io.h"
 #include "../core/kv_str.h"
 #include "exp.h"
+#include "../hwmodel/topo.h"
 
 #ifndef KVPR_DATADIR
 #define KVPR_DATADIR "."
@@ -203,7 +204,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
         char *k = trim(t), *v = trim(eq + 1), *w[EXP_MAXV];
         int n;
         static const char *const keys[] = {"name", "title", "models", "hardware", "mode", "batch", "prompt", "gen", "policies",
-                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", "compress", NULL};
+                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", "compress", "gpus", NULL};
         int idx = -1;
         for (int i = 0; keys[i]; i++)
             if (!strcmp(keys[i], k)) idx = i;
@@ -296,6 +297,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
                 if ((st = kv_compress_parse(w[i], &s->comps[i]))) kv_errctx(st, "%s:%d: ", path, ln);
             s->ncomps = n;
             break;
+        case 17: st = ints(path, ln, k, v, s->gpus, &s->ngpus, 1, HW_TOPO_MAX_GPUS, EXP_MAXV); break;
         }
         if (st) break;
     }
@@ -304,6 +306,8 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
     static const int need_idx[] = {0, 2, 3, 5, 6, 7};
     for (int i = 0; i < 6; i++)
         if (!(seen & (1u << need_idx[i]))) return PERR("%s: missing required key '%s'", path, need[i]);
+    if (s->ngpus && (s->ncomps > 1 || s->nmodes > 1 || s->nbatch > 1 || s->nprompt > 1 || s->ngen > 1 || s->nclaims || s->has_sweep || s->has_timeline))
+        return PERR("%s:%d: with 'gpus', give one mode, batch, prompt, gen and compress, and no claims, sweep or timeline", path, s->key_line[17]);
     for (int i = 0; i < s->nclaims; i++)
         if ((!strcmp(s->claims[i].metric, "kv_share") || !strcmp(s->claims[i].metric, "gpu_compute_share") ||
              !strcmp(s->claims[i].metric, "gpu_util"))) {
@@ -368,8 +372,11 @@ kv_status exp_check(const exp_spec *s) {
     }
     for (int i = 0; i < s->nhws; i++) {
         hw_profile p;
-        if ((st = hw_profile_resolve(s->hws[i], &p))) return kv_errctx(st, "%s:%d: ", s->path, s->key_line[3]);
+        hw_topo t; /* with 'gpus', hardware names host topologies, each naming its GPU profile */
+        if (s->ngpus && (st = hw_topo_resolve(s->hws[i], &t))) return kv_errctx(st, "%s:%d: ", s->path, s->key_line[3]);
+        if ((st = hw_profile_resolve(s->ngpus ? t.profile : s->hws[i], &p))) return kv_errctx(st, "%s:%d: ", s->path, s->key_line[3]);
     }
+    if (s->ngpus) return KV_OK;
     exp_run *r;
     int n;
     if ((st = exp_runs(s, &r, &n))) return st;

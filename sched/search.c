@@ -93,6 +93,8 @@ static void ctx_layouts(sctx *cx) {
 static kv_status ctx_init(sctx *cx, const kv_model *m, const hw_profile *p, const search_opts *o) {
     memset(cx, 0, sizeof *cx);
     cx->m = m, cx->p = *p, cx->o = o;
+    /* several replicas on one host: the search sees one replica's share of the shared hops */
+    if (o->topo && o->gpus > 0) hw_topo_effective(o->topo, p, o->gpus, 0, &cx->p);
     if (o->gpu_bytes > 0) cx->p.gpu.mem_bytes.value = o->gpu_bytes;
     if (o->cpu_bytes > 0) cx->p.cpu.mem_bytes.value = o->cpu_bytes;
     cx->pe = kv_dtype_bytes(m->dtype);

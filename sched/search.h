@@ -20,6 +20,7 @@
 #include "../core/model.h"
 #include "../core/plan.h"
 #include "../hwmodel/profile.h"
+#include "../hwmodel/topo.h"
 
 typedef enum {
     SEARCH_GENERATION = 0, /* FlexGen's generation throughput: sequences x gen / (prefill + decode) */
@@ -44,6 +45,8 @@ typedef struct {
     int compress;        /* KV_COMP_* of every candidate (4-bit K/V and activations, streamed weights) */
     double sim_tasks;    /* budget of simulated tasks for stage 3 (0: the default) */
     double gpu_bytes, cpu_bytes; /* capacities; 0: the profile's */
+    const hw_topo *topo; /* with gpus > 0: plan one of `gpus` replicas sharing this host (its fair share of each hop) */
+    int gpus;
 } search_opts;
 
 void search_opts_defaults(search_opts *o);

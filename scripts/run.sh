@@ -3,7 +3,7 @@
 # paper's numbers beside ours) and drawing its figures into plots/; every run lands in results.db.
 set -eu
 kvpr=${1:-build/kvpr}
-for e in paper-latency paper-throughput paper-batch paper-breakdown paper-fig9 whatif-links; do
+for e in paper-latency paper-throughput paper-batch paper-breakdown paper-fig9 whatif-links whatif-servers; do
     "$kvpr" run "$e"
     echo
 done

@@ -1,5 +1,6 @@
 /* sim_des: event heap, in-order queues, links shared by their copies, duplex coupling. */
 #include "des.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,26 @@ typedef struct {
     sim_time since; /* start of the current busy period */
 } sim_dir;
 
+/* A flow of the host network (copies and CPU attention of every replica). */
+typedef struct {
+    int32_t task;
+    double rem, rate;
+    sim_time upd;
+    const sim_route *route;
+    double coef; /* capacity per work unit on per_byte hops */
+} sim_mflow;
+
+/* The host network, allocated on first use and kept across resets. */
+typedef struct {
+    sim_net net;
+    sim_mflow f[SIM_MAX_REP * KV_Q_COUNT];
+    int nf;
+    int nact[SIM_MAX_HOPS];
+    uint8_t sat[SIM_MAX_HOPS];
+    sim_time since[SIM_MAX_HOPS], busy[SIM_MAX_HOPS], sat_t[SIM_MAX_HOPS], last;
+    double bytes[SIM_MAX_HOPS];
+} sim_netstate;
+
 struct sim_des {
     sim_task *t;
     int32_t n, cap;
@@ -37,13 +58,17 @@ struct sim_des {
     int32_t ne, ecap;
     int32_t *succ;
     int32_t succ_cap;
-    sim_queue q[KV_Q_COUNT];
+    int nq;      /* queues in use: KV_Q_COUNT per replica */
+    int rep;     /* replica of the tasks being added */
+    sim_netstate *ns; /* NULL or unused (has_net 0): one GPU, the links below */
+    int has_net;
     sim_dir dir[2];
     sim_link link[2];
     sim_event *heap;
     int32_t hn, hcap;
     uint64_t seq;
     int32_t mark;
+    sim_queue q[SIM_MAX_REP * KV_Q_COUNT]; /* last: one GPU uses the first KV_Q_COUNT */
 };
 
 static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
@@ -69,7 +94,8 @@ void sim_des_free(sim_des *d) {
     free(d->edges);
     free(d->succ);
     free(d->heap);
-    for (int i = 0; i < KV_Q_COUNT; i++) free(d->q[i].seq);
+    free(d->ns);
+    for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
     free(d);
 }
 
@@ -77,6 +103,9 @@ void sim_des_reset(sim_des *d) {
     d->n = d->ne = d->hn = 0;
     d->seq = 0;
     for (int i = 0; i < KV_Q_COUNT; i++) d->q[i].n = d->q[i].head = 0, d->q[i].running = -1;
+    d->nq = KV_Q_COUNT;
+    d->rep = 0;
+    d->has_net = 0;
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
@@ -86,7 +115,7 @@ void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
 
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, int mb) {
     if ((unsigned)queue >= KV_Q_COUNT) return -1;
-    sim_queue *r = &d->q[queue];
+    sim_queue *r = &d->q[d->rep * KV_Q_COUNT + queue];
     if (grow((void **)&d->t, &d->cap, d->n + 1, sizeof *d->t) ||
         grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq))
         return -1;
@@ -97,6 +126,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
     t->ver = 0;
     t->op = (uint8_t)op;
     t->queue = (uint8_t)queue;
+    t->rep = (uint8_t)d->rep;
     t->res = (uint8_t)kv_queue_res(queue);
     t->step = step, t->layer = layer, t->mb = mb;
     t->crit = -1;
@@ -142,6 +172,45 @@ void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h) {
     d->link[1] = d2h;
 }
 
+kv_status sim_des_net(sim_des *d, const sim_net *net) {
+    if (!net) {
+        d->has_net = 0;
+        return KV_OK;
+    }
+    if (net->nrep < 1 || net->nrep > SIM_MAX_REP || net->nhop < 1 || net->nhop > SIM_MAX_HOPS)
+        return kv_errorf(KV_EINVAL, "sim: a host network needs 1 to %d replicas and 1 to %d hops", SIM_MAX_REP, SIM_MAX_HOPS);
+    for (int h = 0; h < net->nhop; h++) {
+        const sim_hop *o = &net->hop[h];
+        if (!(o->cap > 0 && isfinite(o->cap)) || !(o->duplex > 0 && o->duplex <= 1) || o->pair < -1 || o->pair >= net->nhop || o->pair == h)
+            return kv_errorf(KV_EINVAL, "sim: hop %d (%s) has a bad capacity, duplex fraction or pair", h, o->name);
+    }
+    for (int r = 0; r < net->nrep; r++)
+        for (int k = 0; k < SIM_R_COUNT; k++) {
+            const sim_route *rt = &net->route[r][k];
+            if (rt->n < 1 || rt->n > SIM_ROUTE_MAX) return kv_errorf(KV_EINVAL, "sim: replica %d has an empty or too long route", r);
+            for (int i = 0; i < rt->n; i++) {
+                if (rt->hop[i] < 0 || rt->hop[i] >= net->nhop) return kv_errorf(KV_EINVAL, "sim: replica %d's route names no hop", r);
+                for (int j = 0; j < i; j++)
+                    if (rt->hop[j] == rt->hop[i]) return kv_errorf(KV_EINVAL, "sim: replica %d's route crosses a hop twice", r);
+            }
+        }
+    if (!d->ns && !(d->ns = calloc(1, sizeof *d->ns))) return kv_errorf(KV_ENOMEM, "sim: out of memory");
+    d->ns->net = *net;
+    d->has_net = 1;
+    for (int i = KV_Q_COUNT; i < net->nrep * KV_Q_COUNT; i++) d->q[i].n = d->q[i].head = 0, d->q[i].running = -1;
+    d->nq = net->nrep * KV_Q_COUNT;
+    return KV_OK;
+}
+
+void sim_des_replica(sim_des *d, int r) { d->rep = r >= 0 && r < d->nq / KV_Q_COUNT ? r : 0; }
+
+void sim_des_hop_stats(const sim_des *d, int i, double *busy_s, double *sat_s, double *bytes) {
+    *busy_s = *sat_s = *bytes = 0;
+    if (!d->has_net || i < 0 || i >= d->ns->net.nhop) return;
+    *busy_s = sim_to_s(d->ns->busy[i]);
+    *sat_s = sim_to_s(d->ns->sat_t[i]);
+    *bytes = d->ns->bytes[i];
+}
 
 /* ---- heap ------------------------------------------------------------------------- */
 
@@ -219,6 +288,116 @@ static int rerate(run_ctx *c, int dir, sim_time now) {
     return 0;
 }
 
+/* ---- the host network: progressive filling over every hop ----------------------------- */
+
+static int is_flow(const sim_des *d, const sim_task *t) { return is_link(t->res) || (d->has_net && t->res == KV_RES_CPU); }
+
+/* Max-min fair rates of all flows: raise every unfixed flow's rate together until a hop fills,
+ * fix the flows crossing it (and any hop filling at the same level, within rounding), repeat.
+ * Deterministic: flows and hops are visited in array order. Then every flow whose rate changed
+ * has its remaining work brought to `now` and its completion rescheduled. */
+static int net_solve(run_ctx *c, sim_time now) {
+    sim_des *d = c->d;
+    sim_netstate *ns = d->ns;
+    const sim_net *net = &ns->net;
+    int H = net->nhop;
+    for (int h = 0; h < H; h++)
+        if (ns->sat[h]) ns->sat_t[h] += now - ns->last;
+    ns->last = now;
+    double cap[SIM_MAX_HOPS], w[SIM_MAX_HOPS], rate[SIM_MAX_REP * KV_Q_COUNT];
+    int nun[SIM_MAX_HOPS];
+    uint8_t full[SIM_MAX_HOPS], fixed[SIM_MAX_REP * KV_Q_COUNT];
+    for (int h = 0; h < H; h++) {
+        const sim_hop *o = &net->hop[h];
+        cap[h] = o->cap * (o->pair >= 0 && ns->nact[o->pair] > 0 ? o->duplex : 1);
+        w[h] = 0, nun[h] = 0, ns->sat[h] = 0;
+    }
+    for (int i = 0; i < ns->nf; i++) {
+        const sim_mflow *f = &ns->f[i];
+        fixed[i] = 0;
+        for (int k = 0; k < f->route->n; k++) {
+            int h = f->route->hop[k];
+            w[h] += net->hop[h].per_byte ? f->coef : 1;
+            nun[h]++;
+        }
+    }
+    for (int left = ns->nf; left > 0;) {
+        double lam = (double)INFINITY;
+        for (int h = 0; h < H; h++)
+            if (nun[h] > 0 && fmax(cap[h], 0) / w[h] < lam) lam = fmax(cap[h], 0) / w[h];
+        if (!(lam < (double)INFINITY)) break;
+        for (int h = 0; h < H; h++) full[h] = nun[h] > 0 && fmax(cap[h], 0) / w[h] <= lam * (1 + 1e-12);
+        for (int i = 0; i < ns->nf; i++) {
+            if (fixed[i]) continue;
+            const sim_route *rt = ns->f[i].route;
+            int hit = 0;
+            for (int k = 0; k < rt->n; k++) hit |= full[rt->hop[k]];
+            if (!hit) continue;
+            fixed[i] = 1, rate[i] = lam, left--;
+            for (int k = 0; k < rt->n; k++) {
+                int h = rt->hop[k];
+                double a = net->hop[h].per_byte ? ns->f[i].coef : 1;
+                cap[h] -= lam * a;
+                if (--nun[h] == 0) w[h] = 0;
+                else w[h] -= a;
+            }
+        }
+        for (int h = 0; h < H; h++) ns->sat[h] |= full[h];
+    }
+    for (int i = 0; i < ns->nf; i++) {
+        sim_mflow *f = &ns->f[i];
+        if (f->rate == rate[i]) continue;
+        if (now > f->upd) {
+            f->rem -= f->rate * sim_to_s(now - f->upd);
+            if (f->rem < 0) f->rem = 0;
+            f->upd = now;
+        }
+        f->rate = rate[i];
+        d->t[f->task].ver++;
+        if (complete_at(c, f->upd, f->rem / f->rate, f->task)) return -1;
+    }
+    return 0;
+}
+
+static int net_start(run_ctx *c, int32_t id, sim_time now) {
+    sim_des *d = c->d;
+    sim_netstate *ns = d->ns;
+    sim_task *t = &d->t[id];
+    int kind = t->res == KV_RES_H2D ? SIM_R_H2D : t->res == KV_RES_D2H ? SIM_R_D2H : SIM_R_CPU;
+    double pay = kind == SIM_R_CPU ? 0 : t->fixed_s; /* CPU attention: its time comes from its rate */
+    if (!sim_time_ok(pay) || !(t->work >= 0)) {
+        c->bad = id;
+        return 0;
+    }
+    sim_mflow *f = &ns->f[ns->nf++];
+    *f = (sim_mflow){id, t->work, 0, now + sim_from_s(pay), &ns->net.route[t->rep][kind], 1};
+    if (t->work > 0 && t->bytes > 0) f->coef = fmin(t->bytes / t->work, 1);
+    for (int k = 0; k < f->route->n; k++) {
+        int h = f->route->hop[k];
+        if (ns->nact[h]++ == 0) ns->since[h] = now;
+    }
+    return net_solve(c, now);
+}
+
+static int net_end(run_ctx *c, int32_t id, sim_time now) {
+    sim_des *d = c->d;
+    sim_netstate *ns = d->ns;
+    for (int i = 0; i < ns->nf; i++)
+        if (ns->f[i].task == id) {
+            const sim_route *rt = ns->f[i].route;
+            for (int k = 0; k < rt->n; k++) {
+                int h = rt->hop[k];
+                ns->bytes[h] += d->t[id].bytes;
+                if (--ns->nact[h] == 0) ns->busy[h] += now - ns->since[h];
+            }
+            /* keep the order of the others: the solver visits flows in array order */
+            memmove(&ns->f[i], &ns->f[i + 1], (size_t)(ns->nf - i - 1) * sizeof *ns->f);
+            ns->nf--;
+            break;
+        }
+    return net_solve(c, now);
+}
+
 static int try_start(run_ctx *c, int qi, sim_time now, int32_t why) {
     sim_des *d = c->d;
     sim_queue *q = &d->q[qi];
@@ -231,6 +410,7 @@ static int try_start(run_ctx *c, int qi, sim_time now, int32_t why) {
     t->start = now;
     t->crit = why;
     t->ver++;
+    if (d->has_net && is_flow(d, t)) return net_start(c, id, now);
     if (is_link(t->res)) {
         int dir = t->res == KV_RES_H2D ? 0 : 1;
         sim_dir *L = &d->dir[dir];
@@ -290,14 +470,25 @@ kv_status sim_des_run(sim_des *d, sim_des_stats *st) {
     run_ctx c = {d, -1, st};
     st->last = -1;
     d->dir[0].n = d->dir[1].n = 0;
-    for (int q = 0; q < KV_Q_COUNT; q++)
+    if (d->has_net) {
+        sim_netstate *ns = d->ns;
+        ns->nf = 0, ns->last = 0;
+        memset(ns->nact, 0, sizeof ns->nact);
+        memset(ns->sat, 0, sizeof ns->sat);
+        memset(ns->busy, 0, sizeof ns->busy);
+        memset(ns->sat_t, 0, sizeof ns->sat_t);
+        memset(ns->bytes, 0, sizeof ns->bytes);
+    }
+    for (int q = 0; q < d->nq; q++)
         if (try_start(&c, q, 0, -1)) goto nomem;
     int32_t done = 0;
     sim_time now = 0;
+    const int net = d->has_net;
     while (d->hn > 0 && c.bad < 0) {
         sim_event e = pop(d);
         sim_task *t = &d->t[e.task];
-        sim_queue *q = &d->q[t->queue];
+        int qi = t->rep * KV_Q_COUNT + t->queue;
+        sim_queue *q = &d->q[qi];
         if (q->running != e.task || e.ver != t->ver) continue; /* stale: the copy was re-rated */
         st->events++;
         now = e.t;
@@ -306,12 +497,13 @@ kv_status sim_des_run(sim_des *d, sim_des_stats *st) {
         q->running = -1;
         done++;
         if (st->last < 0 || now >= d->t[st->last].end) st->last = e.task;
-        if (is_link(t->res) && end_flow(&c, e.task, now)) goto nomem;
+        if (is_link(t->res) || (net && t->res == KV_RES_CPU))
+            if (net ? net_end(&c, e.task, now) : end_flow(&c, e.task, now)) goto nomem;
         for (int32_t k = 0; k < t->nsucc; k++) {
             sim_task *u = &d->t[d->succ[t->succ_off + k]];
-            if (--u->deps_left == 0 && try_start(&c, u->queue, now, e.task)) goto nomem;
+            if (--u->deps_left == 0 && try_start(&c, u->rep * KV_Q_COUNT + u->queue, now, e.task)) goto nomem;
         }
-        if (try_start(&c, t->queue, now, e.task)) goto nomem;
+        if (try_start(&c, qi, now, e.task)) goto nomem;
         if (e.task == d->mark) {
             memcpy(st->busy_at_mark, st->busy, sizeof st->busy);
             for (int k = 0; k < 2; k++)

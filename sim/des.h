@@ -22,6 +22,7 @@ typedef __int128 sim_time; /* femtoseconds */
 
 typedef struct {
     uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
+    uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
     int32_t step, layer, mb;
     double bytes, flops;
     double fixed_s;   /* compute: duration; copy: per-copy overhead alpha */
@@ -53,6 +54,44 @@ kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to);
 /* Successors of a task (valid after sim_des_run). */
 const int32_t *sim_des_succ(const sim_des *d, int32_t id, int32_t *n);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
+
+/* Several GPUs on one host: every replica has its own queues; copies and CPU attention become
+ * flows over a route of hops (its GPU's link direction, its switch uplink, the inter-socket link,
+ * the DRAM of the socket holding its buffers, that socket's cores), shared max-min fairly
+ * (progressive filling) and re-rated whenever a flow starts or ends. A flow's progress is counted
+ * in its task's `work` units; on a hop marked per_byte it consumes bytes/work of capacity per unit
+ * (the size efficiency slows the copy, not the wire), on others one. A GPU link hop keeps the
+ * duplex coupling: its capacity is scaled by `duplex` while its `pair` (the other direction) carries
+ * a flow. CPU attention tasks are flows too when a network is set: their work is the KV bytes they
+ * read (fixed_s ignored). Without a network (the default) a run is the single-GPU one above,
+ * byte for byte. */
+#define SIM_MAX_REP 16
+#define SIM_MAX_HOPS 96
+#define SIM_ROUTE_MAX 6
+enum { SIM_R_H2D = 0, SIM_R_D2H, SIM_R_CPU, SIM_R_COUNT };
+typedef struct {
+    char name[40];
+    double cap;       /* per second, in work units (per_byte = 0) or bytes (per_byte = 1) */
+    double duplex;    /* capacity fraction while `pair` is in use */
+    int pair;         /* -1: none */
+    int per_byte;
+} sim_hop;
+typedef struct {
+    int n;
+    int hop[SIM_ROUTE_MAX];
+} sim_route;
+typedef struct {
+    int nrep, nhop;
+    sim_hop hop[SIM_MAX_HOPS];
+    sim_route route[SIM_MAX_REP][SIM_R_COUNT];
+} sim_net;
+/* Sets the network (copied; NULL: none) before adding tasks; KV_EINVAL if malformed. */
+kv_status sim_des_net(sim_des *d, const sim_net *net);
+/* Tasks added from now on belong to replica r (0 .. nrep - 1). */
+void sim_des_replica(sim_des *d, int r);
+/* After a run with a network: hop i's time with at least one flow, time saturated (its capacity
+ * bound some flow's rate), and bytes carried. */
+void sim_des_hop_stats(const sim_des *d, int i, double *busy_s, double *sat_s, double *bytes);
 
 typedef struct {
     sim_time makespan;

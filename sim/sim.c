@@ -128,6 +128,16 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     return id;
 }
 
+kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv_plan *pl, const kv_layout *ly, int32_t *first_token) {
+    sink_ctx sc;
+    memset(&sc, 0, sizeof sc);
+    sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = pl->paper_model, sc.first_token = -1;
+    kv_graph_sink sink = {&sc, sim_emit};
+    kv_status st = kv_graph_build(m, pl, ly, &sink);
+    *first_token = sc.first_token;
+    return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
+}
+
 kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_plan *pl, sim_result *out) {
     kv_status st = kv_plan_validate(pl, m);
     if (st) return st;

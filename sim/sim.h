@@ -41,6 +41,9 @@ sim_ctx *sim_new(void);
 void sim_free(sim_ctx *s);
 /* Runs one plan; the context keeps the timeline until the next run. */
 kv_status sim_run(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, sim_result *out);
+/* Adds the plan's timed tasks to d (for the replica d is adding to: sim/multi.c); *first_token is
+ * the prompt pass's last task (-1 without one). */
+kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv_plan *pl, const kv_layout *ly, int32_t *first_token);
 /* The tasks of the last run (for tests and exporters). */
 sim_des *sim_last_des(sim_ctx *s);
 /* Chrome trace (Perfetto, chrome://tracing) of the last run's steps step0..step1 (-1: the prompt
