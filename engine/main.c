@@ -176,11 +176,11 @@ static void print_run(const eng_backend_type *bt, const kv_model *m, const kv_pl
             if (!strcmp(r->spans[i].op, kv_op_name((kv_op)k))) busy[k] += (double)(r->spans[i].end_ps - r->spans[i].start_ps) * 1e-12, cnt[k]++;
     int T = kv_plan_steps(pl);
     if (js) {
-        printf("{\"device\": \"%s\", \"backend\": \"%s\", \"model\": \"%s\", \"policy\": \"%s\", \"split\": %d, \"mode\": \"%s\", "
+        printf("{\"device\": \"%s\", \"backend\": \"%s\", \"model\": \"%s\", \"policy\": \"%s\", \"split\": %d, \"compress\": \"%s\", \"mode\": \"%s\", "
                "\"batch\": %d, \"nb\": %d, \"prompt\": %d, \"gen\": %d, \"layers\": %d, \"prefill_s\": %.9g, \"decode_s\": %.9g, "
                "\"step_s\": %.9g, \"setup_s\": %.6g, \"warm_s\": %.6g, \"spans\": %d, \"ops\": {",
                r->device, bt->name, m->name, kv_policy_name(pl->policy), pl->policy == KV_POL_KVPR ? pl->split : kv_plan_split_at(pl, 0),
-               kv_mode_name(pl->mode), pl->batch, pl->nb, pl->prompt, pl->gen, kv_plan_layers(pl, m), r->prefill_s, r->decode_s,
+               kv_compress_name(pl->compress), kv_mode_name(pl->mode), pl->batch, pl->nb, pl->prompt, pl->gen, kv_plan_layers(pl, m), r->prefill_s, r->decode_s,
                r->decode_s / T, setup_s, r->warm_s, r->nspans);
         int first = 1;
         for (int k = 0; k < KV_OP_COUNT; k++)
