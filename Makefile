@@ -86,6 +86,14 @@ ENGCLI  := $(BUILD)/cli/cli.o $(BUILD)/cli/args.o
 $(BUILD)/kvpr-engine: $(ENGMAIN) $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(BUILD)/engine/ltdl_stub.o
 	$(CC) $(LDFLAGS) -o $@ $(ENGMAIN) $(ENGOBJ) $(CUOBJ) $(ENGCLI) $(BUILD)/libkvpr.a $(ENGLINK)
 
+# the version (git describe) is compiled into core/db.c: rebuild it when the version changes, so a
+# binary never reports an older commit than it was built from
+$(BUILD)/.version: FORCE
+	@mkdir -p $(BUILD); echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(BUILD)/core/db.o: $(BUILD)/.version
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/libkvpr.a: $(LIBOBJ)
 	@rm -f $@
 	ar rcs $@ $^
