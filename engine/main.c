@@ -36,7 +36,7 @@ static void usage(FILE *f) {
                "      [--mode M] [--nb N] [--layers N] [--prefetch D] [--keep-act] [--pageable] [--hw PROFILE]\n"
                "      [--db FILE | --no-db] [--json] [--estimate PROFILE]\n"
                "                                         execute decode plans on one set-up, spans into results.db\n"
-               "  bench [--size full|small|tiny] [--db FILE] [--csv FILE] [--estimate PROFILE]\n"
+               "  bench [--size full|small|ci|tiny] [--db FILE] [--csv FILE] [--estimate PROFILE]\n"
                "                                         copy bandwidth, GEMM and attention times\n"
                "The default backend is cuda; 'host' runs the same executor on CPU threads.\n");
 }

@@ -85,9 +85,15 @@ static kv_status fig_timeline(const char *dir, const jspan *meas, int nm, const 
     for (int which = 0; which < 2; which++) {
         const jspan *a = which ? sim : meas;
         int n = which ? ns : nm;
-        double t0 = HUGE_VAL;
-        for (int i = 0; i < n; i++)
-            if (a[i].step == step) t0 = fmin(t0, a[i].start);
+        /* the step starts where the previous one ended (its last span's end, as the step times are
+         * measured), not at its own first span: a prefetched copy of this step starts earlier,
+         * during the previous step, by different amounts in the two timelines */
+        double t0 = -HUGE_VAL, first = HUGE_VAL;
+        for (int i = 0; i < n; i++) {
+            if (a[i].step == step - 1) t0 = fmax(t0, a[i].start + a[i].dur);
+            if (a[i].step == step) first = fmin(first, a[i].start);
+        }
+        if (!(t0 > -HUGE_VAL)) t0 = first;
         for (int i = 0; i < n; i++) {
             if (a[i].step != step) continue;
             double y = (which ? 0 : 5) + res_of_op[a[i].op];
@@ -97,10 +103,10 @@ static kv_status fig_timeline(const char *dir, const jspan *meas, int nm, const 
     }
     for (int fmt = 0; fmt < 2; fmt++) {
         exp_fig_terminal(&F, fmt, 1100, 420);
-        fprintf(F.gp, "set title 'decode step %d: measured (top) and simulated (bottom)'\nset xlabel 'time in the step (ms)'\n"
+        fprintf(F.gp, "set title 'decode step %d: measured (top) and simulated (bottom), from the end of step %d'\nset xlabel 'time in the step (ms)'\n"
                       "set ytics ('sim h2d' 0, 'sim d2h' 1, 'sim gpu' 2, 'measured h2d' 5, 'measured d2h' 6, 'measured gpu' 7)\n"
-                      "set yrange [-1:8]\nset style fill solid 0.9 border -1\nset key outside right noenhanced\nset grid xtics\nplot ",
-                step);
+                      "set yrange [-1:8]\nset style fill solid 1.0 noborder\nset key outside right noenhanced\nset grid xtics\nplot ",
+                step, step - 1);
         for (int k = 0; k < KV_OP_COUNT; k++) {
             fprintf(F.gp, "%s", k ? ", " : "");
             exp_gp_str(F.gp, F.dat_path);

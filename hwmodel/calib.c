@@ -1,6 +1,7 @@
 /* hw_calib: GSL fits of profile parameters to measured copy, GEMM and attention times. */
 #include "calib.h"
 #include <gsl/gsl_fit.h>
+#include <gsl/gsl_multifit.h>
 #include <gsl/gsl_sort.h>
 #include <gsl/gsl_statistics_double.h>
 #include <jansson.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "../core/kv_io.h"
+#include "../core/model.h"
 #include "cost.h"
 
 /* Dumps are shared files: replaying one must not reach anything but a private in-memory
@@ -157,6 +159,7 @@ kv_status hw_calib_open_source(const char *path, kv_db **out) {
 typedef struct {
     double x, t; /* size or M; measured time */
     double k, n; /* GEMM K, N */
+    double flops, bytes; /* GEMM: 2MKN and the operands' bytes; attention: 4 b ctx nh d and the K/V bytes */
     int hold;
 } pt;
 
@@ -180,15 +183,23 @@ static kv_status load(kv_db *db, const char *device, const char *kind, pt **out,
             if (!r) break;
             p = r;
         }
-        p[k] = (pt){sqlite3_column_double(q, 0), sqlite3_column_double(q, 1), 0, 0, 0};
+        p[k] = (pt){sqlite3_column_double(q, 0), sqlite3_column_double(q, 1), 0, 0, 0, 0, 0};
         const char *js = (const char *)sqlite3_column_text(q, 2);
         json_t *o = js ? json_loads(js, 0, NULL) : NULL;
         if (o) {
             p[k].k = json_number_value(json_object_get(o, "K"));
             p[k].n = json_number_value(json_object_get(o, "N"));
+            p[k].flops = 2 * p[k].x * p[k].k * p[k].n;
+            p[k].bytes = 2 * (p[k].x * p[k].k + p[k].k * p[k].n + p[k].x * p[k].n);
+            /* attention rows name their model: its heads give the per-query work */
+            kv_model m;
+            const char *mn = json_string_value(json_object_get(o, "model"));
+            double b = json_number_value(json_object_get(o, "batch")), c = json_number_value(json_object_get(o, "ctx"));
+            if (!strcmp(kind, "attn_time") && mn && b > 0 && c > 0 && !kv_model_find(mn, &m))
+                p[k].flops = 4.0 * b * c * m.n_heads * m.head_dim, p[k].bytes = p[k].x;
             json_decref(o);
         }
-        if (p[k].t > 0 && p[k].x > 0) k++;
+        if (p[k].t > 0 && p[k].x > 0 && isfinite(p[k].t) && isfinite(p[k].x)) k++;
     }
     sqlite3_finalize(q);
     if (!p) return kv_errorf(KV_ENOMEM, "out of memory");
@@ -214,8 +225,14 @@ static void score(hw_calib_fit *f, const pt *p, int n, const double *pred) {
 }
 
 static void provenance(char *dst, const char *what, const char *src, const hw_calib_report *r, const hw_calib_fit *f) {
-    snprintf(dst, HW_SRC_MAX, "[calib] %.30s fitted to %.50s on %.50s (%.10s): %d points, RMS error %.1f %% fit, %.1f %% held out (%d)",
-             what, src, r->device, r->date, f->n_fit, 100 * f->fit_rms, 100 * f->hold_rms, f->n_hold);
+    /* a fit that cannot explain its held-out points says so in every field it set (kvpr compare
+     * looks for HW_CALIB_FAILED) */
+    int bad = f->n_hold && f->hold_rms > HW_CALIB_MAX_ERROR;
+    int dn = (int)strcspn(r->device, "("); /* "NVIDIA H200 (cc 9.0, ...)": the name, room for the rest */
+    while (dn > 0 && r->device[dn - 1] == ' ') dn--;
+    snprintf(dst, HW_SRC_MAX, "[calib] %.30s fitted to %.60s on %.*s (%.10s): %d points, RMS error %.1f %% fit, %.1f %% held out (%d)%s",
+             what, src, dn < 40 ? dn : 40, r->device, r->date, f->n_fit, 100 * f->fit_rms, 100 * f->hold_rms, f->n_hold,
+             bad ? "; " HW_CALIB_FAILED : "");
 }
 
 /* Isotonic (non-decreasing) least-squares fit of y, in place: pool adjacent violators. A running
@@ -323,73 +340,219 @@ static kv_status fit_dir(kv_db *db, const char *dev, const char *dir, hw_link_di
     return st;
 }
 
-static kv_status fit_gpu(kv_db *db, const char *dev, hw_profile *o, hw_calib_report *rep, const char *src) {
-    pt *p;
-    int n;
-    kv_status st = load(db, dev, "gemm_time", &p, &n);
-    if (st) return st;
-    if (n >= 4) {
-        /* launch overhead: what the smallest GEMMs (memory-bound: they stream their weights once) take
-         * beyond moving their bytes; the median, since a minimum would pick the most negative noise */
-        double r0[64];
-        int k0 = 0;
-        for (int i = 0; i < n && p[i].x == p[0].x && k0 < 64; i++) {
-            double bytes = 2 * (p[i].x * p[i].k + p[i].k * p[i].n + p[i].x * p[i].n);
-            r0[k0++] = p[i].t - bytes / (o->gpu.hbm_bw.value * o->gpu.hbm_eff.value);
-        }
-        gsl_sort(r0, 1, (size_t)k0);
-        double launch = fmax(0, gsl_stats_median_from_sorted_data(r0, 1, (size_t)k0));
-        /* efficiency at each M: the median over shapes of achieved / peak, then monotone */
-        hw_table t = {.n = 0};
-        for (int i = 0; i < n && t.n < HW_TABLE_MAX;) {
-            double r[64];
-            int k = 0, j = i;
-            for (; j < n && p[j].x == p[i].x; j++)
-                if (!p[j].hold && k < 64) r[k++] = 2 * p[j].x * p[j].k * p[j].n / (o->gpu.peak_flops.value * fmax(p[j].t - launch, 1e-9));
-            if (k) {
-                gsl_sort(r, 1, (size_t)k);
-                t.x[t.n] = p[i].x;
-                t.y[t.n] = fmin(1, fmax(1e-4, gsl_stats_median_from_sorted_data(r, 1, (size_t)k)));
-                t.n++;
-            }
-            i = j;
-        }
-        isotonic(t.y, t.n);
-        if (t.n) {
-            o->gpu.gemm_eff = t;
-            o->gpu.launch.value = launch;
-            o->gpu.memory_floor = 1;
-        }
-        double *pred = malloc(sizeof(double) * (size_t)n);
-        for (int i = 0; i < n; i++) pred[i] = hw_gemm_time(o, p[i].x, p[i].k, p[i].n, 2);
-        hw_calib_fit *f = &rep->fits[rep->nfits++];
-        f->group = "gemm";
-        score(f, p, n, pred);
-        provenance(o->gpu.gemm_eff.source, "GEMM efficiency against M", src, rep, f);
-        provenance(o->gpu.launch.source, "kernel launch overhead", src, rep, f);
-        free(pred);
-    }
-    free(p);
-    if ((st = load(db, dev, "attn_time", &p, &n))) return st;
-    if (n >= 2) {
-        double r[256];
+/* Weighted least squares for relative error: t - L = sum_j c_j X_j over the points, weights 1/t^2.
+ * A negative coefficient (the data cannot separate that term) is dropped and the rest refitted.
+ * Returns the number of coefficients kept > 0 (0: nothing fits). */
+static int wls(const pt *p, int n, double L, int ncol, double (*col)(const pt *, int), int use_hold, double *c) {
+    int keep[4] = {1, 1, 1, 1}, m = 0;
+    for (int i = 0; i < n; i++) m += use_hold || !p[i].hold;
+    for (int j = 0; j < ncol; j++) c[j] = 0;
+    for (int round = 0; round < ncol; round++) {
         int k = 0;
-        for (int i = 0; i < n && k < 256; i++)
-            if (!p[i].hold && p[i].t > o->gpu.launch.value) r[k++] = p[i].x / ((p[i].t - o->gpu.launch.value) * o->gpu.hbm_bw.value);
+        for (int j = 0; j < ncol; j++) k += keep[j];
+        if (!k || m < k) return 0;
+        gsl_matrix *X = gsl_matrix_alloc((size_t)m, (size_t)k), *cov = gsl_matrix_alloc((size_t)k, (size_t)k);
+        gsl_vector *y = gsl_vector_alloc((size_t)m), *w = gsl_vector_alloc((size_t)m), *cv = gsl_vector_alloc((size_t)k);
+        gsl_multifit_linear_workspace *ws = gsl_multifit_linear_alloc((size_t)m, (size_t)k);
+        int ok = X && cov && y && w && cv && ws;
+        for (int i = 0, r = 0; ok && i < n; i++) {
+            if (!use_hold && p[i].hold) continue;
+            for (int j = 0, q = 0; j < ncol; j++)
+                if (keep[j]) gsl_matrix_set(X, (size_t)r, (size_t)q++, col(&p[i], j));
+            gsl_vector_set(y, (size_t)r, p[i].t - L);
+            gsl_vector_set(w, (size_t)r, 1 / (p[i].t * p[i].t));
+            r++;
+        }
+        double chisq;
+        ok = ok && gsl_multifit_wlinear(X, w, y, cv, cov, &chisq, ws) == 0;
+        int neg = -1;
+        for (int j = 0, q = 0; ok && j < ncol; j++)
+            if (keep[j]) {
+                c[j] = gsl_vector_get(cv, (size_t)q++);
+                if (!(c[j] > 0) && (neg < 0 || c[j] < c[neg])) neg = j;
+            }
+        gsl_matrix_free(X), gsl_matrix_free(cov), gsl_vector_free(y), gsl_vector_free(w), gsl_vector_free(cv);
+        gsl_multifit_linear_free(ws);
+        if (!ok) return 0;
+        if (neg < 0) return k;
+        keep[neg] = 0, c[neg] = 0;
+    }
+    return 0;
+}
+static double col_bytes(const pt *p, int j) { return j == 0 ? p->bytes : j == 1 ? p->flops : 1; }
+static double col_bytes_one(const pt *p, int j) { return j == 0 ? p->bytes : 1; }
+
+/* The device's own rates, fitted to what it measured (nothing of the base profile's datasheet):
+ *   GEMM       t = L + max(flops / (P eff(M)), bytes / Bm): Bm from the smallest-M GEMMs, which
+ *              stream their weights once; P the best rate reached; eff(M) what each M reaches of it;
+ *   attention  t = L + X + bytes / Ba + flops / Fa: K/V streamed, plus each query head's work,
+ *              plus X, what the kernel takes beyond a launch (the CUDA kernel is a split pass and a
+ *              merge pass);
+ *   launch L   shared by every kernel, at most the smallest kernel's time: the value in [0, that]
+ *              that explains both groups best (a grid; each candidate refits the rest).
+ * hbm_bw is the fastest stream seen (a device-to-device copy, the GEMMs' or attention's), so both
+ * efficiencies are fractions of a measured number. */
+typedef struct {
+    double L, Bm, P, Ba, Fa, Xa, err; /* Xa: the attention kernel's fixed time beyond L */
+    int additive;                     /* GEMM: memory + compute, not max(memory, compute) */
+    hw_table eff;
+} gpu_fit;
+
+/* what a GEMM leaves for its compute term */
+static double gemm_compute(const pt *p, double L, double Bm, int additive) {
+    return p->t - L - (additive && Bm > 0 ? p->bytes / Bm : 0);
+}
+
+static void gemm_eff_table(const pt *g, int ng, double L, double Bm, int additive, double P, hw_table *t) {
+    t->n = 0;
+    for (int i = 0; i < ng && t->n < HW_TABLE_MAX;) {
+        double r[256];
+        int k = 0, j = i;
+        for (; j < ng && g[j].x == g[i].x; j++)
+            if (!g[j].hold && k < 256) r[k++] = g[j].flops / (P * fmax(gemm_compute(&g[j], L, Bm, additive), 1e-12));
         if (k) {
             gsl_sort(r, 1, (size_t)k);
-            o->gpu.attn_eff.value = fmin(1, fmax(1e-3, gsl_stats_median_from_sorted_data(r, 1, (size_t)k)));
+            t->x[t->n] = g[i].x;
+            t->y[t->n] = fmin(1, fmax(1e-4, gsl_stats_median_from_sorted_data(r, 1, (size_t)k)));
+            t->n++;
         }
-        double *pred = malloc(sizeof(double) * (size_t)n);
-        for (int i = 0; i < n; i++) pred[i] = p[i].x / (o->gpu.hbm_bw.value * o->gpu.attn_eff.value) + o->gpu.launch.value;
-        hw_calib_fit *f = &rep->fits[rep->nfits++];
-        f->group = "attention";
-        score(f, p, n, pred);
-        provenance(o->gpu.attn_eff.source, "attention bandwidth", src, rep, f);
-        free(pred);
+        i = j;
     }
-    free(p);
-    return KV_OK;
+    isotonic(t->y, t->n);
+}
+
+static double gemm_pred(const gpu_fit *f, const pt *p) {
+    double c = p->flops / (f->P * hw_table_eval(&f->eff, p->x)), m = f->Bm > 0 ? p->bytes / f->Bm : 0;
+    return (f->additive ? c + m : fmax(c, m)) + f->L;
+}
+static double attn_pred(const gpu_fit *f, const pt *p) {
+    return (f->Ba > 0 ? p->bytes / f->Ba : 0) + (f->Fa > 0 ? p->flops / f->Fa : 0) + f->Xa + f->L;
+}
+
+/* all parameters for one launch overhead L; err: RMS relative error over the fit points */
+static void gpu_fit_at(const pt *g, int ng, const pt *a, int na, double L, int additive, gpu_fit *f) {
+    memset(f, 0, sizeof *f);
+    f->L = L, f->additive = additive;
+    double c[2];
+    /* memory line through the smallest-M GEMMs (fit points) */
+    int n0 = 0;
+    while (n0 < ng && g[n0].x == g[0].x) n0++;
+    if (ng && wls(g, n0, L, 1, col_bytes, 0, c)) f->Bm = 1 / c[0];
+    /* the best rate: among GEMMs whose compute term is at least half their time (below that, noise
+     * on the total swamps it) */
+    for (int i = 0; i < ng; i++) {
+        double tc = gemm_compute(&g[i], L, f->Bm, additive);
+        if (!g[i].hold && tc > 0.5 * (g[i].t - L)) f->P = fmax(f->P, g[i].flops / tc);
+    }
+    if (ng && f->P > 0) gemm_eff_table(g, ng, L, f->Bm, additive, f->P, &f->eff);
+    if (na) {
+        /* one model, or models of one heads-per-byte ratio: flops is a multiple of bytes, keep one */
+        double lo = HUGE_VAL, hi = 0;
+        for (int i = 0; i < na; i++) lo = fmin(lo, a[i].flops / a[i].bytes), hi = fmax(hi, a[i].flops / a[i].bytes);
+        double c3[3];
+        if (lo > 0 && hi > 1.05 * lo) {
+            if (wls(a, na, L, 3, col_bytes, 0, c3)) f->Ba = c3[0] > 0 ? 1 / c3[0] : 0, f->Fa = c3[1] > 0 ? 1 / c3[1] : 0, f->Xa = c3[2];
+        } else if (wls(a, na, L, 2, col_bytes_one, 0, c3))
+            f->Ba = c3[0] > 0 ? 1 / c3[0] : 0, f->Xa = c3[1];
+    }
+    double se = 0;
+    int n = 0;
+    for (int i = 0; i < ng; i++)
+        if (!g[i].hold && f->P > 0) {
+            double e = (gemm_pred(f, &g[i]) - g[i].t) / g[i].t;
+            se += e * e, n++;
+        }
+    for (int i = 0; i < na; i++)
+        if (!a[i].hold) {
+            double e = (attn_pred(f, &a[i]) - a[i].t) / a[i].t;
+            se += e * e, n++;
+        }
+    f->err = n ? sqrt(se / n) : HUGE_VAL;
+}
+
+static kv_status fit_gpu(kv_db *db, const char *dev, hw_profile *o, hw_calib_report *rep, const char *src) {
+    pt *g = NULL, *a = NULL, *dd = NULL;
+    int ng = 0, na = 0, nd = 0;
+    kv_status st = load(db, dev, "gemm_time", &g, &ng);
+    if (!st) st = load(db, dev, "attn_time", &a, &na);
+    if (!st) st = load(db, dev, "copy_d2d", &dd, &nd);
+    if (st) goto out;
+    for (int i = 0; i < ng; i++)
+        if (!(g[i].flops > 0)) g[i] = g[--ng], i--; /* a GEMM row without its shape says nothing */
+    for (int i = 0; i < na; i++)
+        if (!(a[i].flops > 0)) a[i] = a[--na], i--;
+    qsort(g, (size_t)ng, sizeof *g, cmp_x);
+    qsort(a, (size_t)na, sizeof *a, cmp_x);
+    if (ng < 4) ng = 0;
+    if (na < 4) na = 0;
+    if (!ng && !na) goto out;
+    double tmin = HUGE_VAL;
+    for (int i = 0; i < ng; i++) tmin = fmin(tmin, g[i].t);
+    for (int i = 0; i < na; i++) tmin = fmin(tmin, a[i].t);
+    gpu_fit best = {.err = HUGE_VAL}, f;
+    const int steps = 400;
+    for (int add = 0; add < 2; add++) /* both forms of the GEMM's memory term: the one the data prefers */
+        for (int s = 0; s < steps; s++) { /* L from 0 to 0.99 of the smallest kernel's time */
+            gpu_fit_at(g, ng, a, na, 0.99 * tmin * s / (steps - 1), add, &f);
+            if (f.err < best.err) best = f;
+        }
+    if (!(best.err < HUGE_VAL) || (ng && !(best.P > 0)) || (na && !(best.Ba > 0 || best.Fa > 0))) {
+        st = kv_errorf(KV_EINVAL, "%s: the GEMM and attention times of %s fit no launch overhead, rate and bandwidth (times not growing with size?)",
+                       src, dev);
+        goto out;
+    }
+    double d2d = 0;
+    for (int i = 0; i < nd; i++) d2d = fmax(d2d, 2 * dd[i].x / dd[i].t);
+    double hbm = fmax(d2d, fmax(best.Bm, best.Ba));
+    o->gpu.launch.value = best.L;
+    o->gpu.memory_floor = 1;
+    o->gpu.hbm_bw.value = hbm;
+    snprintf(o->gpu.hbm_bw.source, HW_SRC_MAX, "[calib] fastest stream measured (%s) in %.60s on %.60s (%.10s)",
+             hbm == d2d ? "device-to-device copy, read + written" : hbm == best.Bm ? "memory-bound GEMMs" : "attention", src, rep->device, rep->date);
+    if (ng) {
+        o->gpu.gemm_additive = best.additive;
+        o->gpu.peak_flops.value = best.P;
+        o->gpu.gemm_eff = best.eff;
+        o->gpu.hbm_eff.value = best.Bm > 0 ? fmin(1, fmax(1e-4, best.Bm / hbm)) : o->gpu.hbm_eff.value;
+        double *pred = malloc(sizeof(double) * (size_t)ng);
+        if (!pred) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < ng; i++) pred[i] = gemm_pred(&best, &g[i]);
+        hw_calib_fit *fi = &rep->fits[rep->nfits++];
+        fi->group = "gemm";
+        score(fi, g, ng, pred);
+        free(pred);
+        provenance(o->gpu.gemm_eff.source, "GEMM efficiency against M", src, rep, fi);
+        provenance(o->gpu.peak_flops.source, "best GEMM rate", src, rep, fi);
+        provenance(o->gpu.hbm_eff.source, "memory-bound GEMM stream", src, rep, fi);
+        provenance(o->gpu.launch.source, "kernel launch overhead", src, rep, fi);
+    }
+    if (na) {
+        o->gpu.attn_eff.value = best.Ba > 0 ? fmin(1, fmax(1e-4, best.Ba / hbm)) : 1e-4;
+        o->gpu.attn_flops.value = best.Fa; /* 0 where the data cannot separate it: streaming only */
+        o->gpu.attn_fixed.value = best.Xa;
+        if (best.Fa <= 0 && best.Ba <= 0) o->gpu.attn_eff.value = 1e-4;
+        double *pred = malloc(sizeof(double) * (size_t)na);
+        if (!pred) {
+            st = kv_errorf(KV_ENOMEM, "out of memory");
+            goto out;
+        }
+        /* the profile's own cost function: what the simulator will use */
+        for (int i = 0; i < na; i++) pred[i] = attn_pred(&best, &a[i]);
+        hw_calib_fit *fi = &rep->fits[rep->nfits++];
+        fi->group = "attention";
+        score(fi, a, na, pred);
+        free(pred);
+        provenance(o->gpu.attn_eff.source, "attention bandwidth", src, rep, fi);
+        if (best.Fa > 0) provenance(o->gpu.attn_flops.source, "attention FLOP rate", src, rep, fi);
+        provenance(o->gpu.attn_fixed.source, "attention fixed time", src, rep, fi);
+        if (!ng) provenance(o->gpu.launch.source, "kernel launch overhead", src, rep, fi);
+    }
+out:
+    free(g), free(a), free(dd);
+    return st;
 }
 
 kv_status hw_calibrate(kv_db *db, const hw_profile *base, const char *source, const char *device, hw_profile *out,
@@ -417,6 +580,10 @@ kv_status hw_calibrate(kv_db *db, const hw_profile *base, const char *source, co
         return st;
     if (!rep->nfits) return kv_errorf(KV_ENOTFOUND, "%s: no copy, GEMM or attention measurements to fit for %s", source, rep->device);
     snprintf(o.description, sizeof o.description, "%.200s, calibrated on %.120s (%s) from %.120s", base->name, rep->device, rep->date, source);
+    /* the device is the one measured, not the base's */
+    int dn = (int)strcspn(rep->device, "(");
+    while (dn > 0 && rep->device[dn - 1] == ' ') dn--;
+    if (dn > 0) snprintf(o.gpu.name, sizeof o.gpu.name, "%.*s", dn < 63 ? dn : 63, rep->device);
     *out = o;
     return KV_OK;
 }
@@ -442,4 +609,30 @@ char *hw_calib_json(const hw_calib_report *r) {
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
+}
+
+int hw_calib_failures(const hw_calib_report *r, char *msg, size_t n) {
+    int k = 0;
+    size_t o = 0;
+    if (n) msg[0] = 0;
+    for (int i = 0; i < r->nfits; i++) {
+        const hw_calib_fit *x = &r->fits[i];
+        if (!x->n_hold || x->hold_rms <= HW_CALIB_MAX_ERROR) continue;
+        if (o < n) o += (size_t)snprintf(msg + o, n - o, "%s%s %.1f %%", k ? ", " : "", x->group, 100 * x->hold_rms);
+        k++;
+    }
+    return k;
+}
+
+int hw_profile_failed_fit(const hw_profile *p, char *what, size_t n) {
+    const char *src[] = {p->gpu.peak_flops.source, p->gpu.hbm_bw.source, p->gpu.launch.source, p->gpu.attn_eff.source,
+                         p->gpu.hbm_eff.source, p->gpu.gemm_eff.source, p->gpu.attn_flops.source, p->gpu.attn_fixed.source,
+                         p->link.h2d.bandwidth.source, p->link.h2d.overhead.source, p->link.h2d.size_eff.source,
+                         p->link.d2h.bandwidth.source, p->link.d2h.overhead.source, p->link.d2h.size_eff.source};
+    for (size_t i = 0; i < sizeof src / sizeof src[0]; i++)
+        if (strstr(src[i], HW_CALIB_FAILED)) {
+            if (what && n) snprintf(what, n, "%s", src[i]);
+            return 1;
+        }
+    return 0;
 }

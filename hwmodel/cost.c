@@ -28,7 +28,7 @@ double hw_gemm_time(const hw_profile *p, double M, double K, double N, int elem)
     double t = flops / (p->gpu.peak_flops.value * hw_table_eval(&p->gpu.gemm_eff, M));
     if (p->gpu.memory_floor) {
         double bytes = (M * K + K * N + M * N) * elem;
-        t = fmax(t, bytes / hbm(p));
+        t = p->gpu.gemm_additive ? t + bytes / hbm(p) : fmax(t, bytes / hbm(p));
     }
     return t + p->gpu.launch.value;
 }
@@ -36,8 +36,13 @@ double hw_gemm_time(const hw_profile *p, double M, double K, double N, int elem)
 double hw_attn_time(const hw_profile *p, const kv_model *m, int batch, int ctx) {
     double kv = (double)batch * (ctx + 1) * (double)kv_model_kv_bytes_token_layer(m);
     double flops = 4.0 * batch * (ctx + 1) * (double)m->n_heads * m->head_dim;
+    double stream = kv / (p->gpu.hbm_bw.value * p->gpu.attn_eff.value);
+    /* a calibrated profile: streaming K/V plus each query head's scores, softmax and sums at the
+     * kernel's own rate (GQA models do more of that per byte: one rate cannot fit both) */
+    if (p->gpu.attn_flops.value > 0 || p->gpu.attn_fixed.value > 0)
+        return stream + (p->gpu.attn_flops.value > 0 ? flops / p->gpu.attn_flops.value : 0) + p->gpu.attn_fixed.value + p->gpu.launch.value;
     double t = flops / p->gpu.peak_flops.value;
-    if (p->gpu.memory_floor) t = fmax(t, kv / (p->gpu.hbm_bw.value * p->gpu.attn_eff.value));
+    if (p->gpu.memory_floor) t = fmax(t, stream);
     return t + p->gpu.launch.value;
 }
 

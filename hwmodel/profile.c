@@ -217,7 +217,8 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
     if (!json_is_object(root)) return perr(c, KV_EPARSE, "top level must be a JSON object%s%s", "", "");
     static const char *const top[] = {"name", "description", "gpu", "link", "cpu", NULL};
     static const char *const gk[] = {"name", "peak_fp16_tflops", "hbm_gbps", "memory_gib", "launch_us",
-                                     "attention_bw_efficiency", "hbm_efficiency", "gemm_efficiency", "memory_floor", NULL};
+                                     "attention_bw_efficiency", "hbm_efficiency", "gemm_efficiency", "memory_floor",
+                                     "attention_tflops", "attention_fixed_us", "gemm_memory_additive", NULL};
     static const char *const lk[] = {"name", "h2d", "d2h", NULL};
     static const char *const ck[] = {"name", "mem_bw_gbps", "memory_gib", "attn_tflops", NULL};
     if ((st = check_keys(c, root, "", top)) || (st = get_str(c, root, "", "name", p->name, sizeof p->name)))
@@ -244,6 +245,14 @@ static kv_status parse_root(const ctx_t *c, json_t *root, hw_profile *p) {
         p->gpu.hbm_eff.value = 1;
         snprintf(p->gpu.hbm_eff.source, sizeof p->gpu.hbm_eff.source, "not given: the datasheet bandwidth");
     }
+    /* calibration's fields (optional): the attention kernel's FLOP rate */
+    if (json_object_get(g, "attention_tflops") && (st = get_val(c, g, "gpu.", "attention_tflops", TFLOP, 'p', &p->gpu.attn_flops)))
+        return st;
+    if (json_object_get(g, "attention_fixed_us") && (st = get_val(c, g, "gpu.", "attention_fixed_us", US, 'z', &p->gpu.attn_fixed)))
+        return st;
+    json_t *ga = json_object_get(g, "gemm_memory_additive");
+    if (ga && !json_is_boolean(ga)) return perr(c, KV_EPARSE, "field 'gpu.gemm_memory_additive' must be true or false%s%s", "", "");
+    p->gpu.gemm_additive = ga && json_is_true(ga);
     json_t *mf = json_object_get(g, "memory_floor");
     p->gpu.memory_floor = 1;
     if (mf) {
@@ -497,6 +506,9 @@ char *hw_profile_to_json(const hw_profile *p) {
                           jval(&p->gpu.mem_bytes, GIB), "launch_us", jval(&p->gpu.launch, US),
                           "attention_bw_efficiency", jval(&p->gpu.attn_eff, 1), "hbm_efficiency", jval(&p->gpu.hbm_eff, 1),
                           "gemm_efficiency", jtab(&p->gpu.gemm_eff), "memory_floor", p->gpu.memory_floor);
+    if (g && p->gpu.attn_flops.value > 0) json_object_set_new(g, "attention_tflops", jval(&p->gpu.attn_flops, TFLOP));
+    if (g && p->gpu.gemm_additive) json_object_set_new(g, "gemm_memory_additive", json_true());
+    if (g && p->gpu.attn_fixed.value > 0) json_object_set_new(g, "attention_fixed_us", jval(&p->gpu.attn_fixed, US));
     json_t *l = json_pack("{s:s,s:o,s:o}", "name", p->link.name, "h2d", jdir(&p->link.h2d), "d2h", jdir(&p->link.d2h));
     json_t *c = json_pack("{s:s,s:o,s:o,s:o}", "name", p->cpu.name, "mem_bw_gbps", jval(&p->cpu.mem_bw, GB),
                           "memory_gib", jval(&p->cpu.mem_bytes, GIB), "attn_tflops", jval(&p->cpu.attn_flops, TFLOP));

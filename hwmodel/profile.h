@@ -45,6 +45,12 @@ typedef struct {
         hw_val hbm_eff;      /* fraction of hbm_bw streaming kernels reach: the GEMM memory floor, norms */
         hw_table gemm_eff;   /* efficiency against GEMM rows M */
         int memory_floor;    /* 1: roofline max(compute, bytes/hbm_bw); 0: compute only */
+        /* -- fields calibration fits (hw_calib); optional in files -- */
+        hw_val attn_flops;   /* FLOP/s of decode attention's per-query work (scores, softmax, sums), added to
+                                its K/V streaming time; 0: not given (the older max(tensor, stream) model) */
+        hw_val attn_fixed;   /* s per attention call beyond the launch overhead (with attn_flops only) */
+        int gemm_additive;   /* 1: a GEMM's memory term adds to its compute term instead of bounding it (the
+                                host backend converts its fp16 operands, then runs sgemm) */
     } gpu;
     struct {
         char name[64];

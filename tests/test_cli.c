@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include "tests.h"
 
-static char out[1 << 16];
+static char out[1 << 18]; /* hw list --json: every profile, calibrated ones with long provenance */
 
 static void expect(int want_rc, const char *needle, const char *args) {
     int rc = run_cmd(out, sizeof out, "%s %s", kvpr_bin(), args);

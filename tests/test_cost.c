@@ -37,6 +37,24 @@ static void t_gemm(void **s) {
     nf.gpu.hbm_eff.value = 1;
     assert_rel(hw_gemm_time(&nf, 1, 4096, 4096, 2), bytes / 1555e9 + 3e-6, 1e-12);
     assert_true(hw_gemm_time(&a, 0, 4096, 4096, 2) == 0);
+    /* a calibrated host profile: the memory term adds to the compute term (operands converted, then
+     * sgemm): 2 x 4096^2 / (312e12 x 0.75) ... at M = 1 eff is the table's first value */
+    hw_profile ad = a;
+    ad.gpu.gemm_additive = 1;
+    double fl = 2.0 * 4096 * 4096;
+    assert_rel(hw_gemm_time(&ad, 1, 4096, 4096, 2), fl / (312e12 * hw_table_eval(&a.gpu.gemm_eff, 1)) + bytes / (1555e9 * 0.9) + 3e-6, 1e-12);
+}
+
+/* Decode attention with the calibrated fields: streaming + per-head work + fixed + launch. */
+static void t_attn_calibrated(void **s) {
+    (void)s;
+    hw_profile a = hwp("a100-40gb-pcie4");
+    kv_model m = mdl("Llama-3-8B"); /* 32 query heads of 128 over 8 KV heads */
+    /* without the fields: max(tensor rate, streaming) + launch; 8 x 1024 positions (ctx 1023 + the new one) */
+    double kv = 8.0 * 1024 * 2 * 8 * 128 * 2, fl = 4.0 * 8 * 1024 * 32 * 128;
+    assert_rel(hw_attn_time(&a, &m, 8, 1023), fmax(fl / 312e12, kv / (1555e9 * a.gpu.attn_eff.value)) + 3e-6, 1e-12);
+    a.gpu.attn_flops.value = 20e12, a.gpu.attn_fixed.value = 4e-6;
+    assert_rel(hw_attn_time(&a, &m, 8, 1023), kv / (1555e9 * a.gpu.attn_eff.value) + fl / 20e12 + 4e-6 + 3e-6, 1e-12);
 }
 
 static void t_attention(void **s) {
@@ -95,7 +113,7 @@ static void t_paper_model(void **s) {
 }
 
 void group_cost(tcount *c) {
-    const struct CMUnitTest t[] = {cmocka_unit_test(t_copy), cmocka_unit_test(t_gemm), cmocka_unit_test(t_attention),
+    const struct CMUnitTest t[] = {cmocka_unit_test(t_copy), cmocka_unit_test(t_gemm), cmocka_unit_test(t_attn_calibrated), cmocka_unit_test(t_attention),
                                    cmocka_unit_test(t_recompute_and_layer), cmocka_unit_test(t_paper_model)};
     RUN_GROUP(c, "cost", t);
 }

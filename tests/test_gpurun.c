@@ -186,7 +186,7 @@ static void t_gpu_script_dry_run(void **s) {
     snprintf(f, sizeof f, "%s/out/traces.sql", dir);
     assert_int_equal(sql_count(f, "SELECT count(*) FROM runs WHERE kind = 'engine'"), 12);
     assert_int_equal(sql_count(f, "SELECT count(*) FROM measurements"), rows);
-    assert_int_equal(run_cmd(out, sizeof out, "cd %s && %s calibrate --from out/bench.sql --base h100-sxm --out cal.json --db cal.db", dir,
+    assert_int_equal(run_cmd(out, sizeof out, "cd %s && %s calibrate --from out/bench.sql --base h100-sxm --out cal.json --db cal.db --force", dir,
                              kvpr_bin()),
                      0);
     assert_int_equal(run_cmd(out, sizeof out, "cd %s && %s compare --profile h100-sxm --from out/runs-b.sql --plots plots", dir, kvpr_bin()), 0);
