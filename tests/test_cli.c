@@ -138,7 +138,7 @@ static void t_plan_validate_cmd(void **s) {
      * workers (here more than configurations, one without a sweep: a model that does not fit) */
     write_text(f, "{\"models\": [\"OPT-1.3B\", \"OPT-66B\"], \"hardware\": [\"a100-40gb-pcie4\"], \"batch\": [8], \"prompt\": [64],"
                   " \"gen\": [4], \"mode\": [\"latency\", \"throughput\"], \"nb\": 2, \"schedulers\": [\"paper\", \"dynamic\"]}");
-    static char one[65536];
+    static char one[262144];
     snprintf(a, sizeof a, "validate --grid %s --no-db --plots %s/vplots --jobs 1", f, tmp_dir());
     expect(0, "skip   OPT-66B", a);
     snprintf(one, sizeof one, "%s", out);
