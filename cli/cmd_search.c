@@ -12,6 +12,7 @@
 #include "../exp/searchplot.h"
 #include "../sched/regions.h"
 #include "../sched/search.h"
+#include "../sim/multi.h"
 #include "../core/kv_str.h"
 #include "cli.h"
 
@@ -30,7 +31,13 @@ static const char *search_help =
     "  --prefetch-max D           prefetch depths 1..D are tried (default 2)\n"
     "  --no-per-step              do not try a KVPR split per decode step\n"
     "  --compress kv|weights|both 4-bit group-wise compression of every candidate (as kvpr sim --compress)\n"
-    "  --gpu-mem GIB --cpu-mem GIB  capacities (default: the profile's)\n"
+    "  --gpu-mem GIB --cpu-mem GIB  capacities (default: the profile's; with --gpus, --cpu-mem is each replica's)\n"
+    "  --gpus N                   plan one of N data-parallel replicas sharing one host: the search sees each GPU's\n"
+    "                             fair share of the switch uplinks, DRAM, cores and host memory, and its choice is\n"
+    "                             simulated with all N replicas (per-GPU and aggregate decode tokens/s, bottleneck\n"
+    "                             hop), next to the choice for one GPU alone; one KVPR split per run (no per-step)\n"
+    "  --topology T               the host (hwmodel/topologies, `kvpr hw topologies`); --hw defaults to its GPU.\n"
+    "                             Without it, --gpus N puts N GPUs on root ports of the profile's host\n"
     "  --sim-budget TASKS         simulated tasks at most (default 4e6, about two seconds)\n"
     "  --json                     one JSON object (policy, percent, gbs, nb, split, generation_tok_s, decode_tok_s, ...)\n"
     "  --validate                 regret against brute-force simulation over a built-in grid (no --model needed)\n"
@@ -504,6 +511,203 @@ out:
     return rc;
 }
 
+/* ---- several GPUs on one host (--gpus, --topology) --------------------------------------------- */
+
+#define SEARCH_GPUS_RERANK 8
+
+/* The plan of candidate c run by n replicas together on t: sim_multi_run shares every hop flow by
+ * flow, where the search saw a fair share. KV_ENOFIT (cleared, *fits = 0) when the replicas' host
+ * buffers do not fit the host. */
+static kv_status replicas_of(const kv_model *m, const hw_profile *p, const hw_topo *t, int n, const search_cand *c,
+                             sim_multi_result *r, int *fits) {
+    sim_ctx *s = sim_new();
+    if (!s) return kv_errorf(KV_ENOMEM, "out of memory");
+    kv_status st = sim_multi_run(s, m, p, t, n, &c->plan, r);
+    sim_free(s);
+    *fits = st == KV_OK;
+    if (st == KV_ENOFIT) kv_errclear(), st = KV_OK;
+    return st;
+}
+
+static json_t *replicas_json(const sim_multi_result *r, const kv_model *m, const hw_topo *t, const search_cand *c, int fits) {
+    if (!fits) return json_null();
+    char *s = sim_multi_json(r, m, t, &c->plan);
+    json_t *o = s ? json_loads(s, 0, NULL) : NULL;
+    free(s);
+    return o ? o : json_null();
+}
+
+static void print_replicas(const char *what, const search_cand *c, const sim_multi_result *r, int fits) {
+    char sp[32];
+    fmt_split(sp, sizeof sp, c);
+    printf("  %-14s %s, gbs %d x nb %d, split %s: ", what, kv_policy_name(c->plan.policy), c->plan.batch, c->plan.nb, sp);
+    if (!fits) {
+        printf("does not fit the host's memory with every replica\n");
+        return;
+    }
+    printf("aggregate %.1f tok/s decode, bottleneck %s (%.0f %%)\n", r->aggregate_tok_s, sim_multi_bottleneck(r),
+           100 * r->bottleneck_share);
+    printf("  %-14s per GPU", "");
+    for (int i = 0; i < r->n; i++) printf(" %.1f", r->rep_tok_s[i]);
+    printf(" tok/s\n");
+}
+
+/* The objective of a replicas' run, larger is better: the search's objective over the host (the
+ * slowest replica sets prefill and decode times). */
+static double rep_value(const sim_multi_result *r, const kv_plan *pl, search_objective o) {
+    if (o == SEARCH_DECODE) return r->aggregate_tok_s;
+    if (o == SEARCH_LATENCY) return r->decode_s > 0 ? -r->decode_s / (pl->gen - 1) : -1e300;
+    double t = r->prefill_s + r->decode_s;
+    return t > 0 ? (double)r->n * pl->batch * pl->nb * pl->gen / t : 0;
+}
+
+/* kvpr search --gpus N [--topology T]: the search for one of N replicas (search_opts.topo/gpus: a
+ * fair share of every shared hop), then its best candidates simulated with all N replicas
+ * together and the best of them kept, its KVPR split scanned the same way: the fair share is an
+ * approximation (on DGX A100 it stops a few per cent short of the split the shared run wants).
+ * The choice for one GPU alone on the same host, run by the same N replicas, shows what sharing
+ * the host changed and what it is worth. */
+static int run_gpus(const char *model, const char *hw, const char *topo, int n, search_opts *o, int js) {
+    kv_status st;
+    hw_topo t;
+    if (topo && (st = hw_topo_resolve(topo, &t))) return cli_fail(st);
+    if (topo && !hw) hw = t.profile; /* the topology's GPU unless --hw swaps it */
+    if (!model || !hw || !o->prompt || !o->gen)
+        return cli_usage("--model, --hw (or --topology), --prompt and --gen are required (see --help)");
+    if (o->objective == SEARCH_LATENCY && o->max_token_s > 0)
+        return cli_usage("--max-token-latency bounds a throughput objective (generation or decode), not latency itself");
+    kv_model m;
+    hw_profile p;
+    if ((st = kv_model_resolve(model, &m)) || (st = hw_profile_resolve(hw, &p))) return cli_fail(st);
+    if (!topo) hw_topo_default(&p, n, &t);
+    if (n > t.ngpus) return cli_usage("topology %s has %d GPUs: --gpus must be 1 to %d", t.name, t.ngpus, t.ngpus);
+    if (o->gpu_bytes > 0) p.gpu.mem_bytes.value = o->gpu_bytes; /* the replicas' simulation checks the same GPU */
+    /* the replicas run one plan with one split (sim_multi reports one); a split per step would be
+     * chosen for one GPU's share and is not what the replicas simulate */
+    o->per_step = 0;
+    o->topo = &t, o->gpus = n;
+    int top = o->top;
+    if (o->top < SEARCH_GPUS_RERANK) o->top = SEARCH_GPUS_RERANK; /* candidates re-ranked with the replicas */
+    search_result r, a;
+    if ((st = search_run(&m, &p, o, &r))) return cli_fail(st);
+    search_opts oa = *o;
+    oa.gpus = 1; /* the same host with one GPU: its CPU, DRAM and uplinks to itself */
+    oa.top = 1;
+    int have_alone = 0;
+    if (n > 1) {
+        if ((st = search_run(&m, &p, &oa, &a)) && st != KV_ENOFIT) {
+            search_result_free(&r);
+            return cli_fail(st);
+        }
+        if (st) kv_errclear();
+        have_alone = st == KV_OK;
+    }
+    /* the replicas' run of every candidate; then the winner's split */
+    sim_multi_result mr, ma, x;
+    int fr = 0, fa = 0, fx, pick = 0, split0 = -1;
+    double bestv = -1e300;
+    for (int i = 0; i < r.n && !st; i++) {
+        if ((st = replicas_of(&m, &p, &t, n, &r.c[i], &x, &fx)) || !fx) continue;
+        double v = rep_value(&x, &r.c[i].plan, o->objective);
+        if (v > bestv) bestv = v, pick = i, mr = x, fr = 1;
+    }
+    search_cand w;
+    int have_w = 0;
+    if (!st) st = search_cand_copy(&w, &r.c[pick]);
+    have_w = !st;
+    if (!st && fr && w.plan.policy == KV_POL_KVPR) {
+        search_cand c;
+        int step = o->prompt / 64 > 1 ? o->prompt / 64 : 1;
+        split0 = w.plan.split;
+        if (!(st = search_cand_copy(&c, &w))) {
+            for (int l = 0; l <= o->prompt && !st; l += step) {
+                c.plan.split = l;
+                if ((st = replicas_of(&m, &p, &t, n, &c, &x, &fx)) || !fx) continue;
+                double v = rep_value(&x, &c.plan, o->objective);
+                if (v > bestv) bestv = v, w.plan.split = l, mr = x;
+            }
+            search_cand_free(&c);
+        }
+    }
+    if (!st && have_alone) st = replicas_of(&m, &p, &t, n, &a.c[0], &ma, &fa);
+    if (st) {
+        if (have_w) search_cand_free(&w);
+        search_result_free(&r);
+        if (have_alone) search_result_free(&a);
+        return cli_fail(st);
+    }
+    int shown_n = r.n < top ? r.n : top;
+    if (split0 >= 0 && split0 != w.plan.split) { /* its single-replica figures for the split kept (one GPU's share) */
+        int fits = 0;
+        search_cand c;
+        if ((st = search_simulate(&m, &p, o, &w.plan, &c, &fits))) {
+            search_cand_free(&w);
+            search_result_free(&r);
+            if (have_alone) search_result_free(&a);
+            return cli_fail(st);
+        }
+        if (fits) {
+            search_cand_free(&w);
+            w = c;
+            w.split_how = "replicas";
+        } else search_cand_free(&c);
+    }
+    const search_cand *wa = have_alone ? &a.c[0] : &w;
+    if (!have_alone) ma = mr, fa = fr;
+    double gain = fr && fa && ma.aggregate_tok_s > 0 ? mr.aggregate_tok_s / ma.aggregate_tok_s - 1 : 0;
+    if (js) {
+        json_t *cands = json_array(), *best = json_object();
+        for (int i = 0; i < shown_n; i++) json_array_append_new(cands, cand_json(&r.c[i], i + 1));
+        for (int i = 0; i < KV_POL_COUNT; i++)
+            if (r.has[i]) json_object_set_new(best, kv_policy_name((kv_policy)i), cand_json(&r.best[i], 0));
+        json_t *out = json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:s,s:f,s:i,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:o},s:f}", "model", m.name, "hw",
+                                p.name, "topology", t.name, "gpus", n, "prompt", o->prompt, "gen", o->gen, "objective",
+                                search_objective_name(o->objective), "max_token_latency_s", o->max_token_s, "sequences", o->sequences,
+                                "candidates", cands, "best_per_policy", best, "plan", cand_json(&w, 0), "plan_from_candidate",
+                                pick + 1, "replicas", replicas_json(&mr, &m, &t, &w, fr),
+                                "alone", "plan", cand_json(wa, 0), "replicas", replicas_json(&ma, &m, &t, wa, fa),
+                                "aggregate_gain_over_alone", gain);
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("\n");
+        json_decref(out);
+    } else {
+        printf("%s on %s (%s), one of %d data-parallel replicas sharing the host; prompt %d, gen %d: objective %s", m.name, t.name,
+               p.name, n, o->prompt, o->gen, search_objective_name(o->objective));
+        if (o->max_token_s > 0) printf(", at most %g ms per token", 1e3 * o->max_token_s);
+        if (o->sequences) printf(", %d sequences per GPU", o->sequences);
+        printf("\n  (each GPU's fair share of its switch uplink, socket DRAM, cores and host memory; per GPU)\n");
+        print_header(o->objective);
+        for (int i = 0; i < shown_n; i++) print_row(i + 1, &r.c[i], o->objective);
+        print_why(&r, o);
+        printf("\n%d replicas on %s, simulated together (every hop shared flow by flow):\n", n, t.name);
+        if (!fr) printf("  no candidate fits the host's memory with every replica\n");
+        else {
+            printf("  the best of the search's first %d candidates run this way is #%d", r.n, pick + 1);
+            if (split0 >= 0 && split0 != w.plan.split) printf(", its split moved from %d to %d", split0, w.plan.split);
+            printf("\n");
+        }
+        print_replicas("this plan", &w, &mr, fr);
+        if (have_alone) {
+            print_replicas("one GPU's plan", wa, &ma, fa);
+            if (fr && fa)
+                printf("  the plan for the shared host is %+.1f %% in aggregate against the plan for one GPU alone\n", 100 * gain);
+        }
+        char pc[128];
+        fmt_percent(pc, sizeof pc, &w.plan.percent);
+        printf("run it: kvpr sim --model %s --gpus %d %s%s --hw %s --prompt %d --gen %d --policy %s --mode %s --gbs %d --nb %d "
+               "--prefetch %d --percent '%s'",
+               m.name, n, topo ? "--topology " : "", topo ? t.name : "", p.name, o->prompt, o->gen, kv_policy_name(w.plan.policy),
+               kv_mode_name(w.plan.mode), w.plan.batch, w.plan.nb, w.plan.prefetch, pc);
+        if (w.plan.policy == KV_POL_KVPR) printf(" --split %d", w.plan.split);
+        if (w.plan.compress) printf(" --compress %s", kv_compress_name(w.plan.compress));
+        printf("\n");
+    }
+    search_cand_free(&w);
+    search_result_free(&r);
+    if (have_alone) search_result_free(&a);
+    return 0;
+}
+
 int cmd_search(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", 1, 0, 'm'},      {"hw", 1, 0, 'w'},          {"prompt", 1, 0, 'p'},      {"gen", 1, 0, 'g'},
@@ -512,8 +716,10 @@ int cmd_search(int argc, char **argv) {
         {"no-per-step", 0, 0, 'S'}, {"gpu-mem", 1, 0, 'G'},    {"cpu-mem", 1, 0, 'C'},     {"sim-budget", 1, 0, 'b'},
         {"json", 0, 0, 'j'},       {"validate", 0, 0, 'V'},    {"flexgen", 0, 0, 'F'},     {"help", 0, 0, 'h'},
         {"search", 0, 0, 'Z'},     {"regions", 0, 0, 'R'},     {"models", 1, 0, 'M'},      {"prompts", 1, 0, 'Q'},
-        {"batches", 1, 0, 'K'},    {"plots", 1, 0, 'O'},       {"compress", 1, 0, 'X'},    {0, 0, 0, 0}};
-    const char *model = NULL, *hw = NULL, *models = NULL, *prompts = NULL, *batches = NULL, *plots = "plots";
+        {"batches", 1, 0, 'K'},    {"plots", 1, 0, 'O'},       {"compress", 1, 0, 'X'},    {"gpus", 1, 0, 'U'},
+        {"topology", 1, 0, 'T'},   {0, 0, 0, 0}};
+    const char *model = NULL, *hw = NULL, *models = NULL, *prompts = NULL, *batches = NULL, *plots = "plots", *topo = NULL;
+    int gpus = 0;
     int js = 0, validate = 0, flexgen = 0, regions = 0, gen_given = 0, budget_given = 0, c;
     double ms = 0, gib;
     search_opts o;
@@ -560,6 +766,8 @@ int cmd_search(int argc, char **argv) {
         case 'K': batches = optarg; break;
         case 'O': plots = optarg; break;
         case 'X': if ((st = kv_compress_parse(optarg, &o.compress))) return cli_fail(st); break;
+        case 'U': if ((st = cli_int("--gpus", optarg, 1, HW_TOPO_MAX_GPUS, &gpus))) return cli_fail(st); break;
+        case 'T': topo = optarg; break;
         case 'j': js = 1; break;
         case 'V': validate = 1; break;
         case 'F': flexgen = 1; break;
@@ -572,6 +780,9 @@ int cmd_search(int argc, char **argv) {
     /* `kvpr validate --search` hands its arguments here with argv[0] = "validate" */
     if (argc > 0 && argv[0] && !strcmp(argv[0], "validate")) validate = 1;
     if (validate + flexgen + regions > 1) return cli_usage("--validate, --flexgen and --regions are separate runs: give one");
+    if ((gpus || topo) && (validate || flexgen || regions))
+        return cli_usage("--gpus and --topology plan one search: not with --validate, --flexgen or --regions");
+    if (gpus || topo) return run_gpus(model, hw, topo, gpus ? gpus : 1, &o, js);
     if (!regions && (models || prompts || batches))
         return cli_usage("--models, --prompts and --batches belong to --regions (see --help)");
     if (regions) {

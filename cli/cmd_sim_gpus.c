@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../exp/exp.h"
 #include "../hwmodel/topo.h"
 #include "../sched/sched.h"
 #include "../sim/multi.h"
@@ -47,7 +48,7 @@ static void summary(const sim_multi_result *r, const kv_model *m, const hw_profi
 int cmd_sim_gpus(int argc, char **argv, const char *help) {
     kv_plan pl;
     kv_plan_defaults(&pl);
-    const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = NULL, *topo = NULL;
+    const char *model = NULL, *hw = NULL, *trace = NULL, *dbpath = DB_DEFAULT_PATH, *topo = NULL;
     int js = 0, n = 1, has_hw = 0;
     sched_kind sk = SCHED_PIPELINED;
     char **av = malloc(sizeof(char *) * (size_t)(argc + 3));
@@ -120,6 +121,22 @@ int cmd_sim_gpus(int argc, char **argv, const char *help) {
     st = sim_multi_run(s, &m, &p, &t, n, &pl, &r);
     sim_free(s);
     if (st) return cli_fail(st);
+    if (dbpath) {
+        /* an ad-hoc run is keyed by its configuration, as kvpr sim's: an identical rerun replaces it */
+        char *pj = kv_plan_json(&pl);
+        size_t kn = pj ? strlen(pj) + strlen(m.name) + strlen(t.name) + strlen(p.name) + 48 : 0;
+        char *key = pj ? malloc(kn) : NULL;
+        if (key) snprintf(key, kn, "sim-gpus %s %s %s %d %s", m.name, t.name, p.name, n, pj);
+        free(pj);
+        if (!key) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
+        kv_db *db = NULL;
+        if (!(st = cli_db_open(dbpath, &db)))
+            st = exp_servers_store(db, key, planned ? sched_name(sk) : pl.policy == KV_POL_KVPR ? "fixed" : NULL, &m, &p, &t, &pl, &r,
+                                   alone, 0, NULL);
+        db_close(db);
+        free(key);
+        if (st) return cli_fail(st);
+    }
     cli_warn_context(&m, pl.prompt + pl.gen);
     if (js) {
         char *j = sim_multi_json(&r, &m, &t, &pl);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include "../hwmodel/profile.h"
 #include "../sched/sched.h"
+#include "../sim/multi.h"
 
 #define EXP_MAXV 24
 #define EXP_MAXF 8
@@ -130,10 +131,15 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
 /* Reads the experiment's runs back from the database and prints the tables; draws the figures
  * into plots_dir (gnuplot; PNG and SVG). */
 kv_status exp_report(const exp_spec *s, const char *db, const char *plots_dir, FILE *out);
-/* Specs with 'gpus' (exp/servers.c): replicas on the topologies named under 'hardware', simulated
- * in-process (fast, deterministic) rather than stored run by run. */
-kv_status exp_servers_execute(const exp_spec *s, int *ran, int *nofit);
-kv_status exp_servers_report(const exp_spec *s, const char *plots_dir, int csv, FILE *out);
+/* Specs with 'gpus' (exp/servers.c): replicas on the topologies named under 'hardware', one run
+ * per configuration stored in db (exp_servers_store) and reported from it. */
+kv_status exp_servers_execute(const exp_spec *s, const char *db, int *ran, int *nofit);
+kv_status exp_servers_report(const exp_spec *s, const char *db, const char *plots_dir, int csv, FILE *out);
+/* One run of N replicas (sim/multi.h) into db: aggregate_tok_s, per_gpu_tok_s, gpuK_tok_s,
+ * "bottleneck:HOP" = its share, hop_saturated:HOP, ...; nofit: the reason it does not fit (r unused). */
+kv_status exp_servers_store(kv_db *db, const char *run_key, const char *sched, const kv_model *m, const hw_profile *p,
+                            const hw_topo *t, const kv_plan *pl, const sim_multi_result *r, int alone_split, double agg_alone,
+                            const char *nofit);
 /* The same runs as CSV, one row per run with every dimension its own column (for pandas and
  * spreadsheets); runs not in the database have status 'not run' and empty values. */
 kv_status exp_report_csv(const exp_spec *s, const char *db, FILE *out);

@@ -684,7 +684,7 @@ static void rep_free(rep *R, kv_db *db) {
 }
 
 kv_status exp_report_csv(const exp_spec *s, const char *dbpath, FILE *o) {
-    if (s->ngpus) return exp_servers_report(s, NULL, 1, o); /* several GPUs per host: exp/servers.c */
+    if (s->ngpus) return exp_servers_report(s, dbpath, NULL, 1, o); /* several GPUs per host: exp/servers.c */
     rep R;
     kv_db *db;
     kv_status st = rep_load(s, dbpath, &R, &db);
@@ -697,7 +697,7 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
     rep R;
     kv_db *db;
     if (!dir) dir = "plots";
-    if (s->ngpus) return exp_servers_report(s, exp_plot_dir(dir) ? NULL : dir, 0, o);
+    if (s->ngpus) return exp_servers_report(s, dbpath, exp_plot_dir(dir) ? NULL : dir, 0, o);
     kv_status st = rep_load(s, dbpath, &R, &db);
     if (!st) st = exp_plot_dir(dir);
     if (!st) {

@@ -197,7 +197,7 @@ int exp_deal(const int *idx, int n, int k, int m, int *out) {
 }
 
 kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit) {
-    if (s->ngpus) return exp_servers_execute(s, ran, nofit); /* several GPUs per host: exp/servers.c */
+    if (s->ngpus) return exp_servers_execute(s, o->db, ran, nofit); /* several GPUs per host: exp/servers.c */
     exp_run *runs;
     int n, ms;
     kv_status st = db_timeout_from_env(30000, &ms);

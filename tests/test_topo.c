@@ -11,6 +11,7 @@
 #include "../sched/sched.h"
 #include "../sched/search.h"
 #include "../sim/multi.h"
+#include <sqlite3.h>
 #include "tests.h"
 
 /* ---- files ------------------------------------------------------------------------------ */
@@ -429,10 +430,78 @@ static void t_experiment(void **s) {
     assert_int_equal(exp_check(&sp), KV_OK);
     assert_int_equal(sp.ngpus, 4);
     int ran, nofit;
-    assert_int_equal(exp_servers_execute(&sp, &ran, &nofit), KV_OK);
+    char db[600];
+    snprintf(db, sizeof db, "%s/servers.db", tmp_dir());
+    remove(db);
+    /* before any run: the report says every run is missing */
+    kv_db *h;
+    assert_int_equal(db_open(db, 1000, &h), KV_OK);
+    db_close(h);
+    char *buf = NULL;
+    size_t bn = 0;
+    FILE *f = open_memstream(&buf, &bn);
+    assert_int_equal(exp_servers_report(&sp, db, NULL, 0, f), KV_OK);
+    fclose(f);
+    assert_non_null(strstr(buf, "42 of 42 runs are not in"));
+    free(buf);
+    assert_int_equal(exp_servers_execute(&sp, db, &ran, &nofit), KV_OK);
     /* 3 topologies x 3 policies x 4 GPU counts, and the GH200 pair at 1 and 2 */
     assert_int_equal(ran + nofit, 3 * 3 * 4 + 3 * 2);
     assert_int_equal(nofit, 0);
+    /* a rerun replaces its runs (run keys), one run per configuration */
+    assert_int_equal(exp_servers_execute(&sp, db, &ran, &nofit), KV_OK);
+    assert_int_equal(db_open_ro(db, 1000, &h), KV_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db_handle(h), "SELECT count(*), count(DISTINCT run_key) FROM runs", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 42);
+    assert_int_equal(sqlite3_column_int(q, 1), 42);
+    sqlite3_finalize(q);
+    /* a stored run against the same configuration simulated here: rtx4090-8x, offload, 4 GPUs */
+    assert_int_equal(sqlite3_prepare_v2(db_handle(h),
+                                        "SELECT m.name, m.value, r.hardware FROM runs r JOIN metrics m ON m.run_id = r.id WHERE r.run_key = "
+                                        "'exp/whatif-servers/OPT-6.7B/rtx4090-8x/latency/16/1024/8/offload/-/gpus-4'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    double agg = -1, g3 = -1, share = -1;
+    const char *bott = NULL;
+    char bn_[64] = "";
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *nm = (const char *)sqlite3_column_text(q, 0);
+        if (!strcmp(nm, "aggregate_tok_s")) agg = sqlite3_column_double(q, 1);
+        if (!strcmp(nm, "gpu3_tok_s")) g3 = sqlite3_column_double(q, 1);
+        if (!strncmp(nm, "bottleneck:", 11)) snprintf(bn_, sizeof bn_, "%s", nm + 11), share = sqlite3_column_double(q, 1), bott = bn_;
+        assert_string_equal((const char *)sqlite3_column_text(q, 2), "rtx4090-8x");
+    }
+    sqlite3_finalize(q);
+    db_close(h);
+    {
+        kv_model m = mdl("OPT-6.7B");
+        hw_profile p = hwp("rtx4090");
+        hw_topo t;
+        assert_int_equal(hw_topo_resolve("rtx4090-8x", &t), KV_OK);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.policy = KV_POL_OFFLOAD, pl.batch = 16, pl.prompt = 1024, pl.gen = 8;
+        sim_ctx *x = sim_new();
+        sim_multi_result r;
+        if (sim_multi_run(x, &m, &p, &t, 4, &pl, &r)) fail_msg("%s", kv_errmsg());
+        sim_free(x);
+        assert_rel(agg, r.aggregate_tok_s, 1e-12);
+        assert_rel(g3, r.rep_tok_s[3], 1e-12);
+        assert_non_null(bott);
+        assert_string_equal(bott, sim_multi_bottleneck(&r));
+        assert_rel(share, r.bottleneck_share, 1e-12);
+    }
+    /* the report reads them back: every row present, the same figure */
+    f = open_memstream(&buf, &bn);
+    assert_int_equal(exp_servers_report(&sp, db, NULL, 1, f), KV_OK);
+    fclose(f);
+    assert_null(strstr(buf, "not run"));
+    char row[160];
+    snprintf(row, sizeof row, "rtx4090-8x,OPT-6.7B,offload,4,,%.6g,", agg);
+    if (!strstr(buf, row)) fail_msg("no '%s' in\n%s", row, buf);
+    free(buf);
     const char *bad[][2] = {{"name = x\nmodels = OPT-1.3B\nhardware = dgx-a100\nbatch = 8\nprompt = 64\ngen = 4\ngpus = 0\n", "gpus"},
                             {"name = x\nmodels = OPT-1.3B\nhardware = dgx-a100\nbatch = 8 16\nprompt = 64\ngen = 4\ngpus = 1 2\n", "one mode"},
                             {"name = x\nmodels = OPT-1.3B\nhardware = dgx-a100\nbatch = 8\nprompt = 64\ngen = 4\ngpus = 2 2\n", "twice"}};
@@ -447,11 +516,211 @@ static void t_experiment(void **s) {
     assert_non_null(strstr(kv_errmsg(), "unknown topology"));
 }
 
+/* The search for one of 8 replicas on DGX A100 (two GPUs per switch uplink) against the search for
+ * one GPU alone on the same host, both choices simulated with all 8 replicas together: the plans
+ * differ and the shared one is faster in aggregate. */
+static double agg_of(sim_ctx *x, const kv_model *m, const hw_profile *p, const hw_topo *t, int n, const kv_plan *pl) {
+    sim_multi_result r;
+    kv_status st = sim_multi_run(x, m, p, t, n, pl, &r);
+    if (st == KV_ENOFIT) {
+        kv_errclear();
+        return 0;
+    }
+    if (st) fail_msg("%s", kv_errmsg());
+    return r.aggregate_tok_s;
+}
+
+/* the case of both tests: OPT-1.3B on DGX A100 with 3 GiB of GPU memory, 64 sequences per GPU */
+static void gpus_case(kv_model *m, hw_profile *p, hw_topo *t, search_opts *o) {
+    *m = mdl("OPT-1.3B");
+    *p = hwp("a100-80gb");
+    if (hw_topo_resolve("dgx-a100", t)) fail_msg("%s", kv_errmsg());
+    search_opts_defaults(o);
+    o->prompt = 512, o->gen = 4, o->top = 8, o->objective = SEARCH_DECODE, o->per_step = 0;
+    o->policies = 1u << KV_POL_KVPR, o->gpu_bytes = 3.0 * 1073741824.0, o->sequences = 64;
+    p->gpu.mem_bytes.value = o->gpu_bytes; /* the replicas' simulation checks the same GPU */
+    o->topo = t;
+}
+
+static void t_search_gpus(void **s) {
+    (void)s;
+    kv_model m;
+    hw_profile p;
+    hw_topo t;
+    search_opts o;
+    gpus_case(&m, &p, &t, &o);
+    search_result alone, shared;
+    o.gpus = 1;
+    if (search_run(&m, &p, &o, &alone)) fail_msg("%s", kv_errmsg());
+    o.gpus = 8;
+    if (search_run(&m, &p, &o, &shared)) fail_msg("%s", kv_errmsg());
+    const kv_plan *a = &alone.c[0].plan, *b = &shared.c[0].plan;
+    assert_true(a->split != b->split || a->batch != b->batch || a->nb != b->nb || a->percent.cc != b->percent.cc);
+    sim_ctx *x = sim_new();
+    double va = agg_of(x, &m, &p, &t, 8, a), vb = agg_of(x, &m, &p, &t, 8, b);
+    assert_true(va > 0 && vb > 1.05 * va);
+    sim_free(x);
+    search_result_free(&alone);
+    search_result_free(&shared);
+}
+
+/* kvpr search --gpus/--topology: the plan is for N replicas on T, simulated together; JSON fields;
+ * bad input on one line */
+static void t_search_cli(void **s) {
+    (void)s;
+    static char out[1 << 17];
+    const char *w = "--model opt-1.3b --prompt 512 --gen 4 --objective decode --policies kvpr --gpu-mem 3 --sequences 64 --top 2";
+    assert_int_equal(run_cmd(out, sizeof out, "%s search %s --topology dgx-a100 --gpus 8 --json", kvpr_bin(), w), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    if (!j) fail_msg("not JSON: %s", out);
+    assert_string_equal(json_string_value(json_object_get(j, "topology")), "dgx-a100");
+    assert_string_equal(json_string_value(json_object_get(j, "hw")), "a100-80gb");
+    assert_int_equal(json_integer_value(json_object_get(j, "gpus")), 8);
+    json_t *rep = json_object_get(j, "replicas"), *al = json_object_get(json_object_get(j, "alone"), "replicas");
+    assert_true(json_is_object(rep) && json_is_object(al));
+    json_t *per = json_object_get(rep, "per_gpu_tok_s");
+    assert_int_equal(json_array_size(per), 8);
+    double sum = 0;
+    for (size_t i = 0; i < 8; i++) sum += json_real_value(json_array_get(per, i));
+    double agg = json_real_value(json_object_get(rep, "aggregate_tok_s")), aagg = json_real_value(json_object_get(al, "aggregate_tok_s"));
+    assert_rel(sum, agg, 1e-8);
+    assert_true(agg > aagg);
+    assert_rel(json_real_value(json_object_get(j, "aggregate_gain_over_alone")), agg / aagg - 1, 1e-8);
+    /* brute force: every candidate of the same search (its first 8) with every split (step 8),
+     * each run by the 8 replicas; the command's plan is within 1 % of the best, the one-GPU plan is not */
+    {
+        kv_model m;
+        hw_profile p;
+        hw_topo t;
+        search_opts o;
+        search_result r;
+        gpus_case(&m, &p, &t, &o);
+        o.gpus = 8;
+        if (search_run(&m, &p, &o, &r)) fail_msg("%s", kv_errmsg());
+        sim_ctx *x = sim_new();
+        double best = 0;
+        for (int i = 0; i < r.n; i++) {
+            kv_plan q = r.c[i].plan;
+            q.split_steps = NULL;
+            for (int l = 0; l <= q.prompt; l += 8) {
+                q.split = l;
+                double v = agg_of(x, &m, &p, &t, 8, &q);
+                if (v > best) best = v;
+            }
+        }
+        sim_free(x);
+        search_result_free(&r);
+        if (agg < 0.99 * best) fail_msg("command's plan %.1f tok/s, brute force %.1f tok/s", agg, best);
+        assert_true(aagg < 0.99 * best);
+    }
+    assert_true(json_string_length(json_object_get(rep, "bottleneck")) > 0);
+    /* the replicas run the plan reported */
+    json_t *c0 = json_object_get(j, "plan");
+    assert_int_equal(json_integer_value(json_object_get(c0, "split")), json_integer_value(json_object_get(rep, "split")));
+    assert_string_equal(json_string_value(json_object_get(c0, "policy")), json_string_value(json_object_get(rep, "policy")));
+    json_decref(j);
+    assert_int_equal(run_cmd(out, sizeof out, "%s search %s --topology dgx-a100 --gpus 8", kvpr_bin(), w), 0);
+    assert_non_null(strstr(out, "8 replicas on dgx-a100"));
+    assert_non_null(strstr(out, "bottleneck sw"));
+    assert_non_null(strstr(out, "run it: kvpr sim --model OPT-1.3B --gpus 8 --topology dgx-a100"));
+    const char *bad[][2] = {{"--topology gh200-pair --gpus 3", "1 to 2"},   {"--topology no-such", "unknown topology"},
+                            {"--hw a100-80gb --gpus 0", "--gpus"},          {"--hw a100-80gb --gpus 17", "--gpus"},
+                            {"--topology dgx-a100 --validate", "--validate"}, {"--gpus 2", "--hw (or --topology)"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run_cmd(out, sizeof out, "%s search %s %s", kvpr_bin(), w, bad[i][0]);
+        if (rc == 0 || !strstr(out, bad[i][1])) fail_msg("'%s' gave %d: %s", bad[i][0], rc, out);
+        char *nl = strchr(out, '\n');
+        if (!nl || nl[1]) fail_msg("'%s': not one line: %s", bad[i][0], out);
+    }
+}
+
+/* kvpr hw topologies / hw show TOPOLOGY: every shipped topology listed; its JSON reads back as the
+ * same topology (every number with its source); a profile name still shows the profile */
+static void t_hw_cli(void **s) {
+    (void)s;
+    static char out[1 << 17];
+    char names[32][64];
+    int n = hw_topo_list(names, 32);
+    assert_true(n >= 4);
+    assert_int_equal(run_cmd(out, sizeof out, "%s hw topologies", kvpr_bin()), 0);
+    for (int i = 0; i < n; i++) assert_non_null(strstr(out, names[i]));
+    assert_non_null(strstr(out, "a100-80gb"));
+    assert_int_equal(run_cmd(out, sizeof out, "%s hw topologies --json", kvpr_bin()), 0);
+    json_t *a = json_loads(out, 0, NULL);
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), n);
+    json_decref(a);
+    for (int i = 0; i < n; i++) {
+        hw_topo t, u;
+        assert_int_equal(hw_topo_resolve(names[i], &t), KV_OK);
+        assert_int_equal(run_cmd(out, sizeof out, "%s hw show %s --json", kvpr_bin(), names[i]), 0);
+        if (hw_topo_parse(out, names[i], &u)) fail_msg("%s: %s", names[i], kv_errmsg());
+        assert_int_equal(u.ngpus, t.ngpus);
+        assert_int_equal(u.nsockets, t.nsockets);
+        assert_int_equal(u.nswitches, t.nswitches);
+        for (int k = 0; k < t.nsockets; k++) {
+            assert_rel(u.socket[k].dram_bw.value, t.socket[k].dram_bw.value, 1e-9);
+            assert_rel(u.socket[k].attn_per_core.value, t.socket[k].attn_per_core.value, 1e-9);
+            assert_rel(u.socket[k].mem_bytes.value, t.socket[k].mem_bytes.value, 1e-9);
+            assert_string_equal(u.socket[k].attn_per_core.source, t.socket[k].attn_per_core.source);
+        }
+        for (int k = 0; k < t.nswitches; k++) assert_rel(u.sw[k].uplink_bw.value, t.sw[k].uplink_bw.value, 1e-9);
+        for (int k = 0; k < t.ngpus; k++) {
+            assert_int_equal(u.gpu[k].sw, t.gpu[k].sw);
+            assert_int_equal(u.gpu[k].mem_socket, t.gpu[k].mem_socket);
+        }
+        /* the text form: each number's source printed */
+        assert_int_equal(run_cmd(out, sizeof out, "%s hw show %s", kvpr_bin(), names[i]), 0);
+        assert_non_null(strstr(out, t.socket[0].dram_bw.source));
+        assert_non_null(strstr(out, t.socket[0].attn_per_core.source));
+    }
+    assert_int_equal(run_cmd(out, sizeof out, "%s hw show a100-80gb", kvpr_bin()), 0);
+    assert_non_null(strstr(out, "profile a100-80gb"));
+    assert_int_equal(run_cmd(out, sizeof out, "%s hw list", kvpr_bin()), 0);
+    assert_non_null(strstr(out, "host topologies (kvpr hw topologies): dgx-a100"));
+    int rc = run_cmd(out, sizeof out, "%s hw show dgx-b300", kvpr_bin());
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "nor a topology"));
+    assert_int_not_equal(run_cmd(out, sizeof out, "%s hw topologies extra", kvpr_bin()), 0);
+}
+
+/* kvpr sim --gpus stores one run (keyed: a rerun replaces it) with the figures it prints */
+static void t_sim_db(void **s) {
+    (void)s;
+    static char out[1 << 16];
+    char db[600];
+    snprintf(db, sizeof db, "%s/simgpus.db", tmp_dir());
+    remove(db);
+    const char *w = "--model opt-1.3b --batch 8 --prompt 256 --gen 4 --topology dgx-a100 --gpus 4 --policy offload";
+    for (int k = 0; k < 2; k++) assert_int_equal(run_cmd(out, sizeof out, "%s sim %s --db %s --json", kvpr_bin(), w, db), 0);
+    json_t *j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    kv_db *h;
+    assert_int_equal(db_open_ro(db, 1000, &h), KV_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db_handle(h),
+                                        "SELECT count(DISTINCT r.id), r.hardware, max(CASE WHEN m.name = 'aggregate_tok_s' THEN m.value END), "
+                                        "max(CASE WHEN m.name = 'bottleneck:' || ? THEN m.value END) FROM runs r JOIN metrics m ON m.run_id = r.id",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(q, 1, json_string_value(json_object_get(j, "bottleneck")), -1, SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    assert_string_equal((const char *)sqlite3_column_text(q, 1), "dgx-a100");
+    assert_rel(sqlite3_column_double(q, 2), json_real_value(json_object_get(j, "aggregate_tok_s")), 1e-9);
+    assert_rel(sqlite3_column_double(q, 3), json_real_value(json_object_get(j, "bottleneck_share")), 1e-9);
+    sqlite3_finalize(q);
+    db_close(h);
+    json_decref(j);
+}
+
 void group_topo(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_shipped),       cmocka_unit_test(t_bad_input),
                                    cmocka_unit_test(t_shared_uplink), cmocka_unit_test(t_dram_bound),
                                    cmocka_unit_test(t_maxmin),        cmocka_unit_test(t_independent_equals_single),
                                    cmocka_unit_test(t_shared_plans),  cmocka_unit_test(t_cli),
-                                   cmocka_unit_test(t_experiment),    cmocka_unit_test(t_search)};
+                                   cmocka_unit_test(t_experiment),    cmocka_unit_test(t_search),
+                                   cmocka_unit_test(t_search_gpus),   cmocka_unit_test(t_search_cli),
+                                   cmocka_unit_test(t_hw_cli),        cmocka_unit_test(t_sim_db)};
     RUN_GROUP(c, "topo", t);
 }
