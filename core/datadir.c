@@ -29,3 +29,19 @@ const char *kv_datadir(void) {
     }
     return KVPR_DATADIR;
 }
+
+int kv_search_dir(const char *env, const char *builtin, int i, char *out, size_t size) {
+    const char *e = getenv(env);
+    for (const char *c = e && *e ? e : NULL; c;) {
+        const char *colon = strchr(c, ':');
+        size_t n = colon ? (size_t)(colon - c) : strlen(c);
+        if (n > 0 && i-- == 0) {
+            snprintf(out, size, "%.*s", (int)n, c);
+            return 1;
+        }
+        c = colon ? colon + 1 : NULL;
+    }
+    if (i != 0) return 0;
+    snprintf(out, size, "%s", builtin);
+    return 1;
+}

@@ -331,23 +331,8 @@ const char *hw_profile_dir(void) {
     return d;
 }
 
-/* The i-th directory of the search path: $KVPR_PROFILES (colon-separated) first, then the built-in
- * directory; 0 when i is past the end. */
-static int search_dir(int i, char *out, size_t size) {
-    const char *e = getenv("KVPR_PROFILES");
-    for (const char *c = e && *e ? e : NULL; c;) {
-        const char *colon = strchr(c, ':');
-        size_t n = colon ? (size_t)(colon - c) : strlen(c);
-        if (n > 0 && i-- == 0) {
-            snprintf(out, size, "%.*s", (int)n, c);
-            return 1;
-        }
-        c = colon ? colon + 1 : NULL;
-    }
-    if (i != 0) return 0;
-    snprintf(out, size, "%s", hw_profile_dir());
-    return 1;
-}
+/* $KVPR_PROFILES (colon-separated), then the built-in directory; 0 past the end */
+static int search_dir(int i, char *out, size_t size) { return kv_search_dir("KVPR_PROFILES", hw_profile_dir(), i, out, size); }
 
 const char *hw_links_dir(void) {
     const char *e = getenv("KVPR_LINKS");

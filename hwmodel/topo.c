@@ -200,23 +200,7 @@ const char *hw_topo_dir(void) {
 }
 
 /* $KVPR_TOPOLOGIES (colon-separated), then the built-in directory; 0 past the end */
-static int search_dir(int i, char *out, size_t size) {
-    const char *e = getenv("KVPR_TOPOLOGIES");
-    for (const char *c = e && *e ? e : NULL; c;) {
-        const char *colon = strchr(c, ':');
-        size_t n = colon ? (size_t)(colon - c) : strlen(c);
-        if (n > 0 && i-- == 0) {
-            snprintf(out, size, "%.*s", (int)n, c);
-            return 1;
-        }
-        c = colon ? colon + 1 : NULL;
-    }
-    if (i == 0) {
-        snprintf(out, size, "%s", hw_topo_dir());
-        return 1;
-    }
-    return 0;
-}
+static int search_dir(int i, char *out, size_t size) { return kv_search_dir("KVPR_TOPOLOGIES", hw_topo_dir(), i, out, size); }
 
 static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
 
