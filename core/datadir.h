@@ -12,4 +12,15 @@ const char *kv_datadir(void);
  * variable env first, then builtin; 0 when i is past the end. */
 int kv_search_dir(const char *env, const char *builtin, int i, char *out, size_t size);
 
+/* NAME.json in the search path (env, then builtin), the case of NAME ignored but its exact spelling
+ * preferred; the first directory holding it wins. 1 and its path, or 0. */
+int kv_search_find(const char *env, const char *builtin, const char *name, char *path, size_t size);
+
+/* The names of the .json files in the search path, sorted, each once (an earlier directory hides a
+ * later one's file of the same name); at most max. */
+int kv_search_list(const char *env, const char *builtin, char names[][64], int max);
+
+/* A name that may be looked up in the search path: letters, digits, '-', '_', '.' only. */
+int kv_search_name_ok(const char *name);
+
 #endif

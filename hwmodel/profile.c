@@ -331,9 +331,6 @@ const char *hw_profile_dir(void) {
     return d;
 }
 
-/* $KVPR_PROFILES (colon-separated), then the built-in directory; 0 past the end */
-static int search_dir(int i, char *out, size_t size) { return kv_search_dir("KVPR_PROFILES", hw_profile_dir(), i, out, size); }
-
 const char *hw_links_dir(void) {
     const char *e = getenv("KVPR_LINKS");
     static _Thread_local char d[4200];
@@ -392,31 +389,11 @@ static kv_status resolve_variant(const char *name, hw_profile *out) {
 kv_status hw_profile_resolve(const char *name, hw_profile *out) {
     if (strchr(name, '@')) return resolve_variant(name, out);
     if (strchr(name, '/') || strstr(name, ".json")) return hw_profile_load(name, out);
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.'))
-            return kv_errorf(KV_EINVAL, "bad profile name '%s'", name);
+    if (!kv_search_name_ok(name)) return kv_errorf(KV_EINVAL, "bad profile name '%s'", name);
     /* names ignore case, as model names do: the first directory of the search path holding the
      * name wins */
-    char dir[4400];
-    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
-        DIR *d = opendir(dir);
-        if (!d) continue;
-        struct dirent *e;
-        char found[256] = "";
-        while ((e = readdir(d))) {
-            size_t len = strlen(e->d_name);
-            if (len == strlen(name) + 5 && !strcmp(e->d_name + len - 5, ".json") && !strncasecmp(e->d_name, name, len - 5)) {
-                snprintf(found, sizeof found, "%s", e->d_name);
-                if (!strncmp(e->d_name, name, len - 5)) break; /* the exact spelling first */
-            }
-        }
-        closedir(d);
-        if (*found) {
-            char path[4800];
-            snprintf(path, sizeof path, "%s/%s", dir, found);
-            return hw_profile_load(path, out);
-        }
-    }
+    char path[4800];
+    if (kv_search_find("KVPR_PROFILES", hw_profile_dir(), name, path, sizeof path)) return hw_profile_load(path, out);
     char names[128][64];
     const char *cands[128];
     int n = hw_profile_list(names, 128);
@@ -426,31 +403,7 @@ kv_status hw_profile_resolve(const char *name, hw_profile *out) {
     return kv_errorf(KV_ENOTFOUND, "unknown hardware profile '%s'%s (or give a .json path)", name, hint);
 }
 
-static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
-
-int hw_profile_list(char names[][64], int max) {
-    int n = 0;
-    char dir[4400];
-    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
-        DIR *d = opendir(dir);
-        if (!d) continue;
-        struct dirent *e;
-        while ((e = readdir(d)) && n < max) {
-            size_t len = strlen(e->d_name);
-            if (len > 5 && len < 64 && strcmp(e->d_name + len - 5, ".json") == 0) {
-                memcpy(names[n], e->d_name, len - 5);
-                names[n][len - 5] = 0;
-                /* a name earlier in the search path hides the same name later */
-                int dup = 0;
-                for (int j = 0; j < n && !dup; j++) dup = !strcmp(names[j], names[n]);
-                if (!dup) n++;
-            }
-        }
-        closedir(d);
-    }
-    qsort(names, (size_t)n, 64, cmp_names);
-    return n;
-}
+int hw_profile_list(char names[][64], int max) { return kv_search_list("KVPR_PROFILES", hw_profile_dir(), names, max); }
 
 double hw_table_eval(const hw_table *t, double x) {
     if (t->n <= 0) return 1.0;

@@ -199,57 +199,15 @@ const char *hw_topo_dir(void) {
     return d;
 }
 
-/* $KVPR_TOPOLOGIES (colon-separated), then the built-in directory; 0 past the end */
-static int search_dir(int i, char *out, size_t size) { return kv_search_dir("KVPR_TOPOLOGIES", hw_topo_dir(), i, out, size); }
-
-static int cmp_names(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
-
-int hw_topo_list(char names[][64], int max) {
-    int n = 0;
-    char dir[4400];
-    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
-        DIR *d = opendir(dir);
-        if (!d) continue;
-        struct dirent *e;
-        while ((e = readdir(d)) && n < max) {
-            size_t len = strlen(e->d_name);
-            if (len <= 5 || len - 5 >= 64 || strcmp(e->d_name + len - 5, ".json")) continue;
-            snprintf(names[n], 64, "%.*s", (int)(len - 5), e->d_name);
-            int dup = 0;
-            for (int k = 0; k < n; k++) dup |= !strcmp(names[k], names[n]);
-            if (!dup) n++;
-        }
-        closedir(d);
-    }
-    qsort(names, (size_t)n, 64, cmp_names);
-    return n;
-}
+int hw_topo_list(char names[][64], int max) { return kv_search_list("KVPR_TOPOLOGIES", hw_topo_dir(), names, max); }
 
 kv_status hw_topo_resolve(const char *name, hw_topo *out) {
     if (strchr(name, '/') || strstr(name, ".json")) return hw_topo_load(name, out);
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.'))
-            return kv_errorf(KV_EINVAL, "bad topology name '%s'", name);
-    char dir[4400];
-    for (int i = 0; search_dir(i, dir, sizeof dir); i++) {
-        DIR *d = opendir(dir);
-        if (!d) continue;
-        struct dirent *e;
-        char found[256] = "";
-        while ((e = readdir(d))) {
-            size_t len = strlen(e->d_name);
-            if (len == strlen(name) + 5 && !strcmp(e->d_name + len - 5, ".json") && !strncasecmp(e->d_name, name, len - 5)) {
-                snprintf(found, sizeof found, "%s", e->d_name);
-                if (!strncmp(e->d_name, name, len - 5)) break;
-            }
-        }
-        closedir(d);
-        if (*found) {
-            char path[4800];
-            snprintf(path, sizeof path, "%s/%s", dir, found);
-            return hw_topo_load(path, out);
-        }
-    }
+    if (!kv_search_name_ok(name)) return kv_errorf(KV_EINVAL, "bad topology name '%s'", name);
+    /* names ignore case, as model names do: the first directory of the search path holding the
+     * name wins */
+    char path[4800];
+    if (kv_search_find("KVPR_TOPOLOGIES", hw_topo_dir(), name, path, sizeof path)) return hw_topo_load(path, out);
     char names[64][64];
     const char *cands[64];
     int n = hw_topo_list(names, 64);
