@@ -2,6 +2,8 @@
  * Timing lives here, never in tests. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include "../hwmodel/cost.h"
 #include "../sched/sched.h"
@@ -52,35 +54,83 @@ static int bench_core(int n) {
     return 0;
 }
 
-static int bench_sweep(void) {
+/* A split sweep (every split of one configuration, one context), streamed or not. */
+static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batch, int nb, int prompt, int gen, int stream) {
     kv_model m;
     hw_profile p;
-    if (kv_model_find("OPT-6.7B", &m) || hw_profile_resolve("a100-40gb-pcie4", &p)) {
+    if (kv_model_find(model, &m) || hw_profile_resolve(hw, &p)) {
         fprintf(stderr, "bench: %s\n", kv_errmsg());
         return 1;
     }
     kv_plan pl;
     kv_plan_defaults(&pl);
-    pl.batch = 64, pl.prompt = 1024, pl.gen = 32;
+    pl.mode = mode, pl.batch = batch, pl.nb = nb, pl.prompt = prompt, pl.gen = gen;
     sim_ctx *s = sim_new();
+    sim_stream(s, stream, 0);
     sim_result r;
     double t0 = now(), best = 1e300;
-    int bl = 0;
+    int bl = 0, runs = 0;
     uint64_t ev = 0, ops = 0;
-    for (int l = 0; l <= 1024; l++) {
+    for (int l = 0; l <= prompt; l++) {
         pl.split = l;
         if (sim_run(s, &m, &p, &pl, &r)) {
             fprintf(stderr, "bench: %s\n", kv_errmsg());
             return 1;
         }
+        runs++;
         ev += r.events;
         ops += (uint64_t)r.tasks;
         if (r.decode_s < best) best = r.decode_s, bl = l;
     }
     double t = now() - t0;
-    printf("sweep: OPT-6.7B a100-40gb-pcie4 b64 p1024 g32 latency, l = 0..1024: %.2f s for 1025 runs "
-           "(%.2f ms per run, %.0f ns per simulated op with graph building, %.1f M events/s); best l = %d (%.3f s decode)\n",
-           t, 1e3 * t / 1025, 1e9 * t / (double)ops, (double)ev / t / 1e6, bl, best);
+    printf("sweep%s: %s %s b%d%s%.0d p%d g%d %s, l = 0..%d: %.2f s for %d runs (%.2f ms per run, %.0f ns per simulated op with graph "
+           "building, %.1f M events/s); best l = %d (%.4f s decode); streamed runs run again whole: %llu\n",
+           stream == SIM_STREAM_ALWAYS ? " (streamed)" : stream ? " (default: streamed if large)" : " (whole graph)", model, hw, batch, mode == KV_MODE_THROUGHPUT ? " x" : "",
+           mode == KV_MODE_THROUGHPUT ? nb : 0, prompt, gen, kv_mode_name(mode), prompt, t, runs, 1e3 * t / runs, 1e9 * t / (double)ops,
+           (double)ev / t / 1e6, bl, best, (unsigned long long)sim_stream_reruns(s));
+    sim_free(s);
+    return 0;
+}
+
+static long peak_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* One long run, its split the scheduler's closed form; time per op and the process's peak memory
+ * (run it alone: the peak is the process's whole life). */
+static int bench_long(const char *model, const char *hw, kv_mode mode, int batch, int nb, int prompt, int gen, int stream) {
+    kv_model m;
+    hw_profile p;
+    if (kv_model_find(model, &m) || hw_profile_resolve(hw, &p)) {
+        fprintf(stderr, "bench: %s\n", kv_errmsg());
+        return 1;
+    }
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.mode = mode, pl.batch = batch, pl.nb = nb, pl.prompt = prompt, pl.gen = gen;
+    sched_result sr;
+    if (sched_plan(SCHED_PIPELINED, &m, &p, &pl, NULL, &sr)) {
+        fprintf(stderr, "bench: %s\n", kv_errmsg());
+        return 1;
+    }
+    pl.split = sr.split;
+    sched_result_free(&sr);
+    sim_ctx *s = sim_new();
+    sim_stream(s, stream, 0);
+    sim_result r;
+    long rss0 = peak_rss_kb();
+    double t0 = now();
+    if (sim_run(s, &m, &p, &pl, &r)) {
+        fprintf(stderr, "bench: %s\n", kv_errmsg());
+        return 1;
+    }
+    double t = now() - t0;
+    printf("long%s: %s %s b%d x%d p%d g%d %s, l = %d: %d ops in %.2f s (%.0f ns per op), peak memory %.0f MB (%.0f MB before), "
+           "decode %.3f s; run again whole: %llu\n",
+           stream == SIM_STREAM_ALWAYS ? " (streamed)" : stream ? " (default: streamed if large)" : " (whole graph)", model, hw, batch, nb, prompt, gen, kv_mode_name(mode), pl.split, r.tasks, t,
+           1e9 * t / r.tasks, peak_rss_kb() / 1024.0, rss0 / 1024.0, r.decode_s, (unsigned long long)sim_stream_reruns(s));
     sim_free(s);
     return 0;
 }
@@ -121,7 +171,29 @@ static int bench_solve(void) {
     return 0;
 }
 
+/* kvpr-bench [core N | sweep | long [whole] | solve]: all of them without an argument. "long"
+ * is the issue's memory target, an OPT-175B throughput run of 22 M ops: alone in its process so
+ * that the peak memory is its own. */
 int main(int argc, char **argv) {
-    int n = argc > 1 ? atoi(argv[1]) : 3000000;
-    return bench_core(n) || bench_sweep() || bench_solve();
+    const char *what = argc > 1 ? argv[1] : "all";
+    int all = !strcmp(what, "all");
+    if (all || !strcmp(what, "core"))
+        if (bench_core(argc > 2 ? atoi(argv[2]) : 3000000)) return 1;
+    if (all || !strcmp(what, "sweep")) {
+        if (bench_sweep("OPT-6.7B", "a100-40gb-pcie4", KV_MODE_LATENCY, 64, 1, 1024, 32, SIM_STREAM_OFF) ||
+            bench_sweep("OPT-6.7B", "a100-40gb-pcie4", KV_MODE_LATENCY, 64, 1, 1024, 32, SIM_STREAM_ALWAYS) ||
+            bench_sweep("OPT-13B", "l4", KV_MODE_THROUGHPUT, 16, 8, 512, 16, SIM_STREAM_OFF) ||
+            bench_sweep("OPT-13B", "l4", KV_MODE_THROUGHPUT, 16, 8, 512, 16, SIM_STREAM_ALWAYS))
+            return 1;
+    }
+    if (all || !strcmp(what, "long")) {
+        int whole = argc > 2 && !strcmp(argv[2], "whole");
+        int gen = argc > 3 ? atoi(argv[3]) : 1024;
+        if (bench_long("OPT-175B", "a100-80gb", KV_MODE_THROUGHPUT, 1, 32, 256, gen, whole ? SIM_STREAM_OFF : SIM_STREAM_ALWAYS)) return 1;
+    }
+    if (all || !strcmp(what, "latency"))
+        if (bench_long("OPT-6.7B", "a100-40gb-pcie4", KV_MODE_LATENCY, 64, 1, 1024, 2048, SIM_STREAM_LARGE)) return 1;
+    if (all || !strcmp(what, "solve"))
+        if (bench_solve()) return 1;
+    return 0;
 }

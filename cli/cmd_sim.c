@@ -174,6 +174,13 @@ int cmd_sim(int argc, char **argv) {
     if (!s) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
     sim_result r;
     kv_db *db = NULL;
+    /* without a trace or spans nothing needs the timeline: stream the graph (memory follows the
+     * tasks in flight). $KVPR_SIM_WINDOW: the streaming window in tasks, 0 for the whole graph
+     * (the same results, to compare) */
+    const char *wv = getenv("KVPR_SIM_WINDOW");
+    long win = wv && *wv ? strtol(wv, NULL, 10) : -1;
+    if (!trace && !spans && win != 0)
+        sim_stream(s, win > 0 ? SIM_STREAM_ALWAYS : SIM_STREAM_LARGE, win > 0 && win < (1L << 30) ? (int32_t)win : 0);
     if ((st = sim_run(s, &m, &p, &pl, &r))) goto fail;
     cli_warn_context(&m, pl.prompt + pl.gen); /* after the run: an error stays one line */
     if (pl.policy == KV_POL_KVPR && forced && !js && !as_csv) {

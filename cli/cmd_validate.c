@@ -149,6 +149,7 @@ typedef struct {
 
 static void sweep_range(const grid *g, sweep_slot *sl, double *ts, int n, int w, int jobs) {
     sim_ctx *sx = sim_new();
+    if (sx) sim_stream(sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
     for (int i = w; i < n; i += jobs) {
         if (sl[i].lmax < 0) continue;
         kv_model m;
@@ -231,6 +232,7 @@ int cmd_validate(int argc, char **argv) {
     double *ts = malloc(sizeof(double) * (1 << 16) + 8);
     double worst_paper = -1;
     sim_ctx *sx = sim_new();
+    if (sx) sim_stream(sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
     if (!rows || !ts || !sx) return cli_fail(kv_errorf(KV_ENOMEM, "out of memory"));
     /* every configuration's split bound first (cheap), then all sweeps at once in the workers */
     int ncfg = cap / (g.ns ? g.ns : 1);

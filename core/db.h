@@ -63,6 +63,13 @@ kv_status db_run_span(kv_db *db, int64_t run_id, const kv_span *s);
 kv_status db_run_metric(kv_db *db, int64_t run_id, const char *name, double value, const char *unit);
 kv_status db_run_commit(kv_db *db);
 void db_run_abort(kv_db *db);
+/* Batched commits: from now on runs are committed together, up to max_runs runs (or about a
+ * second's worth) per transaction, each run inside it a savepoint (abort drops that run's rows
+ * only). The guarantee becomes "a killed process loses the runs of its open batch and leaves no
+ * partial run": a batch commits whole or not at all. db_flush commits the open batch (db_close,
+ * db_merge do it first); max_runs <= 1 is one transaction per run (the default). */
+void db_batch(kv_db *db, int max_runs);
+kv_status db_flush(kv_db *db);
 
 /* A metric added to a committed run (its own transaction): derived results such as comparisons. */
 kv_status db_metric_add(kv_db *db, int64_t run_id, const char *name, double value, const char *unit);

@@ -19,7 +19,38 @@ typedef struct {
     exp_run *runs;
     res_t *res;
     int n;
+    /* per configuration (model, hw, mode, batch, prompt, gen, compress): its run of each policy,
+     * and of kvpr per scheduler (-1: none): find() in constant time, a report linear in runs */
+    int *idx;
+    int64_t ncfg;
 } rep;
+
+#define REP_SLOTS (KV_POL_COUNT + SCHED_COUNT)
+
+static int64_t cfg_of(const exp_spec *s, const exp_run *r) {
+    return (((((int64_t)r->model * s->nhws + r->hw) * s->nmodes + r->mode) * s->nbatch + r->batch) * s->nprompt + r->prompt) *
+               s->ngen * s->ncomps +
+           (int64_t)r->gen * s->ncomps + r->comp;
+}
+
+static int slot_of(kv_policy pol, int sched) {
+    return pol == KV_POL_KVPR ? (sched >= 0 && sched < SCHED_COUNT ? KV_POL_COUNT + sched : -1) : (int)pol;
+}
+
+static kv_status index_runs(rep *R) {
+    const exp_spec *s = R->s;
+    R->ncfg = (int64_t)s->nmodels * s->nhws * s->nmodes * s->nbatch * s->nprompt * s->ngen * (s->ncomps > 0 ? s->ncomps : 1);
+    R->idx = malloc((size_t)(R->ncfg > 0 ? R->ncfg : 1) * REP_SLOTS * sizeof *R->idx);
+    if (!R->idx) return kv_errorf(KV_ENOMEM, "out of memory");
+    for (int64_t k = 0; k < R->ncfg * REP_SLOTS; k++) R->idx[k] = -1;
+    for (int i = 0; i < R->n; i++) {
+        int64_t c = cfg_of(s, &R->runs[i]);
+        int sl = slot_of(R->runs[i].pol, R->runs[i].sched);
+        if (c < 0 || c >= R->ncfg || sl < 0) continue;
+        if (R->idx[c * REP_SLOTS + sl] < 0) R->idx[c * REP_SLOTS + sl] = i; /* the first, as the scan found */
+    }
+    return KV_OK;
+}
 
 static kv_status load(rep *R, kv_db *db) {
     sqlite3_stmt *q;
@@ -71,6 +102,11 @@ static int ok(const rep *R, int i) { return i >= 0 && R->res[i].present && R->re
 
 /* The run of config c (an index of any run of it) with policy pol (and scheduler sched). */
 static int find(const rep *R, int c, kv_policy pol, int sched) {
+    if (R->idx) {
+        int64_t k = cfg_of(R->s, &R->runs[c]);
+        int sl = slot_of(pol, sched);
+        return k >= 0 && k < R->ncfg && sl >= 0 ? R->idx[k * REP_SLOTS + sl] : -1;
+    }
     for (int i = 0; i < R->n; i++)
         if (same_cfg(&R->runs[i], &R->runs[c]) && R->runs[i].pol == pol && (pol != KV_POL_KVPR || R->runs[i].sched == sched)) return i;
     return -1;
@@ -393,10 +429,30 @@ static kv_status fig_breakdown(const rep *R, const char *dir) {
 }
 
 /* the decode time of every split of the sweep configuration(s), each scheduler's choice marked */
-static kv_status fig_sweep(const rep *R, const char *dir) {
+/* The sweep stored with run id: 1 if every split 0..lmax is there (into ts), else 0. */
+static int stored_sweep(kv_db *db, int64_t id, double *ts, int lmax) {
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db_handle(db), "SELECT name, value FROM metrics WHERE run_id = ? AND name LIKE 'sweep\\_l\\_%' ESCAPE '\\'",
+                           -1, &q, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(q, 1, id);
+    int got = 0;
+    for (int l = 0; l <= lmax; l++) ts[l] = nan("");
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *nm = (const char *)sqlite3_column_text(q, 0);
+        int l;
+        char tail;
+        if (nm && sscanf(nm, "sweep_l_%d%c", &l, &tail) == 1 && l >= 0 && l <= lmax && isnan(ts[l])) ts[l] = sqlite3_column_double(q, 1), got++;
+    }
+    sqlite3_finalize(q);
+    return got == lmax + 1;
+}
+
+static kv_status fig_sweep(const rep *R, kv_db *db, const char *dir) {
     int done = 0;
     kv_status st = KV_OK;
     sim_ctx *sx = sim_new();
+    if (sx) sim_stream(sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
     if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
     for (int i = 0; i < R->n && done < 2 && !st; i++) {
         const exp_run *r = &R->runs[i];
@@ -415,11 +471,13 @@ static kv_status fig_sweep(const rep *R, const char *dir) {
         double *ts = malloc(sizeof(double) * (size_t)(lmax + 1));
         sim_result sr;
         int bad = !ts;
-        for (int l = 0; l <= lmax && !bad; l++) {
-            pl.split = l;
-            bad = sim_run(sx, &m, &p, &pl, &sr) != KV_OK;
-            if (!bad) ts[l] = sr.decode_s;
-        }
+        /* stored by 'kvpr run' with the run (metrics sweep_l_L); simulated here only when missing */
+        if (!bad && stored_sweep(db, R->res[i].id, ts, lmax) == 0)
+            for (int l = 0; l <= lmax && !bad; l++) {
+                pl.split = l;
+                bad = sim_run(sx, &m, &p, &pl, &sr) != KV_OK;
+                if (!bad) ts[l] = sr.decode_s;
+            }
         if (!bad) {
             exp_mark mk[SCHED_COUNT];
             int nm = 0;
@@ -472,13 +530,19 @@ static kv_status heat(const rep *R, const char *dir, FILE *o) {
                         for (int h = 0; h < s->nhws; h++) {
                             for (int m = 0; m < s->nmodels; m++) {
                                 double v = nan(""), ls = nan("");
-                                for (int i = 0; i < R->n; i++) {
-                                    const exp_run *r = &R->runs[i];
-                                    if (r->hw != h || r->model != m || r->mode != mo || r->batch != ba || r->prompt != pr || r->gen != ge ||
-                                        r->pol != KV_POL_KVPR || r->sched != (int)s->scheds[sc] || !ok(R, i))
-                                        continue;
-                                    int off = find(R, i, KV_POL_OFFLOAD, -1);
-                                    if (ok(R, off)) v = R->res[off].decode_s / R->res[i].decode_s, ls = R->res[i].split0 / s->prompt[pr];
+                                /* the cell's kvpr runs (one per compress value): the last in run order
+                                 * that has an offloading run to compare with */
+                                int best = -1;
+                                for (int co = 0; co < (s->ncomps > 0 ? s->ncomps : 1); co++) {
+                                    exp_run key = {.model = m, .hw = h, .mode = mo, .batch = ba, .prompt = pr, .gen = ge, .comp = co};
+                                    int64_t k = cfg_of(s, &key);
+                                    int sl = slot_of(KV_POL_KVPR, (int)s->scheds[sc]);
+                                    int i = sl >= 0 && k < R->ncfg ? R->idx[k * REP_SLOTS + sl] : -1;
+                                    if (i > best && ok(R, i) && ok(R, find(R, i, KV_POL_OFFLOAD, -1))) best = i;
+                                }
+                                if (best >= 0) {
+                                    int off = find(R, best, KV_POL_OFFLOAD, -1);
+                                    v = R->res[off].decode_s / R->res[best].decode_s, ls = R->res[best].split0 / s->prompt[pr];
                                 }
                                 hw_profile p;
                                 double bw = 0, tf = 0;
@@ -672,6 +736,7 @@ static kv_status rep_load(const exp_spec *s, const char *dbpath, rep *R, kv_db *
     int ms = 30000;
     if (!R->res) st = kv_errorf(KV_ENOMEM, "out of memory");
     if (!st) st = db_timeout_from_env(30000, &ms);
+    if (!st) st = index_runs(R);
     if (!st) st = db_open_ro(dbpath, ms, db);
     if (!st) st = load(R, *db);
     return st;
@@ -681,6 +746,7 @@ static void rep_free(rep *R, kv_db *db) {
     db_close(db);
     free(R->runs);
     free(R->res);
+    free(R->idx);
 }
 
 kv_status exp_report_csv(const exp_spec *s, const char *dbpath, FILE *o) {
@@ -710,7 +776,7 @@ kv_status exp_report(const exp_spec *s, const char *dbpath, const char *dir, FIL
         if (s->fig_heatmap) st = heat(&R, dir, o);
         if (!st && s->fig_bars) st = fig_bars(&R, dir);
         if (!st && s->fig_breakdown) st = fig_breakdown(&R, dir);
-        if (!st && s->has_sweep) st = fig_sweep(&R, dir);
+        if (!st && s->has_sweep) st = fig_sweep(&R, db, dir);
         if (!st && s->has_timeline) st = fig_timeline(&R, db, dir);
     }
     rep_free(&R, db);

@@ -37,10 +37,46 @@ int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f) {
     return 1;
 }
 
+/* While run_list runs a spec's runs, each model and profile is resolved once (a profile is a
+ * JSON file: reading it was an eighth of a shard's time), not once per run. */
+static struct plan_cache {
+    const exp_spec *s;
+    kv_model *m;
+    hw_profile *p;
+    uint8_t *have_m, *have_p;
+} *g_cache;
+
+static void cache_open(struct plan_cache *c, const exp_spec *s) {
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->m = calloc((size_t)s->nmodels + 1, sizeof *c->m);
+    c->p = calloc((size_t)s->nhws + 1, sizeof *c->p);
+    c->have_m = calloc((size_t)s->nmodels + 1, 1);
+    c->have_p = calloc((size_t)s->nhws + 1, 1);
+    g_cache = c->m && c->p && c->have_m && c->have_p ? c : NULL;
+}
+
+static void cache_close(struct plan_cache *c) {
+    g_cache = NULL;
+    free(c->m), free(c->p), free(c->have_m), free(c->have_p);
+}
+
+static kv_status resolve(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p) {
+    struct plan_cache *c = g_cache && g_cache->s == s ? g_cache : NULL;
+    kv_status st;
+    if (c && c->have_m[r->model]) *m = c->m[r->model];
+    else if ((st = kv_model_resolve(s->models[r->model], m))) return st;
+    else if (c) c->m[r->model] = *m, c->have_m[r->model] = 1;
+    if (c && c->have_p[r->hw]) *p = c->p[r->hw];
+    else if ((st = hw_profile_resolve(s->hws[r->hw], p))) return st;
+    else if (c) c->p[r->hw] = *p, c->have_p[r->hw] = 1;
+    return KV_OK;
+}
+
 kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps) {
     kv_status st;
     *steps = NULL;
-    if ((st = kv_model_resolve(s->models[r->model], m)) || (st = hw_profile_resolve(s->hws[r->hw], p))) return st;
+    if ((st = resolve(s, r, m, p))) return st;
     kv_plan_defaults(pl);
     pl->mode = s->modes[r->mode];
     pl->policy = r->pol;
@@ -59,6 +95,34 @@ kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile 
     return KV_OK;
 }
 
+/* The sweep figure's data, stored with the run it belongs to (metrics sweep_l_L: decode seconds
+ * at split L, every L from 0 to the largest that fits), so that 'kvpr report' draws it from
+ * results.db instead of simulating every split again. The first scheduler's kvpr run of each
+ * configuration the sweep filter matches carries it. */
+static int sweep_carrier(const exp_spec *s, const exp_run *r) {
+    return s->has_sweep && r->pol == KV_POL_KVPR && s->nscheds > 0 && r->sched == (int)s->scheds[0] && exp_match(s, r, &s->sweep);
+}
+
+static kv_status store_sweep(kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id) {
+    kv_plan pl = *run_pl;
+    pl.split_steps = NULL;
+    int lmax = sched_lmax(m, p, &pl);
+    if (lmax < 0) return KV_OK;
+    sim_ctx *sx = sim_new();
+    if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
+    sim_stream(sx, SIM_STREAM_LARGE, 0);
+    kv_status st = KV_OK;
+    for (int l = 0; l <= lmax && !st; l++) {
+        sim_result sr;
+        pl.split = l;
+        char name[32];
+        snprintf(name, sizeof name, "sweep_l_%d", l);
+        if (!(st = sim_run(sx, m, p, &pl, &sr))) st = db_metric_add(db, id, name, sr.decode_s, "s");
+    }
+    sim_free(sx);
+    return st;
+}
+
 static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db *db) {
     kv_model m;
     hw_profile p;
@@ -68,6 +132,9 @@ static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db
     exp_run_key(s, r, key, sizeof key);
     kv_status st = exp_plan(s, r, &m, &p, &pl, &steps);
     sim_result res;
+    /* a run whose spans are stored keeps its timeline; the others stream their graph */
+    int spans = s->has_timeline && exp_match(s, r, &s->timeline);
+    sim_stream(sx, spans ? SIM_STREAM_OFF : SIM_STREAM_LARGE, 0);
     if (!st) st = sim_run(sx, &m, &p, &pl, &res);
     if (st == KV_ENOFIT) {
         /* recorded, so that a report over merged shards can say which configurations do not fit */
@@ -84,8 +151,11 @@ static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db
         return KV_ENOFIT;
     }
     if (!st) {
-        int spans = s->has_timeline && exp_match(s, r, &s->timeline);
-        st = sim_write_db(sx, db, &m, &p, &pl, &res, key, spans, NULL);
+        int64_t id = -1;
+        st = sim_write_db(sx, db, &m, &p, &pl, &res, key, spans, &id);
+        /* after the run's own commit: a sweep cut short leaves the run whole, and the report
+         * then simulates the sweep itself */
+        if (!st && id >= 0 && sweep_carrier(s, r)) st = store_sweep(db, &m, &p, &pl, id);
     }
     free(steps);
     if (st) return kv_errctx(st, "%s: ", key);
@@ -107,6 +177,9 @@ static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel
     sim_ctx *sx = sim_new();
     if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
     kv_status st = KV_OK;
+    struct plan_cache pc;
+    int own = !g_cache || g_cache->s != s; /* a caller's cache serves its whole list */
+    if (own) cache_open(&pc, s);
     for (int i = 0; i < n; i++) {
         st = run_one(s, &runs[sel[i]], sx, db);
         if (st == KV_ENOFIT) (*nofit)++, st = KV_OK;
@@ -114,6 +187,7 @@ static kv_status run_list(const exp_spec *s, const exp_run *runs, const int *sel
         if (st) break;
         if (fd >= 0 && write(fd, "x", 1) != 1) break;
     }
+    if (own) cache_close(&pc);
     sim_free(sx);
     return st;
 }
@@ -196,6 +270,10 @@ int exp_deal(const int *idx, int n, int k, int m, int *out) {
     return c;
 }
 
+/* Runs committed per transaction (core/db.h's db_batch): a commit per run was a WAL write and
+ * sync per run, most of a --jobs 1 shard's time. A killed shard loses at most its open batch. */
+#define EXP_DB_BATCH 256
+
 kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit) {
     if (s->ngpus) return exp_servers_execute(s, o->db, ran, nofit); /* several GPUs per host: exp/servers.c */
     exp_run *runs;
@@ -226,11 +304,17 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
     int jobs = o->jobs < 1 ? 1 : o->jobs > ns ? (ns ? ns : 1) : o->jobs;
     if (jobs == 1) {
         int done = 0;
+        db_batch(db, EXP_DB_BATCH);
+        struct plan_cache pc;
+        cache_open(&pc, s);
         if (o->progress) bar(0, ns);
         for (int i = 0; i < ns && !st; i++) {
             st = run_list(s, runs, sel + i, 1, db, -1, ran, nofit);
             if (o->progress) bar(++done, ns);
         }
+        cache_close(&pc);
+        kv_status fs = db_flush(db); /* the last batch; what completed is kept even after an error */
+        if (!st) st = fs;
         db_close(db);
         free(runs), free(sel), free(part);
         return st;
@@ -267,7 +351,10 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
             kv_db *wdb;
             kv_status ws = db_open(paths[w], ms, &wdb);
             if (!ws) {
+                db_batch(wdb, EXP_DB_BATCH);
                 ws = run_list(s, runs, part, k, wdb, pfd[1], &r, &nf);
+                kv_status fs = db_flush(wdb);
+                if (!ws) ws = fs;
                 db_close(wdb);
             }
             if (ws) fprintf(stderr, "\nkvpr: %s\n", kv_errmsg());

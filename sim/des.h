@@ -20,16 +20,26 @@ typedef __int128 sim_time; /* femtoseconds */
 #define SIM_FS_PER_S 1e15
 #define SIM_FS_PER_PS 1000
 
+/* Successors kept in the task record itself: most tasks have no more, and a completion then
+ * touches one record instead of a record and its scattered edges. */
+#define SIM_SUCC_IN 4
+
 typedef struct {
-    uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
-    uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
+    /* ordered for size: 128 bytes (a streamed run's window is these records) */
     int32_t step, layer, mb;
+    int32_t deps_left;
     double bytes, flops;
     double fixed_s;   /* compute: duration; copy: per-copy overhead alpha */
     double work;      /* copy: bytes / size-efficiency, moved at the link's rate */
-    int32_t deps_left, succ_off, nsucc;
+    int32_t succ_in[SIM_SUCC_IN]; /* its first successors, in the order they were added ... */
+    int32_t succ_head, succ_tail; /* ... and the rest in a list (edges) */
     int32_t crit;     /* the task whose completion let this one start (-1: none) */
+    int32_t cpar, cnode; /* critical-path nodes: crit's, and its own once ended (sim_des_crit) */
     uint32_t ver;     /* completion-event version (copies are re-rated) */
+    uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
+    uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
+    uint8_t fin;      /* has ended */
+    uint8_t nsucc_in;
     sim_time start, end;
 } sim_task;
 
@@ -51,8 +61,34 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to);
-/* Successors of a task (valid after sim_des_run). */
-const int32_t *sim_des_succ(const sim_des *d, int32_t id, int32_t *n);
+/* Successors of a task (after a run that kept the whole graph); the array is valid until the
+ * next call. */
+const int32_t *sim_des_succ(sim_des *d, int32_t id, int32_t *n);
+
+/* Streaming: the run advances while tasks are still being added, and a finished task leaves
+ * memory once every task before it has finished too: memory follows the tasks in flight, not
+ * the run. After sim_des_reset and the links, before the first task: sim_des_stream; after each
+ * task (and its dependencies) sim_des_pump; at the end sim_des_run, which finishes the run.
+ * Events run only for tasks `window` ids behind the newest one, so that a task's successors and
+ * its queue's next task exist when it ends. Should a task come too late anyway (it would have
+ * started earlier with the whole graph present), sim_des_overrun says so and the caller runs
+ * again without streaming: a streamed run's timeline is always the whole graph's. Finished tasks
+ * are handed to fn in id order (then gone: sim_des_get answers NULL for them). Single GPU only
+ * (no sim_des_net). */
+typedef void (*sim_retire_fn)(void *ctx, const sim_task *t);
+/* (a task is checked for coming late at the next sim_des_pump or sim_des_run: add its
+ * dependencies before.) */
+void sim_des_stream(sim_des *d, int32_t window, sim_retire_fn fn, void *ctx);
+void sim_des_pump(sim_des *d);
+/* Changes the window (e.g. once the caller knows how many tasks a decode step has). */
+void sim_des_window(sim_des *d, int32_t window);
+int sim_des_overrun(const sim_des *d);
+/* The critical path after a run: from sim_des_crit_last (the node of the task that ended last)
+ * follow parent (the node of the task whose completion let it start) to -1. */
+int32_t sim_des_crit_last(const sim_des *d);
+void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, sim_time *end, int32_t *parent);
+/* End of the marked task (-1 if it has not ended). */
+sim_time sim_des_mark_end(const sim_des *d);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
 
 /* Several GPUs on one host: every replica has its own queues; copies and CPU attention become
@@ -113,7 +149,15 @@ kv_status sim_des_run(sim_des *d, sim_des_stats *st);
 #define SIM_MAX_S 1e18
 static inline int sim_time_ok(double s) { return s >= 0 && s <= SIM_MAX_S; }
 /* Only for values that passed sim_time_ok (the conversion of anything else is undefined). */
-static inline sim_time sim_from_s(double s) { return (sim_time)(s * SIM_FS_PER_S + 0.5); }
-static inline double sim_to_s(sim_time t) { return (double)t / SIM_FS_PER_S; }
+/* Both conversions take the 64-bit path when the value fits (9.2e3 s): the same result as the
+ * 128-bit conversion (truncation of the same double; rounding of the same integer), without the
+ * library calls that were a tenth of a sweep. */
+static inline sim_time sim_from_s(double s) {
+    double x = s * SIM_FS_PER_S + 0.5;
+    return x < 9.2e18 ? (sim_time)(int64_t)x : (sim_time)x;
+}
+static inline double sim_to_s(sim_time t) {
+    return (t >= INT64_MIN && t <= INT64_MAX ? (double)(int64_t)t : (double)t) / SIM_FS_PER_S;
+}
 
 #endif

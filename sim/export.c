@@ -15,6 +15,8 @@ static void us_of(FILE *f, const char *key, int64_t ps) {
 
 kv_status sim_write_trace(sim_ctx *s, const char *path, const char *title, int step0, int step1) {
     sim_des *d = sim_last_des(s);
+    if (sim_des_count(d) > 0 && !sim_des_get(d, 0))
+        return kv_errorf(KV_EINVAL, "sim: a trace needs the whole timeline (the run streamed its graph: sim_stream off)");
     kv_afile *af;
     kv_status st = kv_afile_open(path, &af);
     if (st) return st;
@@ -102,6 +104,10 @@ kv_status sim_write_db_sched(sim_ctx *s, kv_db *db, const kv_model *m, const hw_
     if (st) return st;
     sim_des *d = sim_last_des(s);
     int32_t n = spans ? sim_des_count(d) : 0;
+    if (n > 0 && !sim_des_get(d, 0)) {
+        db_run_abort(db);
+        return kv_errorf(KV_EINVAL, "sim: spans need the whole timeline (the run streamed its graph: sim_stream off)");
+    }
     for (int32_t i = 0; i < n && !st; i++) {
         sim_task *t = sim_des_get(d, i);
         kv_span sp = {t->step, t->layer, t->mb, kv_op_name((kv_op)t->op), kv_res_name((kv_resource)t->res),

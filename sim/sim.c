@@ -10,7 +10,13 @@ struct sim_ctx {
     sim_des *des;
     double *step_end, *step_s;
     int steps_cap;
+    int stream;        /* sim_stream: runs stream their graph */
+    int32_t window;    /* 0: the default */
+    uint64_t reruns;   /* streamed runs that had to run again whole */
 };
+
+void sim_stream(sim_ctx *s, int on, int32_t window) { s->stream = on, s->window = window; }
+uint64_t sim_stream_reruns(const sim_ctx *s) { return s->reruns; }
 
 sim_ctx *sim_new(void) {
     sim_ctx *s = calloc(1, sizeof *s);
@@ -114,6 +120,12 @@ typedef struct {
     sim_des *d;
     cost_ctx cost;
     int32_t first_token; /* the prompt pass's last LM head */
+    int stream;
+    int32_t win_fixed, step0_first; /* a window given by the caller; the first decode task */
+    sim_time t0; /* end of the first token, once a decode task has finished (-1 before) */
+    /* what each finished task adds to the result, in task order (streamed or not, the same sums) */
+    sim_result *out;
+    double *step_end;
 } sink_ctx;
 
 static int32_t sim_emit(void *ctx, const kv_gop *o) {
@@ -124,8 +136,36 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     t->bytes = o->bytes;
     t->flops = o->flops;
     op_cost(&sc->cost, o, &t->fixed_s, &t->work);
-    if (o->step < 0 && o->op == KV_OP_HEAD) sc->first_token = id;
+    if (o->step < 0 && o->op == KV_OP_HEAD) sim_des_mark(sc->d, sc->first_token = id);
+    if (sc->stream) {
+        /* the window: a decode step's tasks and a half (a task's successors come at most about a
+         * step later), known once the first step has been emitted; until then nothing runs */
+        if (o->step == 0 && sc->step0_first < 0) sc->step0_first = id;
+        if (o->step == 1 && sc->win_fixed == 0) {
+            int32_t per = id - sc->step0_first;
+            sim_des_window(sc->d, per + per / 2 + 256);
+            sc->win_fixed = -1;
+        }
+        sim_des_pump(sc->d);
+    }
     return id;
+}
+
+/* A finished task's share of the per-kind busy times and of its step's end. Decode tasks come
+ * after the whole prompt pass, so the first token has ended by the time they are counted. */
+static void sim_retire(void *ctx, const sim_task *x) {
+    sink_ctx *sc = ctx;
+    sim_result *out = sc->out;
+    if (x->step < 0) {
+        out->prefill_op_s[x->op] += sim_to_s(x->end - x->start);
+        return;
+    }
+    double e = sim_to_s(x->end);
+    if (e > sc->step_end[x->step]) sc->step_end[x->step] = e;
+    if (sc->t0 < 0) sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
+    sim_time t0 = sc->t0;
+    /* decode busy time after the first token, as utilisation counts it (a load may start early) */
+    if (x->end > t0) out->op_s[x->op] += sim_to_s(x->end - (x->start > t0 ? x->start : t0));
 }
 
 kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv_plan *pl, const kv_layout *ly, int32_t *first_token) {
@@ -149,20 +189,6 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     int paper = pl->paper_model;
     if (!paper && (st = kv_layout_fits(ly, p->gpu.mem_bytes.value, p->cpu.mem_bytes.value))) return st;
     if (paper && ly->cpu_total > p->cpu.mem_bytes.value && (st = kv_layout_fits(ly, 1e300, p->cpu.mem_bytes.value))) return st;
-    sim_des *d = sx->des;
-    sim_des_reset(d);
-    sim_link h2d = {pl->pageable ? p->link.h2d.pageable.value : p->link.h2d.bandwidth.value, paper ? 1 : p->link.h2d.duplex.value};
-    sim_link d2h = {pl->pageable ? p->link.d2h.pageable.value : p->link.d2h.bandwidth.value, paper ? 1 : p->link.d2h.duplex.value};
-    sim_des_links(d, h2d, d2h);
-    sink_ctx sc;
-    memset(&sc, 0, sizeof sc);
-    sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
-    kv_graph_sink sink = {&sc, sim_emit};
-    if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
-    sim_des_mark(d, sc.first_token);
-    sim_des_stats ds;
-    if ((st = sim_des_run(d, &ds))) return st;
-
     int T = kv_plan_steps(pl);
     if (T > sx->steps_cap) {
         double *a = realloc(sx->step_end, (size_t)T * sizeof *a), *b = a ? realloc(sx->step_s, (size_t)T * sizeof *b) : NULL;
@@ -171,21 +197,39 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sx->step_s = b;
         sx->steps_cap = T;
     }
-    out->prefill_s = sc.first_token >= 0 ? sim_to_s(sim_des_get(d, sc.first_token)->end) : 0;
-    for (int t = 0; t < T; t++) sx->step_end[t] = out->prefill_s;
-    int32_t n = sim_des_count(d);
-    sim_time t0 = sc.first_token >= 0 ? sim_des_get(d, sc.first_token)->end : 0;
-    for (int32_t i = 0; i < n; i++) {
-        sim_task *x = sim_des_get(d, i);
-        double e = sim_to_s(x->end);
-        if (x->step < 0) {
-            out->prefill_op_s[x->op] += sim_to_s(x->end - x->start);
-            continue;
-        }
-        if (e > sx->step_end[x->step]) sx->step_end[x->step] = e;
-        /* decode busy time after the first token, as utilisation counts it (a load may start early) */
-        if (x->end > t0) out->op_s[x->op] += sim_to_s(x->end - (x->start > t0 ? x->start : t0));
+    sim_des *d = sx->des;
+    sink_ctx sc;
+    sim_des_stats ds;
+    /* A streamed run is the whole graph's run, or says it is not (a task came later than it would
+     * have started): then it runs again with the whole graph. */
+    /* tasks of the run, about: a decode step has fewer than 12 per layer and micro-batch */
+    double est = 12.0 * ly->L * ly->nb * (T + 1);
+    int want = sx->stream == SIM_STREAM_ALWAYS || (sx->stream == SIM_STREAM_LARGE && est > SIM_STREAM_MIN_TASKS);
+    for (int stream = want;; stream = 0) {
+        for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
+        memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
+        memset(out->op_s, 0, sizeof out->op_s);
+        sim_des_reset(d);
+        sim_link h2d = {pl->pageable ? p->link.h2d.pageable.value : p->link.h2d.bandwidth.value, paper ? 1 : p->link.h2d.duplex.value};
+        sim_link d2h = {pl->pageable ? p->link.d2h.pageable.value : p->link.d2h.bandwidth.value, paper ? 1 : p->link.d2h.duplex.value};
+        sim_des_links(d, h2d, d2h);
+        memset(&sc, 0, sizeof sc);
+        sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
+        sc.out = out, sc.step_end = sx->step_end, sc.stream = stream;
+        sc.win_fixed = sx->window, sc.step0_first = -1, sc.t0 = -1;
+        if (stream) sim_des_stream(d, sx->window > 0 ? sx->window : INT32_MAX / 2, sim_retire, &sc);
+        kv_graph_sink sink = {&sc, sim_emit};
+        if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
+        if ((st = sim_des_run(d, &ds))) return st;
+        if (!stream || !sim_des_overrun(d)) break;
+        sx->reruns++;
     }
+    if (!sc.stream) /* the whole graph: the same sums, in the same task order */
+        for (int32_t i = 0, n = sim_des_count(d); i < n; i++) sim_retire(&sc, sim_des_get(d, i));
+    sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
+    out->prefill_s = sc.first_token >= 0 ? sim_to_s(t0) : 0;
+    for (int t = 0; t < T; t++)
+        if (!(sx->step_end[t] > out->prefill_s)) sx->step_end[t] = out->prefill_s;
     for (int t = 0; t < T; t++) sx->step_s[t] = sx->step_end[t] - (t ? sx->step_end[t - 1] : out->prefill_s);
     out->step_s = sx->step_s;
     out->nsteps = T;
@@ -200,15 +244,25 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     out->gpu_idle_s = out->decode_s - sim_to_s(ds.busy[KV_RES_GPU] - ds.busy_at_mark[KV_RES_GPU]);
     /* Critical path: from the task that ended last, follow the task whose completion let each start,
      * back to the first token. */
-    for (int32_t i = ds.last; i >= 0;) {
-        sim_task *x = sim_des_get(d, i);
-        if (x->end <= t0 && t0 > 0) break; /* the path is back before the first token */
-        sim_time a = x->start > t0 ? x->start : t0; /* only what falls in the decode phase */
-        sim_time from = x->crit >= 0 ? sim_des_get(d, x->crit)->end : 0;
-        out->crit_s[x->op] += sim_to_s(x->end - a);
-        if (from > t0) out->crit_wait_s += sim_to_s(x->start - from);
-        i = x->crit;
+    for (int32_t i = sim_des_crit_last(d); i >= 0;) {
+        kv_op op;
+        sim_time xs, xe, from = 0;
+        int32_t par;
+        sim_des_crit(d, i, &op, &xs, &xe, &par);
+        if (xe <= t0 && t0 > 0) break; /* the path is back before the first token */
+        sim_time a = xs > t0 ? xs : t0; /* only what falls in the decode phase */
+        if (par >= 0) {
+            kv_op pop_;
+            sim_time ps, pe;
+            int32_t pp;
+            sim_des_crit(d, par, &pop_, &ps, &pe, &pp);
+            from = pe;
+        }
+        out->crit_s[op] += sim_to_s(xe - a);
+        if (from > t0) out->crit_wait_s += sim_to_s(xs - from);
+        i = par;
     }
+    int32_t n = sim_des_count(d);
     out->events = ds.events;
     out->tasks = n;
     out->split0 = ly->streams_kv ? kv_plan_split_at(pl, 0) : 0;

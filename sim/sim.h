@@ -39,7 +39,18 @@ typedef struct sim_ctx sim_ctx;
 
 sim_ctx *sim_new(void);
 void sim_free(sim_ctx *s);
-/* Runs one plan; the context keeps the timeline until the next run. */
+/* Streaming (sweeps, long runs): runs generate their op graph as the simulation advances and keep only the
+ * tasks in flight (sim/des.h), so memory follows the window, not the run; results are the same
+ * to the bit. The timeline is then not kept: no sim_last_des tasks, traces or spans (leave it off
+ * for those). window 0: the default (a few decode steps' tasks). */
+enum { SIM_STREAM_OFF = 0, SIM_STREAM_LARGE = 1, SIM_STREAM_ALWAYS = 2 };
+/* mode LARGE streams only runs of more than about SIM_STREAM_MIN_TASKS tasks (a short run's
+ * whole graph fits in cache, and streaming costs it a few percent); ALWAYS streams every run. */
+#define SIM_STREAM_MIN_TASKS 262144
+void sim_stream(sim_ctx *s, int mode, int32_t window);
+/* Streamed runs that found a task too late and ran again with the whole graph (should be 0). */
+uint64_t sim_stream_reruns(const sim_ctx *s);
+/* Runs one plan; the context keeps the timeline until the next run (unless streaming). */
 kv_status sim_run(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, sim_result *out);
 /* Adds the plan's timed tasks to d (for the replica d is adding to: sim/multi.c); *first_token is
  * the prompt pass's last task (-1 without one). */

@@ -403,11 +403,68 @@ static void t_steps_table(void **s) {
     db_close(db);
 }
 
+/* Batched commits: runs are savepoints in one transaction. An aborted run drops only its own rows;
+ * nothing is visible to another connection before the batch commits; a batch commits by itself
+ * when full; a process killed inside a batch leaves the committed batches and no partial run. */
+static void t_batch(void **s) {
+    (void)s;
+    char p[512];
+    path(p, sizeof p, "batch.db");
+    kv_db *db, *rd;
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    assert_int_equal(db_open(p, 1000, &rd), KV_OK);
+    db_batch(db, 3);
+    assert_int_equal(add_run(db, "a", 10), KV_OK);
+    db_run_info in = {.kind = "sim", .model = "m", .hardware = "h", .run_key = "a"};
+    int64_t id;
+    /* a run that replaces "a" and is aborted: "a" and its spans stay */
+    assert_int_equal(db_run_begin(db, &in, &id), KV_OK);
+    kv_span sp = {0, 0, 0, "recompute", "gpu", 0, 1, 0, 1e9};
+    assert_int_equal(db_run_span(db, id, &sp), KV_OK);
+    db_run_abort(db);
+    assert_int_equal(add_run(db, "b", 5), KV_OK);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 0); /* the batch is open: 2 of 3 */
+    assert_int_equal(add_run(db, "c", 1), KV_OK);                /* third run: the batch commits */
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 3);
+    assert_int_equal(count(rd, "SELECT count(*) FROM spans"), 16);
+    assert_int_equal(add_run(db, "d", 1), KV_OK);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 3);
+    assert_int_equal(db_flush(db), KV_OK);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 4);
+    assert_int_equal(db_flush(db), KV_OK); /* nothing open: nothing to do */
+    db_close(db);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kv_db *c;
+        if (db_open(p, 1000, &c)) _exit(3);
+        db_batch(c, 100);
+        if (add_run(c, "e", 3) || add_run(c, "a", 2)) _exit(4);
+        if (db_run_begin(c, &in, &id)) _exit(5);
+        if (db_run_span(c, id, &sp)) _exit(6);
+        raise(SIGKILL); /* inside the batch, inside a run */
+        _exit(7);
+    }
+    int wst;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    assert_true(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 4);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs WHERE run_key = 'e'"), 0);
+    assert_int_equal(count(rd, "SELECT count(*) FROM spans WHERE run_id = (SELECT id FROM runs WHERE run_key = 'a')"), 10);
+    assert_int_equal(count(rd, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check='ok'"), 1);
+    /* db_close commits an open batch */
+    assert_int_equal(db_open(p, 1000, &db), KV_OK);
+    db_batch(db, 100);
+    assert_int_equal(add_run(db, "f", 2), KV_OK);
+    db_close(db);
+    assert_int_equal(count(rd, "SELECT count(*) FROM runs"), 5);
+    db_close(rd);
+}
+
 void group_db(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_schema_and_run), cmocka_unit_test(t_upgrade),
                                    cmocka_unit_test(t_killed_midway), cmocka_unit_test(t_locked),
                                    cmocka_unit_test(t_merge), cmocka_unit_test(t_refuse_foreign),
                                    cmocka_unit_test(t_merge_idempotent), cmocka_unit_test(t_removed_leaves_nothing),
-                                   cmocka_unit_test(t_scheduler_column), cmocka_unit_test(t_steps_table)};
+                                   cmocka_unit_test(t_scheduler_column), cmocka_unit_test(t_steps_table), cmocka_unit_test(t_batch)};
     RUN_GROUP(c, "db", t);
 }

@@ -462,6 +462,52 @@ static void t_figures(void **st) {
     free(gp);
 }
 
+/* The sweep figure comes from results.db: 'kvpr run' stores every split's decode time with the
+ * configuration's kvpr run (sweep_l_L, 0 .. the largest split), and the report draws the same
+ * data file from them as from simulating the sweep itself (what it does when they are missing). */
+static void t_sweep_stored(void **st) {
+    (void)st;
+    char p[512], db[512], path[600];
+    spec_file(p, sizeof p, "swp", "name = swp\nmodels = OPT-125M\nhardware = t4\nbatch = 8 64\nprompt = 32\ngen = 3\n"
+                                 "sweep = batch=64\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    snprintf(db, sizeof db, "%s/swp.db", tmp_dir());
+    unlink(db);
+    int ran, nofit;
+    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(h, "SELECT count(*), count(DISTINCT r.id), max(r.run_key) FROM metrics m JOIN runs r ON r.id = m.run_id"
+                                           " WHERE m.name LIKE 'sweep%'", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 33); /* splits 0 .. 32 */
+    assert_int_equal(sqlite3_column_int(q, 1), 1);  /* on one run: batch 64's kvpr run */
+    assert_non_null(strstr((const char *)sqlite3_column_text(q, 2), "/latency/64/32/"));
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    FILE *f = tmpfile();
+    if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
+    fclose(f);
+    snprintf(path, sizeof path, "%s/swp-sweep1.dat", tmp_dir());
+    char *stored = read_text(path);
+    assert_non_null(stored);
+    /* without them the report simulates the splits: the same file */
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, "DELETE FROM metrics WHERE name LIKE 'sweep%'", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    unlink(path);
+    f = tmpfile();
+    if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
+    fclose(f);
+    char *simulated = read_text(path);
+    assert_non_null(simulated);
+    assert_string_equal(stored, simulated);
+    free(stored), free(simulated);
+}
+
 /* Shards and workers: every run in exactly one hand, hands within one run of each other in size and
  * in experiment order, the same deal every time, and with the policy as the innermost loop (even
  * and odd indices) an even number of hands still gets both policies in near-equal shares. */
@@ -500,6 +546,6 @@ void group_exp(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables),
                                    cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
                                    cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
-                                   cmocka_unit_test(t_figures), cmocka_unit_test(t_deal)};
+                                   cmocka_unit_test(t_figures), cmocka_unit_test(t_deal), cmocka_unit_test(t_sweep_stored)};
     RUN_GROUP(c, "exp", t);
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "../hwmodel/cost.h"
 #include "../sim/sim.h"
 #include "tests.h"
@@ -421,11 +422,142 @@ static void t_determinism_and_exports(void **s) {
     sim_free(b);
 }
 
+/* Two results equal to the bit (every number the JSON, the database and the report take). */
+static void same_result(const sim_result *a, const sim_result *b) {
+    assert_memory_equal(&a->prefill_s, &b->prefill_s, sizeof a->prefill_s);
+    assert_memory_equal(&a->decode_s, &b->decode_s, sizeof a->decode_s);
+    assert_memory_equal(a->prefill_op_s, b->prefill_op_s, sizeof a->prefill_op_s);
+    assert_memory_equal(a->op_s, b->op_s, sizeof a->op_s);
+    assert_memory_equal(a->util, b->util, sizeof a->util);
+    assert_memory_equal(a->crit_s, b->crit_s, sizeof a->crit_s);
+    assert_memory_equal(&a->crit_wait_s, &b->crit_wait_s, sizeof a->crit_wait_s);
+    assert_memory_equal(&a->gpu_idle_s, &b->gpu_idle_s, sizeof a->gpu_idle_s);
+    assert_memory_equal(&a->generation_tok_s, &b->generation_tok_s, sizeof a->generation_tok_s);
+    assert_int_equal(a->nsteps, b->nsteps);
+    assert_memory_equal(a->step_s, b->step_s, sizeof(double) * (size_t)a->nsteps);
+    assert_true(a->events == b->events && a->tasks == b->tasks && a->split0 == b->split0 && a->split_last == b->split_last);
+}
+
+/* Streaming the graph changes nothing: random plans (every policy, both modes, prefill or not,
+ * compression, partial placement) give the same result to the bit with the whole graph, with the
+ * default window (no run has to run again), and with windows so small that tasks come late (the
+ * run notices and runs again whole). A long streamed run keeps only the tasks in flight. */
+static void t_streamed_same(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090"};
+    srand(4242);
+    sim_ctx *whole = sim_new(), *str = sim_new(), *tiny = sim_new(), *mid = sim_new();
+    sim_stream(str, SIM_STREAM_ALWAYS, 0);
+    sim_stream(tiny, SIM_STREAM_ALWAYS, 2);
+    sim_stream(mid, SIM_STREAM_ALWAYS, 300);
+    int ran = 0;
+    for (int it = 0; it < 120; it++) {
+        kv_model m = mdl(models[rand() % 5]);
+        hw_profile p = hwp(hws[rand() % 6]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+        pl.policy = (kv_policy)(rand() % KV_POL_COUNT);
+        pl.batch = 1 + rand() % 32;
+        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
+        pl.prompt = 8 + rand() % 512;
+        pl.gen = 2 + rand() % 12;
+        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
+        pl.prefetch = 1 + rand() % 3;
+        pl.keep_act = rand() % 2;
+        pl.no_prefill = rand() % 4 == 0;
+        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : KV_COMP_NONE;
+        pl.paper_model = rand() % 8 == 0;
+        pl.layers = rand() % 2 ? 1 + rand() % 3 : 0;
+        sim_result a, b, c, d;
+        kv_status st = sim_run(whole, &m, &p, &pl, &a);
+        if (st == KV_ENOFIT || st == KV_EINVAL) continue;
+        if (st) fail_msg("%s", kv_errmsg());
+        double steps[4096];
+        assert_true(a.nsteps <= 4096);
+        memcpy(steps, a.step_s, sizeof(double) * (size_t)a.nsteps);
+        a.step_s = steps;
+        assert_int_equal(sim_run(str, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
+        assert_int_equal(sim_run(tiny, &m, &p, &pl, &c), KV_OK);
+        same_result(&a, &c);
+        assert_int_equal(sim_run(mid, &m, &p, &pl, &d), KV_OK);
+        same_result(&a, &d);
+        ran++;
+    }
+    assert_true(ran > 60);
+    assert_int_equal(sim_stream_reruns(str), 0);
+    assert_true(sim_stream_reruns(tiny) > 0);
+    /* a longer run: its first tasks have left memory, and it did not run again whole */
+    kv_model m = mdl("OPT-1.3B");
+    hw_profile p = hwp("a100-40gb-pcie4");
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.batch = 8, pl.prompt = 256, pl.gen = 200, pl.split = 100;
+    sim_result a, b;
+    assert_int_equal(sim_run(whole, &m, &p, &pl, &a), KV_OK);
+    double steps[256];
+    memcpy(steps, a.step_s, sizeof(double) * (size_t)a.nsteps);
+    a.step_s = steps;
+    uint64_t before = sim_stream_reruns(str);
+    assert_int_equal(sim_run(str, &m, &p, &pl, &b), KV_OK);
+    same_result(&a, &b);
+    assert_int_equal(sim_stream_reruns(str), before);
+    assert_null(sim_des_get(sim_last_des(str), 0));
+    assert_non_null(sim_des_get(sim_last_des(whole), 0));
+    sim_free(whole), sim_free(str), sim_free(tiny), sim_free(mid);
+}
+
+/* The core notices a task added too late: with the whole graph it would have started at once. */
+static void t_stream_late(void **s) {
+    (void)s;
+    sim_des *d = sim_des_new();
+    sim_link one = {1, 1};
+    sim_retire_fn fn = NULL;
+    /* window 1: A runs and ends before B exists; B, free to start, would have started at 0 */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    sim_des_stream(d, 1, fn, NULL);
+    comp(d, 1.0);
+    sim_des_pump(d);
+    int32_t b = copy(d, KV_RES_H2D, 1, 0);
+    (void)b;
+    sim_des_pump(d);
+    assert_true(sim_des_overrun(d));
+    /* B waiting for A (ended already) and heading an idle queue: late too */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    sim_des_stream(d, 1, fn, NULL);
+    int32_t a = comp(d, 1.0);
+    sim_des_pump(d);
+    sim_task *t;
+    int32_t x = sim_des_add(d, KV_OP_KV_H2D, KV_Q_CACHE, 0, 0, 0, &a, 1, &t);
+    assert_false(sim_des_overrun(d)); /* looked at when the caller says the task is complete */
+    sim_des_pump(d);
+    assert_true(x == 1 && sim_des_overrun(d));
+    /* window 2: both exist before anything runs: no overrun, B starts after A */
+    sim_des_reset(d);
+    sim_des_links(d, one, one);
+    sim_des_stream(d, 2, fn, NULL);
+    a = comp(d, 1.0);
+    sim_des_pump(d);
+    x = sim_des_add(d, KV_OP_KV_H2D, KV_Q_CACHE, 0, 0, 0, &a, 1, &t);
+    t->work = 1;
+    sim_des_pump(d);
+    sim_des_stats st;
+    assert_int_equal(sim_des_run(d, &st), KV_OK);
+    assert_false(sim_des_overrun(d));
+    assert_rel(sim_to_s(st.makespan), 2.0, 1e-12);
+    sim_des_free(d);
+}
+
 void group_sim(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_known_answers),   cmocka_unit_test(t_program_order),
                                         cmocka_unit_test(t_paper_formula),
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
-                                   cmocka_unit_test(t_determinism_and_exports)};
+                                   cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
+                                   cmocka_unit_test(t_stream_late)};
     RUN_GROUP(c, "sim", t);
 }
