@@ -196,17 +196,34 @@ static size_t wq_image_bytes(const ex_t *e) {
     for (int i = 0; i < 5; i++) n += wq_part(e, i, &K, &N);
     return n > (size_t)e->ly.w_cpu_st ? n : (size_t)e->ly.w_cpu_st + 2;
 }
-/* dequantise (or quantise, dir 1) the packed layer's five matrices */
-static kv_status wq_convert(ex_t *e, int stream, uint8_t *q, eng_half *w, int dir) {
+/* dequantise (or quantise, dir 1) the packed layer's five matrices, or only the first `limit` bytes
+ * of the packed image: the whole matrices inside it and the whole 64-row groups of the one it ends
+ * in (a weight load streams a prefix of the image, the rest of the slot is resident) */
+static kv_status wq_convert(ex_t *e, int stream, uint8_t *q, eng_half *w, int dir, size_t limit) {
     kv_status st = KV_OK;
     size_t off = 0;
-    for (int i = 0; i < 5 && !st; i++) {
+    for (int i = 0; i < 5 && !st && off < limit; i++) {
         int K, N;
         size_t n = wq_part(e, i, &K, &N);
+        if (limit - off < n) { /* a group-row of the packed matrix is N groups of 36 bytes */
+            size_t rows = (limit - off) / ((size_t)N * KREF_QGROUP_BYTES) * KREF_QGROUP;
+            if (rows == 0) break;
+            K = (int)rows; /* < K: a multiple of 64, so the prefix is the packing of the first rows */
+        }
         st = dir ? e->t->quant(e->b, stream, wpart(w, e, i), q + off, 1, K, N) : e->t->dequant(e->b, stream, q + off, wpart(w, e, i), 1, K, N);
         off += n;
     }
     return st;
+}
+
+/* The packed bytes the load this dequant_w follows moved (its dependency in the graph), or the
+ * whole image when none is found. */
+static size_t wq_streamed(const ex_t *e, const kv_gop *o) {
+    for (int i = 0; i < o->ndeps; i++) {
+        const task_t *d = &e->tasks[o->deps[i]];
+        if (d->op == KV_OP_W_H2D || d->op == KV_OP_WKV_H2D) return (size_t)d->bytes;
+    }
+    return SIZE_MAX;
 }
 
 static kv_status alloc_dev(ex_t *e) {
@@ -629,7 +646,7 @@ kv_status eng_session_run(eng_session *s, const kv_plan *pl, eng_result *r) {
      * then rewrites (so a load's values are equal to what they overwrite, as without compression) */
     for (int i = 0; e.ly.comp_w && i < e.D; i++) {
         TRY(bt->copy(e.b, ENG_S_COMPUTE, e.wqd[i], e.whq, s->whq_bytes, 0));
-        TRY(wq_convert(&e, ENG_S_COMPUTE, e.wqd[i], e.wd[i], 0));
+        TRY(wq_convert(&e, ENG_S_COMPUTE, e.wqd[i], e.wd[i], 0, SIZE_MAX));
     }
     /* the LM head: the layer's weights repeated (its values only feed logits) */
     for (size_t o = 0; o < e.whead; o += e.wel)
@@ -793,7 +810,7 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
         case KV_OP_W_H2D:
             if (e->ly.comp_w) return t->copy(b, s, e->wqd[g % e->D], e->whq, (size_t)o->bytes, 0);
             return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
-        case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0);
+        case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0, wq_streamed(e, o));
         case KV_OP_QUANT: /* the CPU part's K/V of rows [row0, row1) and activations of rows [0, ctx) */
             if ((st = t->quant(b, s, e->pKV + (size_t)o->row0 * bc * krow, e->pKVq + (size_t)o->row0 * bc * e->kvs,
                                (size_t)(o->row1 - o->row0) * bc * 2 * e->m->n_kv_heads, e->m->head_dim, 1)))
@@ -821,7 +838,7 @@ static kv_status dispatch(ex_t *e, const kv_gop *o, int64_t g) {
     case KV_OP_W_H2D: case KV_OP_WKV_H2D:
         if (e->ly.comp_w) return t->copy(b, s, e->wqd[g % e->D], e->whq, (size_t)o->bytes, 0);
         return t->copy(b, s, e->wd[g % e->D], e->wh, (size_t)o->bytes, 0);
-    case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0);
+    case KV_OP_DQ_W: return wq_convert(e, s, e->wqd[g % e->D], e->wd[g % e->D], 0, wq_streamed(e, o));
     case KV_OP_ACT_H2D:
         if (e->ly.comp_kv) return t->copy(b, s, e->actqslot[sl], e->acth_q[c], (size_t)o->bytes, 0);
         return t->copy(b, s, e->actslot[sl], e->acth[c], (size_t)o->bytes, 0);

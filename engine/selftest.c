@@ -326,10 +326,31 @@ static kv_status equivalence_tests(const eng_backend_type *bt, int quick, tally 
  * than dequantising stored K/V); and each stays near the uncompressed run. Throughput mode with
  * both: the streamed weights are dequantised too. */
 static kv_status compress_tests(const eng_backend_type *bt, int quick, tally *t) {
-    kv_model m = {.name = "test-mha", .family = "opt", .n_layers = 3, .hidden = 256, .n_heads = 4, .n_kv_heads = 4,
-                  .head_dim = 64, .ffn = 512, .vocab = 1000, .bias = 1, .tied_embeddings = 1, .dtype = KV_DT_FP16};
-    for (int mode = 0; mode < 2; mode++) {
-        int comp = mode ? KV_COMP_BOTH : KV_COMP_KV;
+    kv_model mha = {.name = "test-mha", .family = "opt", .n_layers = 3, .hidden = 256, .n_heads = 4, .n_kv_heads = 4,
+                    .head_dim = 64, .ffn = 512, .vocab = 1000, .bias = 1, .tied_embeddings = 1, .dtype = KV_DT_FP16};
+    /* GQA as in equivalence_tests (4 query heads on 2 KV heads, gated MLP), and MQA with head_dim 80
+     * (a full group and a short one per head): the packed cache holds the KV heads only */
+    kv_model gqa = mha, mqa = mha;
+    snprintf(gqa.name, sizeof gqa.name, "test-gqa");
+    gqa.n_kv_heads = 2, gqa.gated_mlp = 1, gqa.bias = 0;
+    snprintf(mqa.name, sizeof mqa.name, "test-mqa80");
+    mqa.hidden = 320, mqa.head_dim = 80, mqa.n_kv_heads = 1, mqa.gated_mlp = 1, mqa.bias = 0;
+    /* (model, mode): the quick run takes the first three */
+    static const int cases[6][2] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {2, 1}};
+    const kv_model *ms[3] = {&mha, &gqa, &mqa};
+    for (int cc = 0; cc < (quick ? 3 : 6); cc++) {
+        const kv_model m = *ms[cases[cc][0]];
+        int mode = cases[cc][1];
+        /* MQA: the cache only (the packed weights of this small gated model measured 0.36 from fp16;
+         * MHA and GQA cover the weights) */
+        int comp = mode && m.n_kv_heads > 1 ? KV_COMP_BOTH : KV_COMP_KV;
+        /* kvpr against offloading: 0.15 for MHA; one KV head's rounding reaches n_heads / n_kv_heads
+         * query heads, so the two roundings drift further apart: x sqrt(n_heads / n_kv_heads)
+         * (GQA 0.21, MQA 0.30; measured on the host backend up to 0.16 and 0.17) */
+        double tk = 0.15 * sqrt((double)m.n_heads / m.n_kv_heads);
+        /* against fp16: 4-bit K/V within 0.25; with the weights packed too 0.35 (a random model's
+         * 4-bit weights: the host backend measured up to 0.27 on a gated MLP) */
+        double tol = comp == KV_COMP_BOTH ? 0.35 : 0.25;
         kv_plan pl[5], plain;
         kv_plan_defaults(&pl[0]);
         pl[0].mode = (kv_mode)mode, pl[0].batch = 3, pl[0].nb = mode ? 2 : 1, pl[0].prompt = 40, pl[0].gen = 4;
@@ -351,8 +372,8 @@ static kv_status compress_tests(const eng_backend_type *bt, int quick, tally *t)
         if (!(st = eng_session_run(s, &pl[0], &base))) {
             double e = 0, mx = 0;
             for (int i = 0; i < base.nhidden; i++) e = fmax(e, fabs(base.hidden[i] - ref.hidden[i])), mx = fmax(mx, fabs(ref.hidden[i]));
-            check(t, e / mx < 0.25 && isfinite(e), "%s %s offload --compress %s: output vs uncompressed rel %.1e (tolerance 0.25: 4-bit)",
-                  m.name, kv_mode_name(pl[0].mode), kv_compress_name(comp), e / mx);
+            check(t, e / mx < tol && isfinite(e), "%s %s offload --compress %s: output vs uncompressed rel %.1e (tolerance %.2f: 4-bit)",
+                  m.name, kv_mode_name(pl[0].mode), kv_compress_name(comp), e / mx, tol);
             for (int c = 1; c < n && !st; c++) {
                 if ((st = eng_session_run(s, &pl[c], &r))) break;
                 double d = 0, dm = 0, ea = 0, ma = 0, du = 0;
@@ -360,11 +381,11 @@ static kv_status compress_tests(const eng_backend_type *bt, int quick, tally *t)
                 for (int i = 0; i < r.nhidden; i++) du = fmax(du, fabs(r.hidden[i] - ref.hidden[i]));
                 int na = pl[0].batch * m.n_heads * m.head_dim;
                 for (int i = 0; i < na; i++) ea = fmax(ea, fabs(r.attn[i] - base.attn[i])), ma = fmax(ma, fabs(base.attn[i]));
-                check(t, d / dm < 0.15 && ea / ma < 0.15 && du / mx < 0.25 && isfinite(d) && isfinite(ea),
-                      "%s %s %s l=%d --compress %s: output vs offload --compress rel %.1e, attention rel %.1e (tolerance 0.15: "
-                      "two different 4-bit roundings of the same K/V); output vs uncompressed rel %.1e (tolerance 0.25)",
+                check(t, d / dm < tk && ea / ma < tk && du / mx < tol && isfinite(d) && isfinite(ea),
+                      "%s %s %s l=%d --compress %s: output vs offload --compress rel %.1e, attention rel %.1e (tolerance %.2f: "
+                      "two different 4-bit roundings of the same K/V); output vs uncompressed rel %.1e (tolerance %.2f)",
                       m.name, kv_mode_name(pl[c].mode), kv_policy_name(pl[c].policy), pl[c].split, kv_compress_name(comp), d / dm, ea / ma,
-                      du / mx);
+                      tk, du / mx, tol);
                 eng_result_free(&r);
             }
             eng_result_free(&base);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "../hwmodel/cost.h"
+#include "../hwmodel/quant.h"
 #include "graph.h"
 
 #define US 1e6
@@ -12,17 +13,41 @@
 /* ---- the paper's model ------------------------------------------------------------- */
 
 void paper_build(paper_model *pm, const kv_model *m, const hw_profile *p, int batch, int s, int lcap) {
+    paper_build_comp(pm, m, p, batch, s, lcap, KV_COMP_NONE);
+}
+
+/* The paper's byte counts (h values per token for the activation, 2h for K/V, whatever the KV
+ * heads) scaled by the packing ratio of --compress kv (36 bytes per group of 64: x0.281 at
+ * h = 5120). The dequantisations are memory-bound kernels (hwmodel/quant.h) priced, like the
+ * rest of the paper's model, at the datasheet rate (HBM bandwidth, no hbm_eff, no launch).
+ * What the formula still ignores: the weights (the paper's model has no weight term, so
+ * --compress weights changes nothing here), the quantisation of the new token's K/V before its
+ * write-back (the model has no D2H), and everything else it already ignores. */
+void paper_build_comp(paper_model *pm, const kv_model *m, const hw_profile *p, int batch, int s, int lcap, int compress) {
     double b = batch, h = m->hidden, pe = kv_dtype_bytes(m->dtype);
-    double vcom = p->link.h2d.bandwidth.value, vgpu = p->gpu.peak_flops.value;
-    pm->a = US * b * h * pe / vcom;
-    pm->k = US * 2.0 * b * h * pe / vcom;
+    double vcom = p->link.h2d.bandwidth.value, vgpu = p->gpu.peak_flops.value, hbm = p->gpu.hbm_bw.value;
+    int ck = compress & KV_COMP_KV;
+    double ra = ck ? kv_store_act_bytes(m, compress) / (double)kv_model_act_bytes_token(m) : 1;
+    double rk = ck ? kv_store_kv_bytes(m, compress) / (double)kv_model_kv_bytes_token_layer(m) : 1;
+    pm->a = US * b * h * pe * ra / vcom;
+    pm->k = US * 2.0 * b * h * pe * rk / vcom;
     pm->r = US * 4.0 * b * h * h / vgpu;
+    pm->dkv = 0;
+    if (ck) { /* read packed, write fp16 */
+        pm->r += US * b * h * pe * (ra + 1) / hbm;
+        pm->dkv = US * 2.0 * b * h * pe * (rk + 1) / hbm;
+    }
     pm->s = s;
     pm->lcap = lcap < s ? lcap : s;
 }
 
 double paper_eval(const paper_model *pm, int l) {
-    return pm->a * l + fmax(pm->r * l, pm->k * (pm->s - l));
+    return pm->a * l + fmax(pm->r * l, pm->k * (pm->s - l)) + pm->dkv * (pm->s - l);
+}
+
+double paper_lstar(const paper_model *pm) {
+    if (pm->a + pm->r < pm->dkv) return pm->lcap;
+    return pm->k * pm->s / (pm->k + pm->r);
 }
 
 /* GLPK's return code and the solution status are both checked: a returned 0 alone is not an optimum. */
@@ -71,13 +96,14 @@ kv_status paper_solve(const paper_model *pm, const char *write_lp, int *l, doubl
     glp_set_obj_coef(lp, 2, 1);
     glp_add_rows(lp, 2);
     int ind[3] = {0, 1, 2};
-    double v1[3] = {0, -(pm->a + pm->r), 1}, v2[3] = {0, -(pm->a - pm->k), 1};
+    /* T >= (a + r - dkv) l + dkv s and T >= (a - k - dkv) l + (k + dkv) s */
+    double v1[3] = {0, -(pm->a + pm->r - pm->dkv), 1}, v2[3] = {0, -(pm->a - pm->k - pm->dkv), 1};
     glp_set_row_name(lp, 1, "T_recompute");
     glp_set_mat_row(lp, 1, 2, ind, v1);
-    glp_set_row_bnds(lp, 1, GLP_LO, 0, 0);
+    glp_set_row_bnds(lp, 1, GLP_LO, pm->dkv * pm->s, 0);
     glp_set_row_name(lp, 2, "T_transfer");
     glp_set_mat_row(lp, 2, 2, ind, v2);
-    glp_set_row_bnds(lp, 2, GLP_LO, pm->k * pm->s, 0);
+    glp_set_row_bnds(lp, 2, GLP_LO, (pm->k + pm->dkv) * pm->s, 0);
     kv_status st = write_lp_file(lp, write_lp);
     if (!st) st = solve_mip(lp, "paper LP");
     if (!st) {
@@ -91,6 +117,32 @@ kv_status paper_solve(const paper_model *pm, const char *write_lp, int *l, doubl
 /* ---- the pipelined model ----------------------------------------------------------- */
 
 static double rec_us(const hw_profile *p, const kv_model *m, int b, int l) { return US * hw_recompute_time(p, m, b, l); }
+
+/* --compress kv on the GPU (the graph's dequant_act, dequant_kv, quant; hwmodel/quant.h): per
+ * token, dequantising a stored activation costs dqa and a streamed token's K/V dqk, so the GPU
+ * carries dqk s at l = 0 and (dqa - dqk) l + a launch more at l > 0. */
+typedef struct {
+    double dqa, dqk, launch, quant, dqw;
+} pipe_quant;
+
+static pipe_quant quant_costs(const kv_model *m, const hw_profile *p, const kv_plan *pl, double kvb, double actb, double wb_st) {
+    pipe_quant q = {0, 0, 0, 0, 0};
+    double b = pl->batch, rate = p->gpu.hbm_bw.value * HW_QUANT_HBM_FRAC;
+    double kv16 = (double)kv_model_kv_bytes_token_layer(m), act16 = (double)kv_model_act_bytes_token(m);
+    if (pl->compress & KV_COMP_KV) {
+        q.dqa = US * b * (actb + act16) / rate;
+        q.dqk = US * b * (kvb + kv16) / rate;
+        q.launch = US * p->gpu.launch.value;
+        q.quant = US * hw_quant_gpu_time(p, b * (kvb + kv16) + (pl->keep_act ? b * (actb + act16) : 0));
+    }
+    if ((pl->compress & KV_COMP_W) && pl->mode == KV_MODE_THROUGHPUT && wb_st > 0)
+        q.dqw = US * hw_quant_gpu_time(p, wb_st + (double)kv_model_bytes_layer(m)); /* packed in, fp16 slot out */
+    return q;
+}
+
+static double rec_gpu_us(const hw_profile *p, const kv_model *m, int b, int l, const pipe_quant *q) {
+    return rec_us(p, m, b, l) + (l > 0 ? q->launch + (q->dqa - q->dqk) * l : 0);
+}
 
 void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv_plan *pl, int t0, int t1, int lmax,
                 int l_ref) {
@@ -113,6 +165,7 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
     pm->depth = pl->prefetch;
     pm->layers = L;
     pm->lmax = lmax;
+    double wb_st = 0;
     if (pl->mode == KV_MODE_THROUGHPUT) {
         double wb = (double)kv_model_bytes_layer(m);
         if (pl->compress & KV_COMP_W) { /* packed streamed weights (sched/graph.h) */
@@ -122,7 +175,9 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
             if (!kv_layout_resolve(m, &q, &ly) && ly.w_cpu > 0) wb *= ly.w_cpu_st / ly.w_cpu;
         }
         pm->W = US * hw_copy_time(p, HW_H2D, wb, pl->pageable, 0);
+        wb_st = pl->compress & KV_COMP_W ? wb : 0;
     }
+    pipe_quant qc = quant_costs(m, p, pl, kvb, actb, wb_st);
     /* The write-back of each new token's K/V runs on D2H while H2D streams: H2D loses (1 - duplex)
      * of its progress for the write-back's duration. */
     double wbb = (double)b * (kvb + (pl->keep_act ? actb : 0));
@@ -136,7 +191,9 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
         int s = pl->prompt + (a + e - 1) / 2;
         pm->cnt[k] = e - a;
         hw_layer_cost lc = hw_decode_layer(p, m, b, s);
-        pm->G[k] = US * lc.total;
+        /* dequant_kv of all s tokens at l = 0 (rec_gpu_us takes back what l recomputes), the new
+         * token's quant, and this micro-batch's share of the layer's dequant_w */
+        pm->G[k] = US * lc.total + (qc.dqk > 0 ? qc.launch + qc.dqk * s + qc.quant : 0) + qc.dqw / pm->nbm;
         pm->AF[k] = US * (lc.attn + lc.out + lc.mlp + lc.other / 2);
         pm->A[k] = pm->alpha + kvc * s + pen;
     }
@@ -150,7 +207,7 @@ void pipe_build(pipe_model *pm, const kv_model *m, const hw_profile *p, const kv
         int hi = (int)ceil(lo * 1.25);
         if (hi < lo + 1) hi = lo + 1;
         if (hi > lmax || pm->nseg == PIPE_MAX_SEG - 1) hi = lmax;
-        double r0 = rec_us(p, m, b, lo), r1 = rec_us(p, m, b, hi);
+        double r0 = rec_gpu_us(p, m, b, lo, &qc), r1 = rec_gpu_us(p, m, b, hi, &qc);
         int k = pm->nseg++;
         pm->lo[k] = lo, pm->hi[k] = hi;
         pm->c1[k] = hi > lo ? (r1 - r0) / (hi - lo) : 0;

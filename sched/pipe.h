@@ -38,12 +38,20 @@ double pipe_eval(const pipe_model *pm, int l);
 /* Solves the MIP with GLPK; returns the split and the optimal objective (us). */
 kv_status pipe_solve(const pipe_model *pm, const char *write_lp, int *l, double *obj, int *rows, int *cols, int *ints);
 
-/* The paper's integer LP: minimise T s.t. T >= (a + r) l, T >= a l + k (s - l), 0 <= l <= lcap. */
+/* The paper's integer LP: minimise T s.t. T >= (a + r) l, T >= a l + k (s - l), 0 <= l <= lcap.
+ * With --compress kv (paper_build_comp): a and k are the packed bytes' times, r adds the
+ * activations' dequantisation (it precedes the recompute on the GPU), and the streamed K/V's
+ * dequantisation, dkv per token, follows both: T = a l + max(r l, k (s - l)) + dkv (s - l). */
 typedef struct {
-    double a, k, r; /* us per token: activation, K/V, recompute */
+    double a, k, r; /* us per token: activation, K/V, recompute (+ dequant_act) */
+    double dkv;     /* us per streamed token: dequant_kv (0 in fp16) */
     int s, lcap;
 } paper_model;
 void paper_build(paper_model *pm, const kv_model *m, const hw_profile *p, int batch, int s, int lcap);
+void paper_build_comp(paper_model *pm, const kv_model *m, const hw_profile *p, int batch, int s, int lcap, int compress);
+/* The real-valued optimum of paper_eval: l* = k s / (k + r) (dkv moves no crossing), or lcap when
+ * the objective still falls past the crossing (a + r < dkv). */
+double paper_lstar(const paper_model *pm);
 double paper_eval(const paper_model *pm, int l);
 kv_status paper_solve(const paper_model *pm, const char *write_lp, int *l, double *obj);
 

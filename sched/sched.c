@@ -51,8 +51,15 @@ static double paper_time(const kv_model *m, const hw_profile *p, const kv_plan *
     double t = 0;
     int L = kv_plan_layers(pl, m);
     for (int s = 0; s < kv_plan_steps(pl); s++) {
-        int ctx = pl->prompt + s;
-        t += L * hw_paper_layer(p, m, pl->batch * pl->nb, ctx, l < ctx ? l : ctx).total;
+        int ctx = pl->prompt + s, ls = l < ctx ? l : ctx;
+        if (!(pl->compress & KV_COMP_KV)) {
+            t += L * hw_paper_layer(p, m, pl->batch * pl->nb, ctx, ls).total;
+            continue;
+        }
+        /* --compress kv: the same formula over packed bytes, with the dequantisations (sched/pipe.h) */
+        paper_model pm;
+        paper_build_comp(&pm, m, p, pl->batch * pl->nb, ctx, ctx, pl->compress);
+        t += L * paper_eval(&pm, ls) / 1e6;
     }
     return t;
 }
@@ -61,12 +68,12 @@ static kv_status paper_plan(const kv_model *m, const hw_profile *p, const kv_pla
                             sched_result *r) {
     paper_model pm;
     /* The authors' runtime: one l for the whole generation, from the final length, capped at the prompt. */
-    paper_build(&pm, m, p, pl->batch * pl->nb, pl->prompt + pl->gen, lmax);
+    paper_build_comp(&pm, m, p, pl->batch * pl->nb, pl->prompt + pl->gen, lmax, pl->compress);
     double t0 = now_us(), obj;
     kv_status st = paper_solve(&pm, lpf, &r->split, &obj);
     r->solve_us = now_us() - t0;
     if (st) return st;
-    r->closed_form = hw_paper_lstar(p, m, pl->prompt + pl->gen);
+    r->closed_form = pl->compress & KV_COMP_KV ? paper_lstar(&pm) : hw_paper_lstar(p, m, pl->prompt + pl->gen);
     r->predicted_s = paper_time(m, p, pl, r->split);
     r->offload_s = paper_time(m, p, pl, 0);
     r->rows = 2, r->cols = 2, r->ints = 1;

@@ -19,7 +19,8 @@ static void t_paper_vs_oracle(void **s) {
         hw_profile p = hwp(HWS[rand() % 8]);
         int b = 1 + rand() % 128, S = 1 + rand() % 4096, cap = rand() % (S + 1);
         paper_model pm;
-        paper_build(&pm, &m, &p, b, S, cap);
+        int comp = it % 3 == 0 ? KV_COMP_KV : KV_COMP_NONE; /* packed bytes and dequantisations too */
+        paper_build_comp(&pm, &m, &p, b, S, cap, comp);
         int l;
         double obj;
         if (paper_solve(&pm, NULL, &l, &obj)) fail_msg("%s", kv_errmsg());
@@ -29,7 +30,8 @@ static void t_paper_vs_oracle(void **s) {
         assert_true(obj >= best * (1 - 1e-7));  /* never beats the oracle */
         assert_rel(paper_eval(&pm, l), best, 1e-7);
         /* closed form: the integer optimum sits next to l*, or at the cap */
-        double ls = hw_paper_lstar(&p, &m, S);
+        double ls = comp ? paper_lstar(&pm) : hw_paper_lstar(&p, &m, S);
+        if (!comp) assert_rel(paper_lstar(&pm), ls, 1e-12);
         if (ls <= pm.lcap) assert_true(fabs(l - ls) <= 1.0 + 1e-9);
         else assert_int_equal(l, pm.lcap);
     }
@@ -112,6 +114,67 @@ static void t_extremes(void **s) {
     /* the paper's formula assumes multi-head attention and (wrongly) recomputes */
     plan_obj(SCHED_PAPER, &g, &a, &pl, &l);
     assert_true(l > 0);
+}
+
+/* --compress kv in the paper's formula, by hand. OPT-1.3B (h = 2048, 32 heads of 64), batch 8:
+ * activation 4096 -> 32 groups x 36 = 1152 bytes, K/V 8192 -> 64 x 36 = 2304 (x0.28125 both).
+ * v_com 32 GB/s, HBM 2 TB/s:
+ *   a   = 8 x 1152 / 32e9          = 0.288 us per token
+ *   k   = 8 x 2304 / 32e9          = 0.576 us
+ *   dq_act = 8 x (1152 + 4096) / 2e12 = 0.020992 us (added to r)
+ *   dkv = 8 x (2304 + 8192) / 2e12 = 0.041984 us per streamed token
+ * v_gpu chosen so that the recompute is 1.323008 us per token: r = 1.344, and r l = k (s - l) at
+ * l = 300 of s = 1000: l* = 0.576 x 1000 / (0.576 + 1.344) = 300,
+ * T(300) = 0.288 x 300 + 1.344 x 300 + 0.041984 x 700 = 518.9888 us. */
+static void t_paper_compressed(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-1.3B");
+    hw_profile p = hwp("paper-a100");
+    p.link.h2d.bandwidth.value = 32e9;
+    p.gpu.hbm_bw.value = 2e12;
+    p.gpu.peak_flops.value = 4.0 * 8 * 2048 * 2048 / 1.323008e-6;
+    paper_model pm;
+    paper_build_comp(&pm, &m, &p, 8, 1000, 1000, KV_COMP_KV);
+    assert_rel(pm.a, 0.288, 1e-12);
+    assert_rel(pm.k, 0.576, 1e-12);
+    assert_rel(pm.r, 1.344, 1e-12);
+    assert_rel(pm.dkv, 0.041984, 1e-12);
+    assert_rel(paper_lstar(&pm), 300, 1e-9);
+    int l;
+    double obj;
+    assert_int_equal(paper_solve(&pm, NULL, &l, &obj), KV_OK);
+    assert_int_equal(l, 300);
+    assert_rel(obj, 518.9888, 1e-9);
+    assert_rel(paper_eval(&pm, 0), (0.576 + 0.041984) * 1000, 1e-12);
+    /* --compress weights: the paper's formula has no weight term, so nothing moves */
+    paper_model pw, p0;
+    paper_build_comp(&pw, &m, &p, 8, 1000, 1000, KV_COMP_W);
+    paper_build(&p0, &m, &p, 8, 1000, 1000);
+    assert_true(pw.a == p0.a && pw.k == p0.k && pw.r == p0.r && pw.dkv == 0 && p0.dkv == 0);
+    /* the scheduler: the split and the closed form are the packed ones, the fp16 split is larger */
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.mode = KV_MODE_THROUGHPUT, pl.batch = 32, pl.nb = 8, pl.prompt = 512, pl.gen = 32;
+    kv_model o = mdl("OPT-13B");
+    hw_profile a = hwp("a100-40gb-pcie4");
+    sched_result r0, rc;
+    assert_int_equal(sched_plan(SCHED_PAPER, &o, &a, &pl, NULL, &r0), KV_OK);
+    pl.compress = KV_COMP_KV;
+    assert_int_equal(sched_plan(SCHED_PAPER, &o, &a, &pl, NULL, &rc), KV_OK);
+    paper_model q;
+    paper_build_comp(&q, &o, &a, 256, 544, rc.lmax, KV_COMP_KV);
+    assert_rel(rc.closed_form, paper_lstar(&q), 1e-12);
+    assert_true(fabs(rc.split - rc.closed_form) <= 1.0);
+    assert_true(rc.split < r0.split);
+    /* the model time is the per-step formula summed over the 31 steps of every layer */
+    double want = 0;
+    for (int t = 0; t < 31; t++) {
+        paper_build_comp(&q, &o, &a, 256, 512 + t, 512 + t, KV_COMP_KV);
+        want += o.n_layers * paper_eval(&q, rc.split) / 1e6;
+    }
+    assert_rel(sched_model_time(SCHED_PAPER, &o, &a, &pl, rc.split), want, 1e-12);
+    sched_result_free(&r0);
+    sched_result_free(&rc);
 }
 
 static void t_crossover(void **s) {
@@ -239,7 +302,7 @@ static void t_solver_status(void **s) {
 
 void group_sched(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_paper_vs_oracle), cmocka_unit_test(t_pipelined_vs_oracle),
-                                   cmocka_unit_test(t_extremes),        cmocka_unit_test(t_crossover),
+                                   cmocka_unit_test(t_extremes),        cmocka_unit_test(t_crossover), cmocka_unit_test(t_paper_compressed),
                                    cmocka_unit_test(t_monotone),        cmocka_unit_test(t_glpsol_agrees),
                                    cmocka_unit_test(t_bad_input),       cmocka_unit_test(t_solver_status)};
     RUN_GROUP(c, "sched", t);
