@@ -53,9 +53,10 @@ typedef struct {
     int fig_bars, fig_heatmap, fig_breakdown;
     exp_filters sweep, timeline;
     int has_sweep, has_timeline;
+    int sweep_splits; /* 0: off; N: every N-th split (0, N, 2N, ...) of every kvpr configuration is stored (sweep_l_L) */
     exp_claim claims[32];
     int nclaims;
-    int key_line[20]; /* the line of each key (exp_parse's key order), for errors found after parsing */
+    int key_line[24]; /* the line of each key (exp_parse's key order), for errors found after parsing */
     int gpus[EXP_MAXV], ngpus; /* several GPUs on one host (exp/servers.c): hardware then names topologies */
 } exp_spec;
 

@@ -204,7 +204,8 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
         char *k = trim(t), *v = trim(eq + 1), *w[EXP_MAXV];
         int n;
         static const char *const keys[] = {"name", "title", "models", "hardware", "mode", "batch", "prompt", "gen", "policies",
-                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", "compress", "gpus", NULL};
+                                           "schedulers", "nb", "prefetch", "keep_act", "figures", "sweep", "timeline", "compress", "gpus",
+                                           "sweep_splits", NULL};
         int idx = -1;
         for (int i = 0; keys[i]; i++)
             if (!strcmp(keys[i], k)) idx = i;
@@ -298,6 +299,7 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
             s->ncomps = n;
             break;
         case 17: st = ints(path, ln, k, v, s->gpus, &s->ngpus, 1, HW_TOPO_MAX_GPUS, EXP_MAXV); break;
+        case 18: st = ints(path, ln, k, v, &s->sweep_splits, &n, 1, 1 << 20, 1); break;
         }
         if (st) break;
     }
@@ -306,8 +308,9 @@ kv_status exp_parse_text(const char *text, const char *path, exp_spec *s) {
     static const int need_idx[] = {0, 2, 3, 5, 6, 7};
     for (int i = 0; i < 6; i++)
         if (!(seen & (1u << need_idx[i]))) return PERR("%s: missing required key '%s'", path, need[i]);
-    if (s->ngpus && (s->ncomps > 1 || s->nmodes > 1 || s->nbatch > 1 || s->nprompt > 1 || s->ngen > 1 || s->nclaims || s->has_sweep || s->has_timeline))
-        return PERR("%s:%d: with 'gpus', give one mode, batch, prompt, gen and compress, and no claims, sweep or timeline", path, s->key_line[17]);
+    if (s->ngpus && (s->ncomps > 1 || s->nmodes > 1 || s->nbatch > 1 || s->nprompt > 1 || s->ngen > 1 || s->nclaims || s->has_sweep || s->has_timeline ||
+                    s->sweep_splits))
+        return PERR("%s:%d: with 'gpus', give one mode, batch, prompt, gen and compress, and no claims, sweep, sweep_splits or timeline", path, s->key_line[17]);
     for (int i = 0; i < s->nclaims; i++)
         if ((!strcmp(s->claims[i].metric, "kv_share") || !strcmp(s->claims[i].metric, "gpu_compute_share") ||
              !strcmp(s->claims[i].metric, "gpu_util"))) {

@@ -98,28 +98,30 @@ kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile 
 /* The sweep figure's data, stored with the run it belongs to (metrics sweep_l_L: decode seconds
  * at split L, every L from 0 to the largest that fits), so that 'kvpr report' draws it from
  * results.db instead of simulating every split again. The first scheduler's kvpr run of each
- * configuration the sweep filter matches carries it. */
+ * configuration the sweep filter matches carries it. With 'sweep_splits = N', every other
+ * configuration's first-scheduler kvpr run carries every N-th split (0, N, 2N, ... up to the
+ * largest that fits). Returns the step, 0 for none. */
 static int sweep_carrier(const exp_spec *s, const exp_run *r) {
-    return s->has_sweep && r->pol == KV_POL_KVPR && s->nscheds > 0 && r->sched == (int)s->scheds[0] && exp_match(s, r, &s->sweep);
+    if (r->pol != KV_POL_KVPR || s->nscheds <= 0 || r->sched != (int)s->scheds[0]) return 0;
+    if (s->has_sweep && exp_match(s, r, &s->sweep)) return 1;
+    return s->sweep_splits > 0 ? s->sweep_splits : 0;
 }
 
-static kv_status store_sweep(kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id) {
+/* sx: the worker's context (reused: a sweep allocates nothing after its first run). */
+static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id, int step) {
     kv_plan pl = *run_pl;
     pl.split_steps = NULL;
     int lmax = sched_lmax(m, p, &pl);
     if (lmax < 0) return KV_OK;
-    sim_ctx *sx = sim_new();
-    if (!sx) return kv_errorf(KV_ENOMEM, "out of memory");
     sim_stream(sx, SIM_STREAM_LARGE, 0);
     kv_status st = KV_OK;
-    for (int l = 0; l <= lmax && !st; l++) {
+    for (int l = 0; l <= lmax && !st; l += step) {
         sim_result sr;
         pl.split = l;
         char name[32];
         snprintf(name, sizeof name, "sweep_l_%d", l);
         if (!(st = sim_run(sx, m, p, &pl, &sr))) st = db_metric_add(db, id, name, sr.decode_s, "s");
     }
-    sim_free(sx);
     return st;
 }
 
@@ -155,7 +157,8 @@ static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db
         st = sim_write_db(sx, db, &m, &p, &pl, &res, key, spans, &id);
         /* after the run's own commit: a sweep cut short leaves the run whole, and the report
          * then simulates the sweep itself */
-        if (!st && id >= 0 && sweep_carrier(s, r)) st = store_sweep(db, &m, &p, &pl, id);
+        int step = sweep_carrier(s, r);
+        if (!st && id >= 0 && step > 0) st = store_sweep(db, sx, &m, &p, &pl, id, step);
     }
     free(steps);
     if (st) return kv_errctx(st, "%s: ", key);

@@ -542,10 +542,83 @@ static void t_deal(void **st) {
     assert_int_equal(total, n);
 }
 
+/* 'sweep_splits = N': every kvpr configuration's run carries every N-th split (0, N, 2N, ..., up
+ * to the largest), each the decode time a direct simulation of that split gives; a configuration
+ * the sweep filter matches still gets every split. Bad values are refused. */
+static void t_sweep_splits(void **st) {
+    (void)st;
+    char p[512], db[512];
+    spec_file(p, sizeof p, "sws", "name = sws\nmodels = OPT-125M\nhardware = t4\nbatch = 8 64\nprompt = 32\ngen = 3\n"
+                                 "sweep = batch=64\nsweep_splits = 16\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    assert_int_equal(s.sweep_splits, 16);
+    snprintf(db, sizeof db, "%s/sws.db", tmp_dir());
+    unlink(db);
+    int ran, nofit;
+    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(h, "SELECT r.run_key, count(*) FROM metrics m JOIN runs r ON r.id = m.run_id"
+                                           " WHERE m.name LIKE 'sweep%' GROUP BY r.id ORDER BY r.run_key", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_non_null(strstr((const char *)sqlite3_column_text(q, 0), "/latency/64/32/"));
+    assert_int_equal(sqlite3_column_int(q, 1), 33); /* the sweep filter's: every split */
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_non_null(strstr((const char *)sqlite3_column_text(q, 0), "/latency/8/32/"));
+    assert_int_equal(sqlite3_column_int(q, 1), 3); /* 0, 16, 32 */
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    /* the stored values are those of the splits simulated one by one */
+    exp_run *runs;
+    int n;
+    if (exp_runs(&s, &runs, &n)) fail_msg("%s", kv_errmsg());
+    sim_ctx *sx = sim_new();
+    int checked = 0;
+    for (int i = 0; i < n; i++) {
+        if (runs[i].pol != KV_POL_KVPR || s.batch[runs[i].batch] != 8) continue;
+        kv_model m;
+        hw_profile hp;
+        kv_plan pl;
+        int *steps;
+        if (exp_plan(&s, &runs[i], &m, &hp, &pl, &steps)) fail_msg("%s", kv_errmsg());
+        pl.split_steps = NULL;
+        for (int l = 0; l <= 32; l += 16) {
+            sim_result r;
+            pl.split = l;
+            if (sim_run(sx, &m, &hp, &pl, &r)) fail_msg("%s", kv_errmsg());
+            char sql[200];
+            snprintf(sql, sizeof sql, "SELECT value FROM metrics WHERE name = 'sweep_l_%d' AND run_id IN"
+                                      " (SELECT id FROM runs WHERE run_key LIKE '%%/latency/8/32/%%')", l);
+            assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &q, NULL), SQLITE_OK);
+            assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+            assert_true(sqlite3_column_double(q, 0) == r.decode_s);
+            sqlite3_finalize(q);
+            checked++;
+        }
+        free(steps);
+    }
+    assert_int_equal(checked, 3);
+    sim_free(sx);
+    free(runs);
+    sqlite3_close(h);
+    const char *bad[] = {"sweep_splits = 0\n", "sweep_splits = 16 32\n", "sweep_splits = x\n", "sweep_splits =\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[300];
+        snprintf(text, sizeof text, "name = b\nmodels = OPT-125M\nhardware = t4\nbatch = 8\nprompt = 32\ngen = 3\n%s", bad[i]);
+        kv_status e = exp_parse_text(text, "bad.exp", &s);
+        assert_true(e == KV_EINVAL || e == KV_EPARSE);
+        assert_non_null(strstr(kv_errmsg(), "sweep_splits"));
+    }
+}
+
 void group_exp(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_parse), cmocka_unit_test(t_shards_and_reruns), cmocka_unit_test(t_tables),
                                    cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
                                    cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
-                                   cmocka_unit_test(t_figures), cmocka_unit_test(t_deal), cmocka_unit_test(t_sweep_stored)};
+                                   cmocka_unit_test(t_figures), cmocka_unit_test(t_deal), cmocka_unit_test(t_sweep_stored),
+                                   cmocka_unit_test(t_sweep_splits)};
     RUN_GROUP(c, "exp", t);
 }
