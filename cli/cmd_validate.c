@@ -147,31 +147,51 @@ typedef struct {
     char err[240];
 } sweep_slot;
 
-static void sweep_range(const grid *g, sweep_slot *sl, double *ts, int n, int w, int jobs) {
+/* Work is handed out in pieces of SWEEP_PIECE splits of one configuration, each taken by whichever
+ * worker is free (a shared counter): configurations differ a hundredfold in cost, so a fixed deal
+ * left one worker running long after the other had finished. */
+#define SWEEP_PIECE 64
+
+static void sweep_range(const grid *g, sweep_slot *sl, double *ts, int n, long *next) {
     sim_ctx *sx = sim_new();
     if (sx) sim_stream(sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
-    for (int i = w; i < n; i += jobs) {
-        if (sl[i].lmax < 0) continue;
-        kv_model m;
-        hw_profile p;
-        kv_plan pl;
-        kv_status st = sx ? grid_config(g, i, &m, &p, &pl) : kv_errorf(KV_ENOMEM, "out of memory");
+    int cur = -1;
+    kv_model m;
+    hw_profile p;
+    kv_plan pl;
+    kv_status st = sx ? KV_OK : kv_errorf(KV_ENOMEM, "out of memory");
+    for (;;) {
+        long k = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED), i = 0;
+        /* the k-th piece: configurations in order, each cut into pieces of its splits */
+        for (; i < n; i++) {
+            long pieces = sl[i].lmax < 0 ? 0 : sl[i].lmax / SWEEP_PIECE + 1;
+            if (k < pieces) break;
+            k -= pieces;
+        }
+        if (i >= n) break;
+        if (i != cur) {
+            cur = (int)i;
+            if (sx) st = grid_config(g, cur, &m, &p, &pl);
+        }
+        int l1 = (int)(k + 1) * SWEEP_PIECE - 1;
+        if (l1 > sl[i].lmax) l1 = sl[i].lmax;
         sim_result r;
-        for (int l = 0; !st && l <= sl[i].lmax; l++) {
+        for (int l = (int)k * SWEEP_PIECE; !st && l <= l1; l++) {
             pl.split = l;
             if (!(st = sim_run(sx, &m, &p, &pl, &r))) ts[sl[i].off + (size_t)l] = r.decode_s;
         }
         if (st) {
             sl[i].failed = 1;
             snprintf(sl[i].err, sizeof sl[i].err, "%s", kv_errmsg());
+            st = KV_OK, cur = -1; /* the next piece starts clean */
         }
     }
     sim_free(sx);
 }
 
-static kv_status sweep_all(const grid *g, sweep_slot *sl, double *ts, int n, int jobs) {
+static kv_status sweep_all(const grid *g, sweep_slot *sl, double *ts, int n, int jobs, long *next) {
     if (jobs <= 1) {
-        sweep_range(g, sl, ts, n, 0, 1);
+        sweep_range(g, sl, ts, n, next);
         return KV_OK;
     }
     pid_t pids[64];
@@ -180,7 +200,7 @@ static kv_status sweep_all(const grid *g, sweep_slot *sl, double *ts, int n, int
     for (int w = 0; w < jobs; w++, started++) {
         pids[w] = fork();
         if (pids[w] == 0) {
-            sweep_range(g, sl, ts, n, w, jobs);
+            sweep_range(g, sl, ts, n, next);
             _exit(0);
         }
         if (pids[w] < 0) break;
@@ -255,7 +275,7 @@ int cmd_validate(int argc, char **argv) {
         sl[i].off = total;
         total += (size_t)sl[i].lmax + 1;
     }
-    size_t shbytes = sizeof(double) * (total + 1) + sizeof(sweep_slot) * ((size_t)ncfg + 1);
+    size_t shbytes = sizeof(double) * (total + 1) + sizeof(sweep_slot) * ((size_t)ncfg + 1) + sizeof(double);
     void *sh = mmap(NULL, shbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED) {
         st = kv_errorf(KV_ENOMEM, "validate: cannot map %zu bytes for the sweeps", shbytes);
@@ -264,7 +284,8 @@ int cmd_validate(int argc, char **argv) {
     sweep_slot *shsl = (sweep_slot *)sh;
     double *all = (double *)(shsl + ncfg + 1);
     memcpy(shsl, sl, sizeof *sl * (size_t)ncfg);
-    if ((st = sweep_all(&g, shsl, all, ncfg, jobs))) goto fail_sh;
+    long *next = (long *)(all + total + 1); /* the workers' shared piece counter (mmap zeroed it) */
+    if ((st = sweep_all(&g, shsl, all, ncfg, jobs, next))) goto fail_sh;
     for (int i = 0; i < ncfg; i++)
         if (shsl[i].failed) {
             st = kv_errorf(KV_EINVAL, "%s", shsl[i].err);
