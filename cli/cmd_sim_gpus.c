@@ -102,17 +102,7 @@ int cmd_sim_gpus(int argc, char **argv, const char *help) {
     /* topology-aware split: the scheduler sees one replica's fair share of every shared hop */
     int planned = 0, alone = -1;
     if (pl.policy == KV_POL_KVPR && pl.split < 0) {
-        hw_profile eff;
-        sched_result sr = {0};
-        hw_topo_effective(&t, &p, 1, 0, &eff);
-        if ((st = sched_plan(sk, &m, &eff, &pl, NULL, &sr))) return cli_fail(st);
-        alone = sr.split;
-        sched_result_free(&sr);
-        hw_topo_effective(&t, &p, n, 0, &eff);
-        memset(&sr, 0, sizeof sr);
-        if ((st = sched_plan(sk, &m, &eff, &pl, NULL, &sr))) return cli_fail(st);
-        pl.split = sr.split;
-        sched_result_free(&sr);
+        if ((st = sched_plan_shared(sk, &m, &p, &t, n, &pl, &alone))) return cli_fail(st);
         planned = 1;
     }
     sim_ctx *s = sim_new();

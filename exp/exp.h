@@ -83,6 +83,8 @@ void exp_run_key(const exp_spec *s, const exp_run *r, char *key, size_t n);
 /* Does run r satisfy every filter? */
 int exp_match(const exp_spec *s, const exp_run *r, const exp_filters *f);
 /* The plan of run r; for kvpr its scheduler picks the split. *steps (dynamic) is malloc'ed. */
+/* The plan of run r without its split: mode, policy, batch, prompt, gen, prefetch, compression. */
+void exp_plan_fields(const exp_spec *s, const exp_run *r, kv_plan *pl);
 kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps);
 
 /* Figures: DIR/NAME.dat and DIR/NAME.gp written atomically, then gnuplot (started without a

@@ -73,10 +73,7 @@ static kv_status resolve(const exp_spec *s, const exp_run *r, kv_model *m, hw_pr
     return KV_OK;
 }
 
-kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps) {
-    kv_status st;
-    *steps = NULL;
-    if ((st = resolve(s, r, m, p))) return st;
+void exp_plan_fields(const exp_spec *s, const exp_run *r, kv_plan *pl) {
     kv_plan_defaults(pl);
     pl->mode = s->modes[r->mode];
     pl->policy = r->pol;
@@ -87,6 +84,13 @@ kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile 
     pl->prefetch = s->prefetch;
     pl->keep_act = s->keep_act;
     pl->compress = s->comps[r->comp];
+}
+
+kv_status exp_plan(const exp_spec *s, const exp_run *r, kv_model *m, hw_profile *p, kv_plan *pl, int **steps) {
+    kv_status st;
+    *steps = NULL;
+    if ((st = resolve(s, r, m, p))) return st;
+    exp_plan_fields(s, r, pl);
     if (r->pol != KV_POL_KVPR) return KV_OK;
     sched_result sr;
     if ((st = sched_plan((sched_kind)r->sched, m, p, pl, NULL, &sr))) return st;

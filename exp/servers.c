@@ -30,30 +30,11 @@ static sched_kind server_sched(const exp_spec *s) {
 
 static kv_status plan_of(const exp_spec *s, const kv_model *m, const hw_profile *p, const hw_topo *t, kv_policy pol, int n, kv_plan *pl,
                          int *alone) {
-    kv_plan_defaults(pl);
-    pl->mode = s->modes[0];
-    pl->policy = pol;
-    pl->batch = s->batch[0];
-    pl->nb = pl->mode == KV_MODE_THROUGHPUT ? s->nb : 1;
-    pl->prompt = s->prompt[0];
-    pl->gen = s->gen[0];
-    pl->prefetch = s->prefetch;
-    pl->keep_act = s->keep_act;
-    pl->compress = s->ncomps ? s->comps[0] : 0;
+    exp_run r = {.pol = pol}; /* server sweeps have one mode, batch, prompt, gen and compression */
+    exp_plan_fields(s, &r, pl);
     *alone = -1;
     if (pol != KV_POL_KVPR) return KV_OK;
-    sched_kind k = server_sched(s);
-    for (int pass = 0; pass < 2; pass++) {
-        hw_profile e;
-        hw_topo_effective(t, p, pass ? n : 1, 0, &e);
-        sched_result sr = {0};
-        kv_status st = sched_plan(k, m, &e, pl, NULL, &sr);
-        if (st) return st;
-        if (pass) pl->split = sr.split;
-        else *alone = sr.split;
-        sched_result_free(&sr);
-    }
-    return KV_OK;
+    return sched_plan_shared(server_sched(s), m, p, t, n, pl, alone);
 }
 
 /* A run's key: an experiment's key (exp_run_key's layout) with the replicas added */

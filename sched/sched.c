@@ -195,3 +195,17 @@ kv_status sched_plan(sched_kind k, const kv_model *m, const hw_profile *p, const
 double sched_model_time(sched_kind k, const kv_model *m, const hw_profile *p, const kv_plan *pl, int l) {
     return types[k].model_time(m, p, pl, l);
 }
+
+kv_status sched_plan_shared(sched_kind k, const kv_model *m, const hw_profile *p, const hw_topo *t, int n, kv_plan *pl, int *alone) {
+    for (int pass = alone ? 0 : 1; pass < 2; pass++) {
+        hw_profile e;
+        hw_topo_effective(t, p, pass ? n : 1, 0, &e);
+        sched_result sr = {0};
+        kv_status st = sched_plan(k, m, &e, pl, NULL, &sr);
+        if (st) return st;
+        if (pass) pl->split = sr.split;
+        else *alone = sr.split;
+        sched_result_free(&sr);
+    }
+    return KV_OK;
+}

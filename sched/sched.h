@@ -11,6 +11,7 @@
 
 #include "../core/plan.h"
 #include "../hwmodel/profile.h"
+#include "../hwmodel/topo.h"
 
 typedef enum { SCHED_PAPER = 0, SCHED_PIPELINED, SCHED_DYNAMIC, SCHED_COUNT } sched_kind;
 
@@ -38,6 +39,12 @@ void sched_result_free(sched_result *r);
  * write_lp: if not NULL, the (first) LP is written there in CPLEX LP format. */
 kv_status sched_plan(sched_kind k, const kv_model *m, const hw_profile *p, const kv_plan *pl, const char *write_lp,
                      sched_result *out);
+
+/* KVPR's one split for n data-parallel replicas on host topology t: the scheduler k sees one
+ * replica's fair share of every shared hop (hw_topo_effective). pl->split becomes the shared
+ * host's split; *alone (if not NULL) the split one GPU alone on that host would get. */
+kv_status sched_plan_shared(sched_kind k, const kv_model *m, const hw_profile *p, const hw_topo *t, int n, kv_plan *pl,
+                            int *alone);
 
 /* The formulation's own cost model at a fixed split (the brute-force oracle of the tests):
  * predicted decode time in seconds. */
