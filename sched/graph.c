@@ -331,6 +331,42 @@ static kv_status prefill_one(bld *b, int j, int k) {
     return KV_OK;
 }
 
+int kv_graph_split_op(kv_op op) {
+    return op == KV_OP_ACT_H2D || op == KV_OP_KV_H2D || op == KV_OP_DQ_ACT || op == KV_OP_RECOMPUTE || op == KV_OP_DQ_KV;
+}
+
+void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l) {
+    if (o->step < 0 || !kv_graph_split_op((kv_op)o->op)) return;
+    int s = pl->prompt + o->step;
+    double h = m->hidden, kvd = kv_model_kv_dim(m);
+    double kvb = (double)kv_model_kv_bytes_token_layer(m), actb = (double)kv_model_act_bytes_token(m);
+    double kvs = ly->kv_st, acts = ly->act_st;
+    switch ((kv_op)o->op) {
+    case KV_OP_ACT_H2D: /* the first l rows' stored activations */
+        o->row0 = 0, o->row1 = l;
+        o->bytes = (double)ly->b_cpu * l * acts;
+        return;
+    case KV_OP_KV_H2D: /* the other rows' K/V */
+        o->row0 = l, o->row1 = s;
+        o->bytes = (double)ly->b_cpu * (s - l) * kvs;
+        return;
+    case KV_OP_DQ_ACT:
+        o->row0 = 0, o->row1 = l;
+        o->bytes = (double)ly->b_cpu * l * (acts + actb);
+        return;
+    case KV_OP_RECOMPUTE: /* K/V of the first l rows from their activations */
+        o->row0 = 0, o->row1 = l, o->ctx = l;
+        o->flops = kv_model_recompute_flops(m, (int64_t)ly->b_cpu * l);
+        o->bytes = gemm_bytes(m, h * 2 * kvd, (double)ly->b_cpu * l, h, 2 * kvd);
+        return;
+    case KV_OP_DQ_KV:
+        o->row0 = l, o->row1 = s;
+        o->bytes = (double)ly->b_cpu * (s - l) * (kvs + kvb);
+        return;
+    default: return;
+    }
+}
+
 /* One (step, layer, micro-batch) of decoding. */
 static kv_status decode_one(bld *b, int t, int j, int k) {
     kv_status st;
@@ -356,15 +392,15 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
          * cache's rows once the last store into them is done (the engine found both races). */
         if (l > 0) {
             op_init(&o, KV_OP_ACT_H2D, KV_Q_CACHE, t, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * l * b->acts;
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
+            kv_graph_resplit(m, pl, ly, &o, l);
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, act);
         }
         if (s - l > 0) {
             op_init(&o, KV_OP_KV_H2D, KV_Q_CACHE, t, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = l, o.row1 = s, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * (s - l) * b->kvs;
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
+            kv_graph_resplit(m, pl, ly, &o, l);
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, kv);
         }
@@ -394,17 +430,16 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         EMIT(o, newkv);
         if (act >= 0) {
             op_init(&o, KV_OP_DQ_ACT, KV_Q_COMPUTE, t, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * l * (b->acts + b->actb);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
+            kv_graph_resplit(m, pl, ly, &o, l);
             dep(&o, act);
             EMIT(o, act);
         }
     }
     if (act >= 0) {
         op_init(&o, KV_OP_RECOMPUTE, KV_Q_COMPUTE, t, j, k);
-        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = l, o.ctx = l, o.slot = slot;
-        o.flops = kv_model_recompute_flops(m, (int64_t)ly->b_cpu * l);
-        o.bytes = gemm_bytes(m, h * 2 * kvd, (double)ly->b_cpu * l, h, 2 * kvd);
+        o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
+        kv_graph_resplit(m, pl, ly, &o, l);
         dep(&o, act), dep(&o, wkv >= 0 ? wkv : w);
         EMIT(o, rec);
     }
@@ -436,8 +471,8 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     } else {
         if (kv >= 0 && ly->comp_kv) {
             op_init(&o, KV_OP_DQ_KV, KV_Q_COMPUTE, t, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = l, o.row1 = s, o.slot = slot;
-            o.bytes = (double)ly->b_cpu * (s - l) * (b->kvs + b->kvb);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
+            kv_graph_resplit(m, pl, ly, &o, l);
             dep(&o, kv);
             EMIT(o, kv);
         }

@@ -8,6 +8,8 @@
 
 struct sim_ctx {
     sim_des *des;
+    uint8_t *late;     /* sim_decode_bound: per op, it starts after the first token */
+    int32_t late_cap;
     double *step_end, *step_s;
     int steps_cap;
     int stream;        /* sim_stream: runs stream their graph */
@@ -32,6 +34,7 @@ sim_ctx *sim_new(void) {
 void sim_free(sim_ctx *s) {
     if (!s) return;
     sim_des_free(s->des);
+    free(s->late);
     free(s->step_end);
     free(s->step_s);
     free(s);
@@ -168,6 +171,12 @@ static void sim_retire(void *ctx, const sim_task *x) {
     if (x->end > t0) out->op_s[x->op] += sim_to_s(x->end - (x->start > t0 ? x->start : t0));
 }
 
+/* The links a run copies over: pinned or pageable plateau; the paper's model has no duplex loss. */
+static void run_links(const hw_profile *p, const kv_plan *pl, sim_link *h2d, sim_link *d2h) {
+    *h2d = (sim_link){pl->pageable ? p->link.h2d.pageable.value : p->link.h2d.bandwidth.value, pl->paper_model ? 1 : p->link.h2d.duplex.value};
+    *d2h = (sim_link){pl->pageable ? p->link.d2h.pageable.value : p->link.d2h.bandwidth.value, pl->paper_model ? 1 : p->link.d2h.duplex.value};
+}
+
 kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv_plan *pl, const kv_layout *ly, int32_t *first_token) {
     sink_ctx sc;
     memset(&sc, 0, sizeof sc);
@@ -210,8 +219,8 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
         sim_des_reset(d);
-        sim_link h2d = {pl->pageable ? p->link.h2d.pageable.value : p->link.h2d.bandwidth.value, paper ? 1 : p->link.h2d.duplex.value};
-        sim_link d2h = {pl->pageable ? p->link.d2h.pageable.value : p->link.d2h.bandwidth.value, paper ? 1 : p->link.d2h.duplex.value};
+        sim_link h2d, d2h;
+        run_links(p, pl, &h2d, &d2h);
         sim_des_links(d, h2d, d2h);
         memset(&sc, 0, sizeof sc);
         sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
@@ -268,4 +277,194 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     out->split0 = ly->streams_kv ? kv_plan_split_at(pl, 0) : 0;
     out->split_last = ly->streams_kv ? kv_plan_split_at(pl, T - 1) : 0;
     return KV_OK;
+}
+
+/* ---- a lower bound on the decode time, and the best split by branch and bound ------------- */
+
+/* An op "starts late" when it cannot start before the first token has ended: a decode op of the
+ * compute queue (it is behind the prompt pass's LM head in that queue's order), an op that waits
+ * for one that starts late, or one behind such an op in its own queue. Every queue runs its late
+ * ops one at a time after the first token, and a link direction moves at most its plateau rate,
+ * so the decode time is at least each queue's sum of late durations (a copy: its overhead plus its
+ * work at the full rate) and each direction's late work over its rate. */
+/* Late ops whose cost depends on the split, gathered by (queue, kind, step, sequences): the ops of
+ * one group have the same fields at every split (kv_graph_resplit), so one costing serves all. */
+typedef struct {
+    kv_gop o;
+    double count;
+} bound_group;
+
+typedef struct {
+    sim_ctx *s;
+    cost_ctx cost;
+    int32_t n;
+    int gather;                /* gather split-dependent late ops into groups instead of costing them */
+    bound_group *g;
+    int ng, gcap;
+    uint8_t qlate[KV_Q_COUNT];
+    sim_time qfix[KV_Q_COUNT]; /* late durations (compute, CPU) and copy overheads, as the DES rounds them */
+    double qwork[KV_Q_COUNT];  /* late copies' work */
+} bound_ctx;
+
+static int bound_add(bound_ctx *b, const kv_gop *o, double count) {
+    double fixed, work;
+    op_cost(&b->cost, o, &fixed, &work);
+    if (!sim_time_ok(fixed) || !(work >= 0)) return -1;
+    b->qfix[o->queue] += (sim_time)count * sim_from_s(fixed);
+    b->qwork[o->queue] += count * work;
+    return 0;
+}
+
+static int32_t bound_emit(void *ctx, const kv_gop *o) {
+    bound_ctx *b = ctx;
+    sim_ctx *s = b->s;
+    if (b->n >= s->late_cap) {
+        int32_t nc = s->late_cap ? 2 * s->late_cap : 65536;
+        uint8_t *q = nc > 0 ? realloc(s->late, (size_t)nc) : NULL;
+        if (!q) return -1;
+        s->late = q, s->late_cap = nc;
+    }
+    int late = (o->queue == KV_Q_COMPUTE && o->step >= 0) || b->qlate[o->queue];
+    for (int i = 0; i < o->ndeps && !late; i++)
+        if (o->deps[i] >= 0 && o->deps[i] < b->n) late = s->late[o->deps[i]];
+    s->late[b->n] = (uint8_t)late;
+    if (late) {
+        b->qlate[o->queue] = 1;
+        if (b->gather && o->step >= 0 && kv_graph_split_op((kv_op)o->op)) {
+            /* the group is among the last few: ops come step by step */
+            int i = b->ng - 1;
+            for (; i >= 0 && i >= b->ng - 16; i--)
+                if (b->g[i].o.op == o->op && b->g[i].o.queue == o->queue && b->g[i].o.step == o->step && b->g[i].o.nseq == o->nseq) break;
+            if (i < 0 || i < b->ng - 16) {
+                if (b->ng == b->gcap) {
+                    int nc = b->gcap ? 2 * b->gcap : 256;
+                    bound_group *q = realloc(b->g, sizeof *q * (size_t)nc);
+                    if (!q) return -1;
+                    b->g = q, b->gcap = nc;
+                }
+                i = b->ng++;
+                b->g[i] = (bound_group){*o, 0};
+            }
+            b->g[i].count++;
+        } else if (bound_add(b, o, 1)) return -1;
+    }
+    return b->n++;
+}
+
+/* max over queues of their late time, and over link directions of their late work at full rate */
+static double bound_total(const bound_ctx *b, const hw_profile *p, const kv_plan *pl) {
+    sim_link h2d, d2h;
+    run_links(p, pl, &h2d, &d2h);
+    double x = 0, dir[2] = {0, 0};
+    for (int q = 0; q < KV_Q_COUNT; q++) {
+        kv_resource r = kv_queue_res((kv_queue)q);
+        double rate = r == KV_RES_H2D ? h2d.rate : r == KV_RES_D2H ? d2h.rate : 0;
+        double t = sim_to_s(b->qfix[q]) + (rate > 0 ? b->qwork[q] / rate : 0);
+        if (t > x) x = t;
+        if (r == KV_RES_H2D || r == KV_RES_D2H) dir[r == KV_RES_D2H] += rate > 0 ? b->qwork[q] / rate : 0;
+    }
+    if (dir[0] > x) x = dir[0];
+    if (dir[1] > x) x = dir[1];
+    /* a margin far above the rounding of the clock, of the copies' remaining work and of summing
+     * a group's costs as a product */
+    return x * (1 - 1e-9);
+}
+
+/* Builds the plan's graph through the bound's sink (gathering or not). */
+static kv_status bound_build(bound_ctx *b, sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *pl, int gather) {
+    kv_status st = kv_plan_validate(pl, m);
+    if (st) return st;
+    kv_layout ly;
+    if ((st = kv_layout_resolve(m, pl, &ly))) return st;
+    memset(b, 0, sizeof *b);
+    b->s = s, b->cost.m = m, b->cost.p = p, b->cost.paper = pl->paper_model, b->cost.comp_kv = ly.comp_kv, b->gather = gather;
+    kv_graph_sink sink = {b, bound_emit};
+    if ((st = kv_graph_build(m, pl, &ly, &sink))) {
+        free(b->g);
+        return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory, or a duration out of range, for the bound") : st;
+    }
+    return KV_OK;
+}
+
+kv_status sim_decode_bound(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *pl, double *lb) {
+    *lb = 0;
+    bound_ctx b;
+    kv_status st = bound_build(&b, s, m, p, pl, 0);
+    if (st) return st;
+    *lb = bound_total(&b, p, pl);
+    return KV_OK;
+}
+
+kv_status sim_decode_bounds(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, int lmax, double *lb) {
+    kv_plan pl = *plan;
+    pl.split_steps = NULL;
+    kv_status st = KV_OK;
+    /* 0 and prompt have ops of their own (no activations; no K/V at the first step): built alone */
+    for (int l = 0; l <= lmax && !st; l++)
+        if (l == 0 || l >= pl.prompt) {
+            pl.split = l;
+            st = sim_decode_bound(s, m, p, &pl, &lb[l]);
+        }
+    if (st || lmax < 1 || pl.prompt < 2) return st;
+    /* every split in between: one graph, its split-dependent late ops re-costed per split */
+    pl.split = 1;
+    bound_ctx b;
+    if ((st = bound_build(&b, s, m, p, &pl, 1))) return st;
+    kv_layout ly;
+    if ((st = kv_layout_resolve(m, &pl, &ly))) goto out;
+    sim_time qfix[KV_Q_COUNT];
+    double qwork[KV_Q_COUNT];
+    memcpy(qfix, b.qfix, sizeof qfix);
+    memcpy(qwork, b.qwork, sizeof qwork);
+    for (int l = 1; l <= lmax && l < pl.prompt; l++) {
+        memcpy(b.qfix, qfix, sizeof qfix);
+        memcpy(b.qwork, qwork, sizeof qwork);
+        for (int i = 0; i < b.ng; i++) {
+            kv_gop o = b.g[i].o;
+            kv_graph_resplit(m, &pl, &ly, &o, l);
+            if (bound_add(&b, &o, b.g[i].count)) {
+                st = kv_errorf(KV_EINVAL, "sim: a duration out of range at split %d", l);
+                goto out;
+            }
+        }
+        pl.split = l;
+        lb[l] = bound_total(&b, p, &pl);
+    }
+out:
+    free(b.g);
+    return st;
+}
+
+typedef struct {
+    double lb;
+    int l;
+} bound_at;
+
+static int cmp_bound(const void *a, const void *b) {
+    const bound_at *x = a, *y = b;
+    return x->lb < y->lb ? -1 : x->lb > y->lb ? 1 : x->l - y->l;
+}
+
+kv_status sim_best_split(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, int lmax, double *ts, double *lb,
+                         int *best_l, double *best_s, int *nsim) {
+    *best_l = -1, *best_s = HUGE_VAL, *nsim = 0;
+    if (lmax < 0) return kv_errorf(KV_EINVAL, "sim: no split to search");
+    kv_plan pl = *plan;
+    pl.split_steps = NULL;
+    bound_at *o = malloc(sizeof *o * ((size_t)lmax + 1));
+    if (!o) return kv_errorf(KV_ENOMEM, "sim: out of memory");
+    kv_status st = sim_decode_bounds(s, m, p, &pl, lmax, lb);
+    for (int l = 0; l <= lmax; l++) ts[l] = NAN, o[l] = (bound_at){lb[l], l};
+    if (!st) qsort(o, (size_t)lmax + 1, sizeof *o, cmp_bound);
+    /* best first: once the next bound exceeds the best time, no later split can beat it (or tie) */
+    for (int i = 0; i <= lmax && !st && !(o[i].lb > *best_s); i++) {
+        sim_result r;
+        pl.split = o[i].l;
+        if ((st = sim_run(s, m, p, &pl, &r))) break;
+        ts[o[i].l] = r.decode_s;
+        ++*nsim;
+        if (r.decode_s < *best_s || (r.decode_s == *best_s && o[i].l < *best_l)) *best_s = r.decode_s, *best_l = o[i].l;
+    }
+    free(o);
+    return st;
 }

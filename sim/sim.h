@@ -67,6 +67,20 @@ kv_status sim_write_db(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profil
 kv_status sim_write_db_sched(sim_ctx *s, kv_db *db, const kv_model *m, const hw_profile *p, const kv_plan *plan,
                        const sim_result *r, const char *run_key, int spans, int64_t *run_id,
                              const char *sched);
+/* A lower bound on the plan's decode_s (sim_run's), from its op graph without a run: each queue's
+ * work that must follow the first token, done one op at a time, and each link direction's at its
+ * full rate. Costs a tenth of a run or less. */
+kv_status sim_decode_bound(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *pl, double *lb);
+/* The bound of every split l = 0..lmax (lb[l]), from three graphs instead of lmax + 1: the splits
+ * strictly between 0 and the prompt have the same ops, and only the split-dependent ones are
+ * re-costed (equal to sim_decode_bound's up to rounding, far inside its margin). */
+kv_status sim_decode_bounds(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *pl, int lmax, double *lb);
+/* The fastest split l in 0..lmax (its decode_s; the smallest l among equals), exactly as a run of
+ * every split would find it, by branch and bound: splits are run in order of their bound, and the
+ * search stops once the next bound exceeds the best time. ts[l] is the decode time of the splits
+ * that ran (NAN for the others), lb[l] every split's bound; *nsim counts runs. */
+kv_status sim_best_split(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *pl, int lmax, double *ts, double *lb,
+                         int *best_l, double *best_s, int *nsim);
 char *sim_result_json(const sim_result *r, const kv_model *m, const hw_profile *p, const kv_plan *plan);
 
 #endif

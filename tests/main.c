@@ -86,6 +86,8 @@ void tgroup(tcount *c, const char *name, const struct CMUnitTest *t, size_t n) {
 int main(void) {
     tcount c = {0, 0};
     setenv("KVPR_PROFILES", KVPR_DATADIR "/hwmodel/profiles", 1);
+    /* KVPR_TEST=t_name* runs only the matching tests (cmocka's filter; the others count as passed) */
+    if (getenv("KVPR_TEST")) cmocka_set_test_filter(getenv("KVPR_TEST"));
     group_model(&c);
     group_profile(&c);
     group_cost(&c);

@@ -1,6 +1,7 @@
 /* Simulator: known answers on hand-built graphs, the paper-model formula on random
  * configurations, invariants on random plans, memory accounting, determinism, exports. */
 #include <jansson.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -509,6 +510,85 @@ static void t_streamed_same(void **s) {
     sim_free(whole), sim_free(str), sim_free(tiny), sim_free(mid);
 }
 
+
+/* The lower bound and the branch and bound over splits. The bound never exceeds the run's decode
+ * time (random plans of every policy and option); the bounds of all splits from one graph equal
+ * each split's own; the best split found without running every split is the brute force's, time
+ * and split (the smallest among equals), and every split it ran has the brute force's time. */
+static void t_bound_best_split(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090"};
+    srand(777);
+    sim_ctx *x = sim_new();
+    int ran = 0, kv = 0, tight = 0;
+    for (int it = 0; it < 160; it++) {
+        kv_model m = mdl(models[rand() % 5]);
+        hw_profile p = hwp(hws[rand() % 6]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+        pl.policy = it % 2 ? KV_POL_KVPR : (kv_policy)(rand() % KV_POL_COUNT);
+        pl.batch = 1 + rand() % 32;
+        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
+        pl.prompt = 2 + rand() % 160;
+        pl.gen = 2 + rand() % 8;
+        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
+        pl.prefetch = 1 + rand() % 3;
+        pl.keep_act = rand() % 2;
+        pl.wkv_first = rand() % 2;
+        pl.pageable = rand() % 4 == 0;
+        pl.no_prefill = rand() % 4 == 0;
+        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 4 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
+        pl.paper_model = rand() % 8 == 0;
+        pl.layers = rand() % 2 ? 1 + rand() % 3 : 0;
+        if (rand() % 4 == 0 && !pl.paper_model) {
+            pl.percent = (kv_percent){1, 50, 50, 0, 100, rand() % 2 ? 100 : 0, 0};
+            pl.percent.hc = 100 - pl.percent.hg;
+        }
+        sim_result r;
+        kv_status st = sim_run(x, &m, &p, &pl, &r);
+        if (st == KV_ENOFIT || st == KV_EINVAL) continue;
+        if (st) fail_msg("%s", kv_errmsg());
+        double lb;
+        assert_int_equal(sim_decode_bound(x, &m, &p, &pl, &lb), KV_OK);
+        if (!(lb <= r.decode_s)) fail_msg("plan %d: bound %.12g above the run's %.12g", it, lb, r.decode_s);
+        if (lb >= 0.8 * r.decode_s) tight++;
+        ran++;
+        if (pl.policy != KV_POL_KVPR || kv >= 24) continue;
+        /* every split of this configuration: brute force against the branch and bound */
+        int lmax = pl.prompt;
+        double ts[200], lbs[200], bt = 1e300, bb;
+        int bl = -1, bbl, nsim;
+        kv_plan q = pl;
+        for (int l = 0; l <= lmax; l++) {
+            q.split = l;
+            double one;
+            if (sim_run(x, &m, &p, &q, &r)) fail_msg("split %d: %s", l, kv_errmsg());
+            ts[l] = r.decode_s;
+            if (r.decode_s < bt) bt = r.decode_s, bl = l;
+            assert_int_equal(sim_decode_bound(x, &m, &p, &q, &one), KV_OK);
+            lbs[l] = one;
+            assert_true(one <= r.decode_s);
+        }
+        double got[200], glb[200];
+        assert_int_equal(sim_best_split(x, &m, &p, &pl, lmax, got, glb, &bbl, &bb, &nsim), KV_OK);
+        assert_true(bb == bt);
+        assert_int_equal(bbl, bl);
+        assert_true(nsim >= 1 && nsim <= lmax + 1);
+        for (int l = 0; l <= lmax; l++) {
+            if (fabs(glb[l] - lbs[l]) > 1e-12 * lbs[l]) fail_msg("split %d: bound from one graph %.17g, alone %.17g", l, glb[l], lbs[l]);
+            if (got[l] == got[l]) assert_true(got[l] == ts[l]);
+            else assert_true(glb[l] > bt); /* not run: its bound proved it slower */
+        }
+        kv++;
+    }
+    assert_true(ran > 80 && kv >= 20);
+    /* the bound is near the run on most plans, or the search would run every split */
+    assert_true(tight > ran / 2);
+    sim_free(x);
+}
+
 /* The core notices a task added too late: with the whole graph it would have started at once. */
 static void t_stream_late(void **s) {
     (void)s;
@@ -558,6 +638,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split)};
     RUN_GROUP(c, "sim", t);
 }
