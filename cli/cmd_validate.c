@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "../core/kv_io.h"
 #include "../core/kv_str.h"
@@ -17,6 +15,7 @@
 #include "../exp/exp.h"
 #include "../sim/sim.h"
 #include "../core/datadir.h"
+#include "../core/par.h"
 #include "cli.h"
 #include "cmd_search.h"
 
@@ -153,32 +152,55 @@ typedef struct {
     char err[240];
 } sweep_slot;
 
-static void sweep_range(const grid *g, sweep_slot *sl, double *ts, int n, long *next) {
-    sim_ctx *sx = sim_new();
-    if (sx) sim_stream(sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
-    double *lb = NULL;
-    int lbcap = 0;
-    for (;;) {
-        long i = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-        if (i >= n) break;
-        if (sl[i].lmax < 0) continue;
-        kv_model m;
-        hw_profile p;
-        kv_plan pl;
-        kv_status st = sx ? grid_config(g, (int)i, &m, &p, &pl) : kv_errorf(KV_ENOMEM, "out of memory");
-        if (!st && sl[i].lmax + 1 > lbcap) {
-            double *q = realloc(lb, sizeof *lb * ((size_t)sl[i].lmax + 1));
-            if (q) lb = q, lbcap = sl[i].lmax + 1;
-            else st = kv_errorf(KV_ENOMEM, "out of memory");
+typedef struct {
+    const grid *g;
+    sweep_slot *sl;
+    double *ts;
+} sweep_ctx;
+
+typedef struct {
+    sim_ctx *sx;
+    double *lb;
+    int lbcap;
+} sweep_local;
+
+static void sweep_fini(void *local) {
+    sweep_local *w = local;
+    if (!w) return;
+    sim_free(w->sx);
+    free(w->lb);
+    free(w);
+}
+
+/* One configuration's best split (a worker's piece); its failure is recorded in its slot. */
+static int sweep_one(void *ctx, long i, void **local) {
+    sweep_ctx *c = ctx;
+    sweep_slot *sl = &c->sl[i];
+    sweep_local *w = *local;
+    if (!w) {
+        if (!(w = calloc(1, sizeof *w)) || !(w->sx = sim_new())) {
+            free(w);
+            return 1;
         }
-        if (!st) st = sim_best_split(sx, &m, &p, &pl, sl[i].lmax, ts + sl[i].off, lb, &sl[i].best_l, &sl[i].best, &sl[i].nsim);
-        if (st) {
-            sl[i].failed = 1;
-            snprintf(sl[i].err, sizeof sl[i].err, "%s", kv_errmsg());
-        }
+        sim_stream(w->sx, SIM_STREAM_LARGE, 0); /* only results are read: the graph streams */
+        *local = w;
     }
-    free(lb);
-    sim_free(sx);
+    if (sl->lmax < 0) return 0;
+    kv_model m;
+    hw_profile p;
+    kv_plan pl;
+    kv_status st = grid_config(c->g, (int)i, &m, &p, &pl);
+    if (!st && sl->lmax + 1 > w->lbcap) {
+        double *q = realloc(w->lb, sizeof *q * ((size_t)sl->lmax + 1));
+        if (!q) return 1;
+        w->lb = q, w->lbcap = sl->lmax + 1;
+    }
+    if (!st) st = sim_best_split(w->sx, &m, &p, &pl, sl->lmax, c->ts + sl->off, w->lb, &sl->best_l, &sl->best, &sl->nsim);
+    if (st) {
+        sl->failed = 1;
+        snprintf(sl->err, sizeof sl->err, "%s", kv_errmsg());
+    }
+    return 0;
 }
 
 /* A figure of decode time against every split: the splits the search did not run are run now. */
@@ -194,30 +216,6 @@ static kv_status fill_sweep(sim_ctx *sx, const grid *g, int idx, double *ts, int
             if (!(st = sim_run(sx, &m, &p, &pl, &r))) ts[l] = r.decode_s;
         }
     return st;
-}
-
-static kv_status sweep_all(const grid *g, sweep_slot *sl, double *ts, int n, int jobs, long *next) {
-    if (jobs <= 1) {
-        sweep_range(g, sl, ts, n, next);
-        return KV_OK;
-    }
-    pid_t pids[64];
-    int started = 0;
-    fflush(NULL);
-    for (int w = 0; w < jobs; w++, started++) {
-        pids[w] = fork();
-        if (pids[w] == 0) {
-            sweep_range(g, sl, ts, n, next);
-            _exit(0);
-        }
-        if (pids[w] < 0) break;
-    }
-    int bad = started < jobs;
-    for (int w = 0; w < started; w++) {
-        int wst;
-        if (waitpid(pids[w], &wst, 0) < 0 || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) bad = 1;
-    }
-    return bad ? kv_errorf(KV_EIO, "validate: a worker process failed or could not start") : KV_OK;
 }
 
 int cmd_validate(int argc, char **argv) {
@@ -287,17 +285,17 @@ int cmd_validate(int argc, char **argv) {
         sl[i].off = total;
         total += (size_t)sl[i].lmax + 1;
     }
-    size_t shbytes = sizeof(double) * (total + 1) + sizeof(sweep_slot) * ((size_t)ncfg + 1) + sizeof(double);
-    void *sh = mmap(NULL, shbytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED) {
+    size_t shbytes = sizeof(double) * (total + 1) + sizeof(sweep_slot) * ((size_t)ncfg + 1);
+    void *sh = kv_par_map(shbytes);
+    if (!sh) {
         st = kv_errorf(KV_ENOMEM, "validate: cannot map %zu bytes for the sweeps", shbytes);
         goto fail_sl;
     }
     sweep_slot *shsl = (sweep_slot *)sh;
     double *all = (double *)(shsl + ncfg + 1);
     memcpy(shsl, sl, sizeof *sl * (size_t)ncfg);
-    long *next = (long *)(all + total + 1); /* the workers' shared piece counter (mmap zeroed it) */
-    if ((st = sweep_all(&g, shsl, all, ncfg, jobs, next))) goto fail_sh;
+    sweep_ctx sc = {&g, shsl, all};
+    if ((st = kv_par_for(ncfg, jobs, sweep_one, sweep_fini, &sc))) goto fail_sh;
     for (int i = 0; i < ncfg; i++)
         if (shsl[i].failed) {
             st = kv_errorf(KV_EINVAL, "%s", shsl[i].err);
@@ -391,14 +389,14 @@ int cmd_validate(int argc, char **argv) {
         printf("  %-9s %-58s l=%-5d best l=%-5d regret %6.2f %%\n", sched_name((sched_kind)rows[i].sched), rows[i].cfg,
                rows[i].split, rows[i].best_l, 100 * rows[i].regret);
     printf("\nfigures: %s/validate-first.{png,svg}, %s/validate-worst-paper.{png,svg}\n", plots, plots);
-    munmap(sh, shbytes);
+    kv_par_unmap(sh, shbytes);
     free(sl);
     free(rows);
     sim_free(sx);
     db_close(db);
     return 0;
 fail_sh:
-    munmap(sh, shbytes);
+    kv_par_unmap(sh, shbytes);
 fail_sl:
     free(sl);
 fail:

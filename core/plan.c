@@ -158,7 +158,6 @@ kv_status kv_plan_validate(const kv_plan *p, const kv_model *m) {
         return kv_errorf(KV_EINVAL, "--split applies to the kvpr policy only (policy %s)", kv_policy_name(p->policy));
     if (p->layers < 0) return kv_errorf(KV_EINVAL, "layers must be >= 0, got %d", p->layers);
     if (p->compress < 0 || p->compress > KV_COMP_BOTH) return kv_errorf(KV_EINVAL, "compress must be 0..3, got %d", p->compress);
-    if (p->compress && p->paper_model) return kv_errorf(KV_EINVAL, "--compress is not part of the paper's cost model (--paper-model)");
     if (p->percent.set) {
         const kv_percent *c = &p->percent;
         double v[6] = {c->wg, c->wc, c->cg, c->cc, c->hg, c->hc};

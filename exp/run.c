@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "../core/par.h"
 #include "../sim/sim.h"
 #include <sqlite3.h>
 #include "exp.h"
@@ -111,21 +112,69 @@ static int sweep_carrier(const exp_spec *s, const exp_run *r) {
     return s->sweep_splits > 0 ? s->sweep_splits : 0;
 }
 
-/* sx: the worker's context (reused: a sweep allocates nothing after its first run). */
+/* Processes a large sweep is spread over (exp_execute sets it from --jobs). */
+static int g_sweep_jobs = 1;
+/* Splits per piece of a parallel sweep, and the fewest splits worth spreading. */
+#define SWEEP_PIECE 32
+#define SWEEP_PAR_MIN 128
+
+typedef struct {
+    const kv_model *m;
+    const hw_profile *p;
+    kv_plan pl;
+    int step, n;
+    double *ts;   /* shared: decode seconds of the k-th split (k * step) */
+    char *err;    /* shared: the first failure's message ([0] == 0: none) */
+} sweep_job;
+
+static void sweep_fini(void *local) { sim_free(local); }
+
+static int sweep_piece(void *ctx, long i, void **local) {
+    sweep_job *j = ctx;
+    if (!*local) {
+        if (!(*local = sim_new())) return 1;
+        sim_stream(*local, SIM_STREAM_LARGE, 0);
+    }
+    kv_plan pl = j->pl;
+    for (long k = i * SWEEP_PIECE; k < j->n && k < (i + 1) * SWEEP_PIECE; k++) {
+        sim_result sr;
+        pl.split = (int)k * j->step;
+        if (sim_run(*local, j->m, j->p, &pl, &sr)) {
+            if (!j->err[0]) snprintf(j->err, 240, "%s", kv_errmsg());
+            return 0;
+        }
+        j->ts[k] = sr.decode_s;
+    }
+    return 0;
+}
+
+/* sx: the worker's context (reused: a sweep allocates nothing after its first run). A sweep of
+ * SWEEP_PAR_MIN splits or more is simulated by g_sweep_jobs processes (results are the same
+ * simulations, in the same order in the database). */
 static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id, int step) {
     kv_plan pl = *run_pl;
     pl.split_steps = NULL;
     int lmax = sched_lmax(m, p, &pl);
     if (lmax < 0) return KV_OK;
     sim_stream(sx, SIM_STREAM_LARGE, 0);
+    int n = lmax / step + 1;
+    size_t bytes = sizeof(double) * (size_t)n + 240;
+    double *ts = n >= SWEEP_PAR_MIN && g_sweep_jobs > 1 ? kv_par_map(bytes) : NULL;
     kv_status st = KV_OK;
-    for (int l = 0; l <= lmax && !st; l += step) {
-        sim_result sr;
-        pl.split = l;
-        char name[32];
-        snprintf(name, sizeof name, "sweep_l_%d", l);
-        if (!(st = sim_run(sx, m, p, &pl, &sr))) st = db_metric_add(db, id, name, sr.decode_s, "s");
+    if (ts) {
+        sweep_job j = {m, p, pl, step, n, ts, (char *)(ts + n)};
+        st = kv_par_for((n + SWEEP_PIECE - 1) / SWEEP_PIECE, g_sweep_jobs, sweep_piece, sweep_fini, &j);
+        if (!st && j.err[0]) st = kv_errorf(KV_EINVAL, "%s", j.err);
     }
+    for (int k = 0; k < n && !st; k++) {
+        sim_result sr;
+        pl.split = k * step;
+        char name[32];
+        snprintf(name, sizeof name, "sweep_l_%d", pl.split);
+        if (ts) st = db_metric_add(db, id, name, ts[k], "s");
+        else if (!(st = sim_run(sx, m, p, &pl, &sr))) st = db_metric_add(db, id, name, sr.decode_s, "s");
+    }
+    kv_par_unmap(ts, bytes);
     return st;
 }
 
@@ -308,6 +357,7 @@ kv_status exp_execute(const exp_spec *s, const exp_opts *o, int *ran, int *nofit
         return st;
     }
     *ran = *nofit = 0;
+    g_sweep_jobs = o->jobs < 1 ? 1 : o->jobs > 64 ? 64 : o->jobs;
     int jobs = o->jobs < 1 ? 1 : o->jobs > ns ? (ns ? ns : 1) : o->jobs;
     if (jobs == 1) {
         int done = 0;

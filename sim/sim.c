@@ -96,12 +96,21 @@ static void model_cost(const cost_ctx *c, const kv_gop *o, double *fixed, double
 /* The paper's formula (method.md section 3): only the activation and K/V transfers at the
  * plateau bandwidth, with the paper's byte counts (h values per token, whatever the KV heads),
  * and the recompute at the peak rate; everything else is free. */
+/* With --compress kv the byte counts are scaled by the packing ratios and the two dequantisations
+ * (the activations' before the recompute, the streamed K/V's after both copies) run at the
+ * datasheet HBM rate, reading packed and writing fp16, as the paper scheduler's formula has them
+ * (sched/pipe.c): a layer then costs a l + max(r l, k (s - l)) + dkv (s - l). */
 static void paper_cost(const cost_ctx *c, const kv_gop *o, double *fixed, double *work) {
     double h = c->m->hidden, pe = kv_dtype_bytes(c->m->dtype), rows = o->row1 - o->row0;
+    double ra = c->comp_kv ? kv_store_act_bytes(c->m, KV_COMP_KV) / (double)kv_model_act_bytes_token(c->m) : 1;
+    double rk = c->comp_kv ? kv_store_kv_bytes(c->m, KV_COMP_KV) / (double)kv_model_kv_bytes_token_layer(c->m) : 1;
+    double hbm = c->p->gpu.hbm_bw.value;
     *fixed = *work = 0;
-    if (o->op == KV_OP_ACT_H2D) *work = (double)o->nseq * rows * h * pe;
-    else if (o->op == KV_OP_KV_H2D) *work = 2.0 * o->nseq * rows * h * pe;
+    if (o->op == KV_OP_ACT_H2D) *work = (double)o->nseq * rows * h * pe * ra;
+    else if (o->op == KV_OP_KV_H2D) *work = 2.0 * o->nseq * rows * h * pe * rk;
     else if (o->op == KV_OP_RECOMPUTE) *fixed = hw_paper_layer(c->p, c->m, o->nseq, o->row1, o->row1).t_rec;
+    else if (o->op == KV_OP_DQ_ACT && c->comp_kv) *fixed = (double)o->nseq * rows * h * pe * (ra + 1) / hbm;
+    else if (o->op == KV_OP_DQ_KV && c->comp_kv) *fixed = 2.0 * o->nseq * rows * h * pe * (rk + 1) / hbm;
 }
 
 static void op_cost(cost_ctx *c, const kv_gop *o, double *fixed, double *work) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "../core/par.h"
 #include "../exp/exp.h"
 #include "tests.h"
 
@@ -508,6 +509,56 @@ static void t_sweep_stored(void **st) {
     free(stored), free(simulated);
 }
 
+
+/* kv_par: every piece done exactly once, by any number of workers, results in shared memory;
+ * a worker that stops fails the loop. A large stored sweep spread over workers stores the same
+ * values as one process. */
+static int par_square(void *ctx, long i, void **local) {
+    long *out = ctx;
+    if (!*local) *local = malloc(1); /* a worker's scratch, freed by fini */
+    out[i] += i * i + 1;              /* += : a piece done twice would show */
+    return i == 4242;                 /* piece 4242 (only asked for below) stops its worker */
+}
+
+static void t_par_sweep(void **st) {
+    (void)st;
+    for (int jobs = 1; jobs <= 5; jobs += 2) {
+        long *out = kv_par_map(sizeof(long) * 1000);
+        assert_non_null(out);
+        assert_int_equal(kv_par_for(1000, jobs, par_square, free, out), KV_OK);
+        for (long i = 0; i < 1000; i++) assert_true(out[i] == i * i + 1);
+        kv_par_unmap(out, sizeof(long) * 1000);
+        out = kv_par_map(sizeof(long) * 5000);
+        assert_int_not_equal(kv_par_for(5000, jobs, par_square, free, out), KV_OK);
+        kv_par_unmap(out, sizeof(long) * 5000);
+    }
+    assert_int_equal(kv_par_for(0, 3, par_square, free, NULL), KV_OK);
+    char p[512], db[2][512];
+    spec_file(p, sizeof p, "swpar", "name = swpar\nmodels = OPT-125M\nhardware = t4\nbatch = 8\nprompt = 200\ngen = 3\nsweep = batch=8\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    char *vals[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(db[k], sizeof db[k], "%s/swpar%d.db", tmp_dir(), k);
+        unlink(db[k]);
+        int ran, nofit;
+        exp_opts o = {.jobs = k ? 3 : 1, .nshard = 1, .db = db[k]};
+        if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+        sqlite3 *h;
+        assert_int_equal(sqlite3_open(db[k], &h), SQLITE_OK);
+        sqlite3_stmt *q;
+        assert_int_equal(sqlite3_prepare_v2(h, "SELECT count(*), group_concat(v, ' ') FROM (SELECT m.name || '=' || printf('%.17g', m.value) AS v"
+                                               " FROM metrics m WHERE m.name LIKE 'sweep%' ORDER BY m.name)", -1, &q, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(q, 0), 201); /* splits 0 .. 200: spread over workers at jobs 3 */
+        vals[k] = strdup((const char *)sqlite3_column_text(q, 1));
+        sqlite3_finalize(q);
+        sqlite3_close(h);
+    }
+    assert_string_equal(vals[0], vals[1]);
+    free(vals[0]), free(vals[1]);
+}
+
 /* Shards and workers: every run in exactly one hand, hands within one run of each other in size and
  * in experiment order, the same deal every time, and with the policy as the innermost loop (even
  * and odd indices) an even number of hands still gets both policies in near-equal shares. */
@@ -619,6 +670,6 @@ void group_exp(tcount *c) {
                                    cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
                                    cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
                                    cmocka_unit_test(t_figures), cmocka_unit_test(t_deal), cmocka_unit_test(t_sweep_stored),
-                                   cmocka_unit_test(t_sweep_splits)};
+                                   cmocka_unit_test(t_sweep_splits), cmocka_unit_test(t_par_sweep)};
     RUN_GROUP(c, "exp", t);
 }

@@ -135,11 +135,25 @@ static void t_paper_formula(void **s) {
         pl.layers = 1 + rand() % 4;
         pl.policy = rand() % 5 == 0 ? KV_POL_OFFLOAD : KV_POL_KVPR;
         if (pl.policy == KV_POL_OFFLOAD) pl.split = -1;
+        pl.compress = it % 3 == 0 ? (it % 2 ? KV_COMP_KV : KV_COMP_BOTH) : KV_COMP_NONE;
         sim_result r;
         if (sim_run(sx, &m, &p, &pl, &r)) fail_msg("%s", kv_errmsg());
         double want = 0;
-        for (int t = 0; t < pl.gen - 1; t++)
-            want += pl.layers * hw_paper_layer(&p, &m, pl.batch, pl.prompt + t, kv_plan_split_at(&pl, t)).total;
+        for (int t = 0; t < pl.gen - 1; t++) {
+            int l = kv_plan_split_at(&pl, t), sc = pl.prompt + t;
+            if (!pl.compress) {
+                want += pl.layers * hw_paper_layer(&p, &m, pl.batch, sc, l).total;
+                continue;
+            }
+            /* 4-bit: 36 bytes per 64 values; the packed copies, then the dequantisations at the
+             * datasheet HBM rate (read packed, write fp16): a l + max(r l, k (s - l)) + dkv (s - l) */
+            double b = pl.batch, h = m.hidden, pe = 2, vcom = p.link.h2d.bandwidth.value, hbm = p.gpu.hbm_bw.value;
+            double ra = ceil(h / 64) * 36 / (h * pe), rk = ceil(m.head_dim / 64.0) * 36 / (m.head_dim * pe);
+            double t_act = b * l * h * pe * ra / vcom, t_kv = 2 * b * (sc - l) * h * pe * rk / vcom;
+            double t_rec = 4 * b * l * h * h / p.gpu.peak_flops.value + b * l * h * pe * (ra + 1) / hbm;
+            double dkv = 2 * b * (sc - l) * h * pe * (rk + 1) / hbm;
+            want += pl.layers * (t_act + fmax(t_rec, t_kv) + dkv);
+        }
         assert_rel(r.decode_s, want, 1e-9);
     }
     sim_free(sx);
