@@ -275,74 +275,93 @@ static void fig_title(FILE *gp, const exp_spec *s, int mode, const char *what) {
 
 /* Bars: one cluster per configuration, one bar per policy/scheduler. More configurations than
  * fit one readable panel are split into panels stacked vertically (facets), each with its own
- * axis labels; the legend sits above the plot, never over bars. */
+ * axis labels; the legend sits above the plot, never over bars. A figure holds at most
+ * PANELS_PER_FIG panels (Cairo draws no image taller than 32767 pixels, and a taller one is not
+ * read anyway): the rest go to NAME-MODE-2, -3, ... */
 #define BARS_PER_PANEL 12
+#define PANELS_PER_FIG 24
+/* A configuration none of whose runs fits has no bar (its table row says so): a panel of only
+ * those would be an empty histogram, which gnuplot refuses. */
+static int bars_row(const rep *R, int i, int nc, int mode) {
+    if ((int)R->s->modes[R->runs[i].mode] != mode) return 0;
+    for (int c = 0; c < nc; c++)
+        if (ok(R, i + c)) return 1;
+    return 0;
+}
+
 static kv_status fig_bars(const rep *R, const char *dir) {
     int nc = ncols(R);
     for (int mode = 0; mode < 2; mode++) {
         int rows = 0;
         size_t maxlab = 8;
         for (int i = 0; i < R->n; i += nc) {
-            if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
+            if (!bars_row(R, i, nc, mode)) continue;
             char cl[200];
             short_label(R, i, cl, sizeof cl);
             if (strlen(cl) > maxlab) maxlab = strlen(cl);
             rows++;
         }
         if (!rows) continue;
-        int npan = (rows + BARS_PER_PANEL - 1) / BARS_PER_PANEL, per = (rows + npan - 1) / npan;
-        char name[128];
-        snprintf(name, sizeof name, "%s-%s", R->s->name, mode ? "throughput" : "latency");
-        exp_fig F;
-        kv_status st = exp_fig_open(&F, dir, name, 1);
-        if (st) return st;
-        int k = 0;
-        for (int i = 0; i < R->n; i += nc) {
-            if ((int)R->s->modes[R->runs[i].mode] != mode) continue;
-            if (k % per == 0) { /* each panel a gnuplot index of its own, with its header */
-                if (k) fprintf(F.dat, "\n\n");
-                fprintf(F.dat, "config");
+        int npan_all = (rows + BARS_PER_PANEL - 1) / BARS_PER_PANEL, per = (rows + npan_all - 1) / npan_all;
+        int nfig = (npan_all + PANELS_PER_FIG - 1) / PANELS_PER_FIG;
+        int i = 0;
+        for (int fg = 0; fg < nfig; fg++) {
+            int npan = fg < nfig - 1 ? PANELS_PER_FIG : npan_all - fg * PANELS_PER_FIG;
+            char name[128];
+            if (fg) snprintf(name, sizeof name, "%s-%s-%d", R->s->name, mode ? "throughput" : "latency", fg + 1);
+            else snprintf(name, sizeof name, "%s-%s", R->s->name, mode ? "throughput" : "latency");
+            exp_fig F;
+            kv_status st = exp_fig_open(&F, dir, name, 1);
+            if (st) return st;
+            int k = 0, used = 0; /* rows in this figure: its panels' */
+            for (; i < R->n && k < npan * per; i += nc) {
+                if (!bars_row(R, i, nc, mode)) continue;
+                if (k % per == 0) { /* each panel a gnuplot index of its own, with its header */
+                    if (k) fprintf(F.dat, "\n\n");
+                    fprintf(F.dat, "config");
+                    for (int c = 0; c < nc; c++) {
+                        char lab[64];
+                        col_label(&R->runs[c], lab, sizeof lab);
+                        fputc(' ', F.dat);
+                        exp_dat_str(F.dat, lab);
+                    }
+                    fprintf(F.dat, "\n");
+                }
+                char cl[200];
+                short_label(R, i, cl, sizeof cl);
+                exp_dat_str(F.dat, cl);
                 for (int c = 0; c < nc; c++) {
-                    char lab[64];
-                    col_label(&R->runs[c], lab, sizeof lab);
-                    fputc(' ', F.dat);
-                    exp_dat_str(F.dat, lab);
+                    const res_t *x = &R->res[i + c];
+                    if (!ok(R, i + c)) fprintf(F.dat, " NaN");
+                    else fprintf(F.dat, " %.6g", mode ? x->thr : x->decode_s);
                 }
                 fprintf(F.dat, "\n");
+                k++, used++;
             }
-            char cl[200];
-            short_label(R, i, cl, sizeof cl);
-            exp_dat_str(F.dat, cl);
-            for (int c = 0; c < nc; c++) {
-                const res_t *x = &R->res[i + c];
-                if (!ok(R, i + c)) fprintf(F.dat, " NaN");
-                else fprintf(F.dat, " %.6g", mode ? x->thr : x->decode_s);
+            npan = (used + per - 1) / per;
+            /* rotated labels hang down and to the left of their tic: room below for the longest */
+            int bm = 3 + (int)(0.3 * (double)maxlab);
+            int panel_h = 330 + 9 * bm, w = 360 + per * (40 + 18 * nc);
+            if (w < 800) w = 800;
+            for (int fmt = 0; fmt < 2; fmt++) {
+                exp_fig_terminal(&F, fmt, w, 90 + npan * panel_h);
+                fprintf(F.gp, "set style data histograms\nset style histogram clustered gap 1\n"
+                              "set style fill solid 0.85 border -1\nset xtics rotate by 35 right noenhanced font ',9'\n"
+                              "set key outside top center horizontal noenhanced\nset grid ytics\nset ylabel '%s'\nset yrange [0:*]\n"
+                              "set bmargin %d\nset rmargin 4\nset lmargin 12\n",
+                        mode ? "decode throughput (tokens/s)" : "decode time (s)", bm);
+                if (npan > 1) fprintf(F.gp, "set multiplot layout %d,1\n", npan);
+                for (int pn = 0; pn < npan; pn++) {
+                    if (pn == 0 || npan == 1) fig_title(F.gp, R->s, mode, "");
+                    else fprintf(F.gp, "unset title\n");
+                    fprintf(F.gp, "plot for [c=2:%d] ", nc + 1);
+                    exp_gp_str(F.gp, F.dat_path);
+                    fprintf(F.gp, " index %d using c:xtic(1) title columnheader(c)\n", pn);
+                }
+                if (npan > 1) fprintf(F.gp, "unset multiplot\n");
             }
-            fprintf(F.dat, "\n");
-            k++;
+            if ((st = exp_fig_close(&F))) return st;
         }
-        /* rotated labels hang down and to the left of their tic: room below for the longest */
-        int bm = 3 + (int)(0.3 * (double)maxlab);
-        int panel_h = 330 + 9 * bm, w = 360 + per * (40 + 18 * nc);
-        if (w < 800) w = 800;
-        for (int fmt = 0; fmt < 2; fmt++) {
-            exp_fig_terminal(&F, fmt, w, 90 + npan * panel_h);
-            fprintf(F.gp, "set style data histograms\nset style histogram clustered gap 1\n"
-                          "set style fill solid 0.85 border -1\nset xtics rotate by 35 right noenhanced font ',9'\n"
-                          "set key outside top center horizontal noenhanced\nset grid ytics\nset ylabel '%s'\nset yrange [0:*]\n"
-                          "set bmargin %d\nset rmargin 4\nset lmargin 12\n",
-                    mode ? "decode throughput (tokens/s)" : "decode time (s)", bm);
-            if (npan > 1) fprintf(F.gp, "set multiplot layout %d,1\n", npan);
-            for (int pn = 0; pn < npan; pn++) {
-                if (pn == 0 || npan == 1) fig_title(F.gp, R->s, mode, npan > 1 ? "" : "");
-                else fprintf(F.gp, "unset title\n");
-                fprintf(F.gp, "plot for [c=2:%d] ", nc + 1);
-                exp_gp_str(F.gp, F.dat_path);
-                fprintf(F.gp, " index %d using c:xtic(1) title columnheader(c)\n", pn);
-            }
-            if (npan > 1) fprintf(F.gp, "unset multiplot\n");
-        }
-        if ((st = exp_fig_close(&F))) return st;
     }
     return KV_OK;
 }

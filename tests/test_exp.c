@@ -559,6 +559,59 @@ static void t_par_sweep(void **st) {
     free(vals[0]), free(vals[1]);
 }
 
+
+/* A large grid's bars: at most 24 panels a figure (the rest in NAME-MODE-2, ...), every image
+ * within Cairo's 32767 pixels, and configurations that fit nowhere have no bar (a panel of only
+ * those was an empty histogram gnuplot refused, failing the whole report). */
+static void t_figures_large(void **st) {
+    (void)st;
+    char p[512], db[512], path[600];
+    spec_file(p, sizeof p, "big", "name = big\nmodels = OPT-125M OPT-175B\nhardware = t4 l4 a100-40gb-pcie4 h100-pcie rtx4090 v100\n"
+                                 "batch = 1 2 3 4 6 8 12 16 24 32 48 64\nprompt = 8 16 24 32 48 64\ngen = 2\npolicies = offload\n");
+    static exp_spec s;
+    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    snprintf(db, sizeof db, "%s/big.db", tmp_dir());
+    unlink(db);
+    int ran, nofit;
+    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
+    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    assert_true(ran >= 432 && nofit > 0);
+    FILE *f = tmpfile();
+    if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
+    fclose(f);
+    int figs = 0, bars = 0;
+    for (int k = 1; k <= 4; k++) {
+        if (k == 1) snprintf(path, sizeof path, "%s/big-latency.gp", tmp_dir());
+        else snprintf(path, sizeof path, "%s/big-latency-%d.gp", tmp_dir(), k);
+        char *gp = read_text(path);
+        if (!gp) break;
+        figs++;
+        int w, h;
+        const char *t = strstr(gp, "pngcairo size ");
+        assert_non_null(t);
+        assert_int_equal(sscanf(t, "pngcairo size %d,%d", &w, &h), 2);
+        assert_true(h <= 32767 && w <= 32767);
+        const char *m = strstr(gp, "multiplot layout ");
+        int np = 1;
+        if (m) assert_int_equal(sscanf(m, "multiplot layout %d,", &np), 1);
+        assert_true(np <= 24);
+        free(gp);
+        if (k == 1) snprintf(path, sizeof path, "%s/big-latency.png", tmp_dir());
+        else snprintf(path, sizeof path, "%s/big-latency-%d.png", tmp_dir(), k);
+        assert_int_equal(access(path, F_OK), 0);
+        if (k == 1) snprintf(path, sizeof path, "%s/big-latency.dat", tmp_dir());
+        else snprintf(path, sizeof path, "%s/big-latency-%d.dat", tmp_dir(), k);
+        char *dat = read_text(path);
+        assert_non_null(dat);
+        for (const char *q = dat; (q = strchr(q, '\n')); q++)
+            if (q[1] && q[1] != '\n' && strncmp(q + 1, "config", 6)) bars++;
+        assert_null(strstr(dat, " NaN\n")); /* OPT-175B fits none of these GPUs: no bar of its */
+        free(dat);
+    }
+    assert_int_equal(figs, 2); /* the 432 OPT-125M configurations: 36 panels of 12, 24 and 12 */
+    assert_int_equal(bars, ran);
+}
+
 /* Shards and workers: every run in exactly one hand, hands within one run of each other in size and
  * in experiment order, the same deal every time, and with the policy as the innermost loop (even
  * and odd indices) an even number of hands still gets both policies in near-equal shares. */
@@ -670,6 +723,6 @@ void group_exp(tcount *c) {
                                    cmocka_unit_test(t_parse_untrusted), cmocka_unit_test(t_stale_workers),
                                    cmocka_unit_test(t_check_first), cmocka_unit_test(t_heatmap_panels),
                                    cmocka_unit_test(t_figures), cmocka_unit_test(t_deal), cmocka_unit_test(t_sweep_stored),
-                                   cmocka_unit_test(t_sweep_splits), cmocka_unit_test(t_par_sweep)};
+                                   cmocka_unit_test(t_sweep_splits), cmocka_unit_test(t_par_sweep), cmocka_unit_test(t_figures_large)};
     RUN_GROUP(c, "exp", t);
 }
