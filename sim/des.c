@@ -56,6 +56,19 @@ typedef struct {
     int32_t to, next;
 } sim_edge;
 
+/* A region of tasks [a, b) whose task i + Q is task i's copy (kind, queue, cost, dependency
+ * count, successors shifted by Q); anchors are the tasks anchor0 + m Q. */
+typedef struct {
+    int32_t a, b, Q, anchor0;
+} sim_region;
+
+/* A task's start or end, as the fast-forward log keeps them. */
+typedef struct {
+    sim_time t;
+    int32_t id, why;
+    uint8_t end;
+} sim_tr;
+
 /* A finished task as the critical path needs it. A node lives while a task that it let start is
  * still running or a node refers to it (or it is the task that ended last), so a streamed run
  * keeps the chains that can still be the critical path, not the whole run. */
@@ -95,6 +108,23 @@ struct sim_des {
     int32_t hn, hcap;
     uint64_t seq;
     int32_t mark;
+    /* fast-forward over periodic regions (sim_des_periodic) */
+    sim_region *rg;
+    int32_t nrg, rgcap, rgi;
+    int ff_on;
+    int32_t lo;           /* every task below it has finished */
+    int32_t ff_hi;        /* highest task id started */
+    int32_t ff_anchor;    /* an anchor started during the event being run (-1: none) */
+    int32_t ff_prev;      /* anchor of the last checkpoint (-1: none) */
+    int64_t *sig[2];      /* signatures: the last checkpoint's, the current one */
+    int32_t nsig[2], sigcap[2];
+    sim_tr *log;          /* transitions since the last checkpoint */
+    int32_t nlog, logcap;
+    int ff_logbad;        /* the log could not keep up (out of memory): no fast-forward from it */
+    uint64_t ff_ev0;
+    sim_time ff_busy0[KV_RES_COUNT], ff_t0;
+    uint64_t ff_periods;  /* periods fast-forwarded in the run */
+    int ff_broken;        /* a replay found the queues not as the region promised (a bug): the run fails */
     sim_queue q[SIM_MAX_REP * KV_Q_COUNT]; /* last: one GPU uses the first KV_Q_COUNT */
 };
 
@@ -139,6 +169,9 @@ void sim_des_free(sim_des *d) {
     free(d->cn);
     free(d->heap);
     free(d->ns);
+    free(d->rg);
+    free(d->sig[0]), free(d->sig[1]);
+    free(d->log);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
     free(d);
 }
@@ -161,6 +194,8 @@ void sim_des_reset(sim_des *d) {
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
+    d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
 }
 
 void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
@@ -487,6 +522,293 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
     return net_solve(c, now);
 }
 
+
+/* ---- fast-forward over periodic regions ------------------------------------------------------
+ * The layers of one decode step are copies of each other: the same ops with the same costs and
+ * the same dependencies, shifted by the layer's task count Q. Once the simulation reaches the
+ * same state, relative to a layer's first compute task (the anchor) and its start time, at two
+ * anchors in a row, every later layer of the region runs the same events shifted by Q tasks and
+ * by the time D between the anchors: the run is deterministic and its arithmetic depends only on
+ * differences of times. Those layers are then not simulated but replayed: the starts and ends
+ * logged between the two anchors are copied k times, shifted (the successors' dependency counts
+ * are decremented as the run would, the busy times and event counts grow by k times the
+ * period's), and the run continues from the state shifted by k Q and k D. The state compared is
+ * everything the future depends on: every unfinished task's status and dependency count between
+ * the oldest unfinished task and the newest started one, each queue's running task (its start
+ * and the task that let it start) and next task, every copy in flight (its remaining work and
+ * rate to the bit, the time its rate applies from), and the pending completion events in heap
+ * order. A skip is taken only when every task it touches stays inside the region, every task
+ * before the region has finished (so dependencies from outside are met), and no queue could
+ * start a task outside the region. Results are those of the full run to the bit (tests compare
+ * every field); KVPR_SIM_FF=0 turns it off. Whole-graph runs of one GPU only. */
+
+void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
+    if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b) return;
+    if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
+    d->rg[d->nrg++] = (sim_region){a, b, Q, anchor0};
+}
+
+uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
+
+/* Task i is task i - Q's copy: the same kind, queue and cost, the same dependency count, and its
+ * successors are the other's shifted by Q (in order). */
+static int ff_copy(sim_des *d, int32_t i, int32_t Q) {
+    const sim_task *x = TK(d, i), *y = TK(d, i - Q);
+    if (x->op != y->op || x->queue != y->queue || x->rep != y->rep || x->deps_left != y->deps_left || x->nsucc_in != y->nsucc_in)
+        return 0;
+    if (memcmp(&x->fixed_s, &y->fixed_s, sizeof x->fixed_s) || memcmp(&x->work, &y->work, sizeof x->work)) return 0;
+    for (int k = 0; k < x->nsucc_in; k++)
+        if (x->succ_in[k] != y->succ_in[k] + Q) return 0;
+    int32_t p = x->succ_head, q = y->succ_head;
+    for (; p >= 0 && q >= 0; p = d->e[p].next, q = d->e[q].next)
+        if (d->e[p].to != d->e[q].to + Q) return 0;
+    return p < 0 && q < 0;
+}
+
+/* Each declared region shrinks to its longest stretch of copies (at least four periods). */
+static void ff_verify(sim_des *d) {
+    int32_t n = 0;
+    for (int32_t r = 0; r < d->nrg; r++) {
+        sim_region g = d->rg[r];
+        if (g.b > d->n) g.b = d->n;
+        int32_t best_s = 0, best_e = 0, run_s = -1;
+        for (int32_t i = g.a + g.Q; i <= g.b; i++) {
+            int ok = i < g.b && ff_copy(d, i, g.Q);
+            if (ok && run_s < 0) run_s = i;
+            if (!ok && run_s >= 0) {
+                if (i - run_s > best_e - best_s) best_s = run_s, best_e = i;
+                run_s = -1;
+            }
+        }
+        if (best_e - best_s < 3 * g.Q) continue;
+        g.a = best_s - g.Q, g.b = best_e;
+        /* the first anchor inside */
+        int32_t m = g.anchor0 >= g.a ? 0 : (g.a - g.anchor0 + g.Q - 1) / g.Q;
+        g.anchor0 += m * g.Q;
+        if (g.anchor0 >= g.b) continue;
+        d->rg[n++] = g;
+    }
+    d->nrg = n;
+}
+
+static int ff_push(sim_des *d, int k, int64_t v) {
+    if (d->nsig[k] == d->sigcap[k] && grow((void **)&d->sig[k], &d->sigcap[k], d->nsig[k] + 1, sizeof(int64_t))) return -1;
+    d->sig[k][d->nsig[k]++] = v;
+    return 0;
+}
+
+static int64_t ff_bits(double x) {
+    int64_t v;
+    memcpy(&v, &x, sizeof v);
+    return v;
+}
+
+static int cmp_ev(const void *a, const void *b) {
+    const sim_event *x = a, *y = b;
+    return ev_less(x, y) ? -1 : ev_less(y, x) ? 1 : 0;
+}
+
+/* The live completion events (of running tasks, at their current version) in heap order, into
+ * d->heap's tail scratch... kept simple: collected into out (size hn at most). */
+static int32_t ff_live(sim_des *d, sim_event *out) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < d->hn; i++) {
+        const sim_event *e = &d->heap[i];
+        if (e->task < d->off || e->task >= d->n) continue;
+        const sim_task *t = TK(d, e->task);
+        if (d->q[t->rep * KV_Q_COUNT + t->queue].running == e->task && e->ver == t->ver) out[n++] = *e;
+    }
+    qsort(out, (size_t)n, sizeof *out, cmp_ev);
+    return n;
+}
+
+#define FF_NONE INT64_MIN
+
+/* The state relative to anchor A at time now into signature k; -1 if it cannot be expressed
+ * (a time too far apart, or out of memory). */
+static int ff_sig(sim_des *d, int k, int32_t A, sim_time now, sim_event *live, int32_t nlive) {
+    d->nsig[k] = 0;
+    int32_t lo = d->lo, hi = d->ff_hi;
+    if (ff_push(d, k, lo - A) || ff_push(d, k, hi - A)) return -1;
+    for (int32_t i = lo; i <= hi; i++) {
+        const sim_task *t = TK(d, i);
+        if (ff_push(d, k, t->fin ? -1 : t->start >= 0 ? -2 : t->deps_left)) return -1;
+    }
+    const sim_time lim = (sim_time)INT64_MAX / 2;
+    for (int qi = 0; qi < d->nq; qi++) {
+        const sim_queue *q = &d->q[qi];
+        if (q->running >= 0) {
+            const sim_task *t = TK(d, q->running);
+            if (now - t->start > lim || ff_push(d, k, q->running - A) || ff_push(d, k, (int64_t)(now - t->start)) ||
+                ff_push(d, k, t->crit >= 0 ? t->crit - A : FF_NONE))
+                return -1;
+        } else if (ff_push(d, k, FF_NONE))
+            return -1;
+        if (ff_push(d, k, q->head < q->n ? q->seq[q->head] - A : FF_NONE)) return -1;
+    }
+    for (int r = 0; r < 2; r++) {
+        const sim_dir *L = &d->dir[r];
+        if (ff_push(d, k, L->n)) return -1;
+        for (int i = 0; i < L->n; i++) {
+            const sim_flow *f = &L->f[i];
+            sim_time u = f->upd - now;
+            if (u > lim || u < -lim || ff_push(d, k, f->task - A) || ff_push(d, k, ff_bits(f->rem)) || ff_push(d, k, ff_bits(f->rate)) ||
+                ff_push(d, k, (int64_t)u))
+                return -1;
+        }
+    }
+    if (ff_push(d, k, nlive)) return -1;
+    for (int32_t i = 0; i < nlive; i++) {
+        sim_time u = live[i].t - now;
+        if (u > lim || ff_push(d, k, (int64_t)u) || ff_push(d, k, live[i].task - A)) return -1;
+    }
+    return 0;
+}
+
+static const sim_region *ff_region(sim_des *d, int32_t id) {
+    while (d->rgi < d->nrg && d->rg[d->rgi].b <= id) d->rgi++;
+    if (d->rgi < d->nrg && id >= d->rg[d->rgi].a) return &d->rg[d->rgi];
+    /* a start behind the current region (another queue): look it up */
+    int32_t lo = 0, hi = d->nrg;
+    while (lo < hi) {
+        int32_t m = (lo + hi) / 2;
+        if (d->rg[m].b <= id) lo = m + 1;
+        else hi = m;
+    }
+    return lo < d->nrg && id >= d->rg[lo].a ? &d->rg[lo] : NULL;
+}
+
+static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end) {
+    if (d->ff_prev < 0 || d->ff_logbad) return;
+    if (d->nlog == d->logcap && grow((void **)&d->log, &d->logcap, d->nlog + 1, sizeof *d->log)) {
+        d->ff_logbad = 1;
+        return;
+    }
+    d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end};
+}
+
+/* Starts a new period at anchor A: its signature becomes the one to compare with. */
+static void ff_begin(sim_des *d, int32_t A, sim_time now) {
+    int64_t *x = d->sig[0];
+    int32_t c = d->sigcap[0];
+    d->sig[0] = d->sig[1], d->sigcap[0] = d->sigcap[1], d->nsig[0] = d->nsig[1];
+    d->sig[1] = x, d->sigcap[1] = c, d->nsig[1] = 0;
+    d->ff_prev = A;
+    d->nlog = 0, d->ff_logbad = 0;
+    d->ff_ev0 = d->st.events;
+    memcpy(d->ff_busy0, d->st.busy, sizeof d->ff_busy0);
+    d->ff_t0 = now;
+}
+
+/* At the end of an event in which anchor A started: compare, and skip what repeats. */
+static void ff_checkpoint(sim_des *d, int32_t A) {
+    sim_time now = d->now;
+    const sim_region *g = ff_region(d, A);
+    while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
+    if (!g || d->hn > 4096 || d->ff_hi - d->lo > 16 * g->Q + 64) {
+        d->ff_prev = -1;
+        return;
+    }
+    sim_event live[4096];
+    int32_t nlive = ff_live(d, live);
+    if (ff_sig(d, 1, A, now, live, nlive)) {
+        d->ff_prev = -1;
+        return;
+    }
+    int same = d->ff_prev == A - g->Q && !d->ff_logbad && d->nsig[0] == d->nsig[1] &&
+               !memcmp(d->sig[0], d->sig[1], sizeof(int64_t) * (size_t)d->nsig[1]);
+    if (!same) {
+        ff_begin(d, A, now);
+        return;
+    }
+    sim_time D = now - d->ff_t0;
+    int32_t Q = g->Q, maxid = d->ff_hi;
+    int ok = D > 0 && d->lo >= g->a;
+    for (int32_t i = 0; ok && i < d->nlog; i++) {
+        const sim_tr *r = &d->log[i];
+        if (r->id < g->a || r->id >= g->b || (!r->end && (r->why < g->a || r->why >= g->b))) ok = 0;
+        if (r->id > maxid) maxid = r->id;
+    }
+    for (int qi = 0; ok && qi < d->nq; qi++) {
+        const sim_queue *q = &d->q[qi];
+        if (q->running >= 0) {
+            const sim_task *t = TK(d, q->running);
+            if (q->running < g->a || q->running >= g->b || t->crit < g->a || t->crit >= g->b) ok = 0;
+        }
+        /* a queue whose next task lies outside could start it at any time of the skip */
+        if (q->head < q->n && (q->seq[q->head] < g->a || q->seq[q->head] >= g->b)) ok = 0;
+        if (q->head < q->n && q->seq[q->head] > maxid) maxid = q->seq[q->head];
+    }
+    for (int32_t i = 0; i < nlive; i++)
+        if (live[i].task > maxid) maxid = live[i].task;
+    int64_t k = ok ? (int64_t)(g->b - 1 - maxid) / Q : 0;
+    if (k < 1) {
+        ff_begin(d, A, now);
+        return;
+    }
+    /* replay the period k times */
+    sim_des_stats *st = &d->st;
+    uint64_t ev = st->events - d->ff_ev0;
+    for (int64_t m = 1; m <= k; m++) {
+        int32_t sh = (int32_t)(m * Q);
+        sim_time dt = (sim_time)m * D;
+        for (int32_t i = 0; i < d->nlog; i++) {
+            const sim_tr *r = &d->log[i];
+            sim_task *t = TK(d, r->id + sh);
+            if (!r->end) {
+                sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
+                if (q->head >= q->n || q->seq[q->head] != r->id + sh) {
+                    d->ff_broken = 1;
+                    return;
+                }
+                q->head++;
+                t->start = r->t + dt;
+                t->crit = r->why + sh;
+                continue;
+            }
+            t->end = r->t + dt;
+            t->fin = 1;
+            d->done++;
+            if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end;
+            for (int j = 0; j < t->nsucc_in; j++) TK(d, t->succ_in[j])->deps_left--;
+            for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next) TK(d, d->e[e].to)->deps_left--;
+        }
+    }
+    int32_t sh = (int32_t)(k * Q);
+    sim_time dt = (sim_time)k * D;
+    st->events += (uint64_t)k * ev;
+    for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (st->busy[r] - d->ff_busy0[r]);
+    for (int r = 0; r < 2; r++) {
+        sim_dir *L = &d->dir[r];
+        if (L->n > 0 && L->since >= d->ff_t0) L->since += dt; /* a busy period that began in the period */
+        for (int i = 0; i < L->n; i++) L->f[i].task += sh, L->f[i].upd += dt;
+    }
+    for (int qi = 0; qi < d->nq; qi++) {
+        sim_queue *q = &d->q[qi];
+        if (q->running < 0) continue;
+        const sim_task *x = TK(d, q->running);
+        sim_task *y = TK(d, q->running + sh);
+        y->start = x->start + dt, y->crit = x->crit + sh, y->ver = x->ver, y->fin = 0;
+        q->running += sh;
+    }
+    d->hn = 0;
+    for (int32_t i = 0; i < nlive; i++)
+        if (push(d, live[i].t + dt, live[i].task + sh, live[i].ver)) {
+            d->nomem = 1;
+            return;
+        }
+    d->now = now + dt;
+    d->ff_hi += sh;
+    d->ff_periods += (uint64_t)k;
+    while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
+    /* the state is the last checkpoint's, shifted: the next period compares with it again */
+    d->ff_prev = A + sh;
+    d->nlog = 0;
+    d->ff_ev0 = st->events;
+    memcpy(d->ff_busy0, st->busy, sizeof d->ff_busy0);
+    d->ff_t0 = d->now;
+}
+
 static int try_start(sim_des *c, int qi, sim_time now, int32_t why) {
     sim_des *d = c;
     sim_queue *q = &d->q[qi];
@@ -499,6 +821,12 @@ static int try_start(sim_des *c, int qi, sim_time now, int32_t why) {
     t->start = now;
     t->crit = why;
     t->ver++;
+    if (d->ff_on) {
+        if (id > d->ff_hi) d->ff_hi = id;
+        ff_log(d, id, why, now, 0);
+        const sim_region *g = ff_region(d, id);
+        if (g && id >= g->anchor0 && (id - g->anchor0) % g->Q == 0) d->ff_anchor = id;
+    }
     if (d->has_net && is_flow(d, t)) return net_start(c, id, now);
     if (is_link(t->res)) {
         int dir = t->res == KV_RES_H2D ? 0 : 1;
@@ -588,6 +916,10 @@ static int try_start_at(sim_des *c, int qi, sim_time now, int32_t why) {
 
 static void start_run(sim_des *d) {
     d->started = 1;
+    const char *ff = getenv("KVPR_SIM_FF");
+    d->ff_on = d->nrg > 0 && !d->stream && !d->has_net && !(ff && !strcmp(ff, "0"));
+    if (d->ff_on) ff_verify(d);
+    d->ff_on = d->ff_on && d->nrg > 0;
     d->checked = d->n;
     d->dir[0].n = d->dir[1].n = 0;
     if (d->has_net) {
@@ -627,6 +959,7 @@ static int step_event(sim_des *d) {
     sim_time now = d->now = e.t;
     t->end = now;
     t->fin = 1;
+    if (d->ff_on) ff_log(d, e.task, -1, now, 1);
     int32_t nd = -1;
     if (d->stream) {
         if ((nd = cnode_new(d)) < 0) {
@@ -664,6 +997,12 @@ static int step_event(sim_des *d) {
     if (d->stream) {
         cnode_drop(d, nd);
         if (old_last >= 0 && old_last != d->last_node) cnode_drop(d, old_last);
+    }
+    if (d->ff_anchor >= 0) {
+        int32_t A = d->ff_anchor;
+        d->ff_anchor = -1;
+        ff_checkpoint(d, A);
+        if (d->ff_broken || d->nomem) return 0;
     }
     return 1;
 nomem:
@@ -709,6 +1048,7 @@ kv_status sim_des_run(sim_des *d, sim_des_stats *st) {
     st->makespan = d->now;
     if (d->overrun) return KV_OK; /* the caller looks at sim_des_overrun and runs the whole graph */
     if (d->nomem) return kv_errorf(KV_ENOMEM, "sim: out of memory for events");
+    if (d->ff_broken) return kv_errorf(KV_EINVAL, "sim: fast-forward found a queue out of order (internal error; KVPR_SIM_FF=0 runs without it)");
     if (d->bad >= 0) {
         sim_task *t = TK(d, d->bad);
         return kv_errorf(KV_EINVAL, "simulated time out of range: %s at step %d layer %d mb %d would take %.3g s (the profile's values are absurd)",

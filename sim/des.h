@@ -91,6 +91,15 @@ void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, si
 sim_time sim_des_mark_end(const sim_des *d);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
 
+/* Declares tasks [a, b) a region whose task i + Q repeats task i (a decode step's layers, Q tasks
+ * each; anchor0 is a layer's first compute task): the run verifies it, keeps the longest stretch
+ * that repeats, and fast-forwards over the layers whose state repeats (see des.c). The results
+ * are the full run's to the bit. Before sim_des_run, whole-graph runs only (ignored when streaming
+ * or with a host network). */
+void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0);
+/* Periods the last run fast-forwarded over. */
+uint64_t sim_des_ff_periods(const sim_des *d);
+
 /* Several GPUs on one host: every replica has its own queues; copies and CPU attention become
  * flows over a route of hops (its GPU's link direction, its switch uplink, the inter-socket link,
  * the DRAM of the socket holding its buffers, that socket's cores), shared max-min fairly

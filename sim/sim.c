@@ -135,14 +135,33 @@ typedef struct {
     int stream;
     int32_t win_fixed, step0_first; /* a window given by the caller; the first decode task */
     sim_time t0; /* end of the first token, once a decode task has finished (-1 before) */
+    /* the decode step being emitted: its first task and its layers' first compute tasks
+     * (layer 1 and 2, micro-batch 0), declared to the core as a periodic region (fast-forward) */
+    int32_t ff_step, ff_first, ff_q1, ff_q2;
     /* what each finished task adds to the result, in task order (streamed or not, the same sums) */
     sim_result *out;
     double *step_end;
 } sink_ctx;
 
+/* The step just emitted, up to task b: its layers repeat with the period between their first
+ * compute tasks (the core checks that they do). */
+static void ff_declare(sink_ctx *sc, int32_t b) {
+    if (!sc->stream && sc->ff_step >= 0 && sc->ff_q1 >= 0 && sc->ff_q2 > sc->ff_q1)
+        sim_des_periodic(sc->d, sc->ff_first, b, sc->ff_q2 - sc->ff_q1, sc->ff_q1);
+    sc->ff_step = -1, sc->ff_q1 = sc->ff_q2 = -1;
+}
+
 static int32_t sim_emit(void *ctx, const kv_gop *o) {
     sink_ctx *sc = ctx;
     sim_task *t;
+    if (o->step >= 0 && o->step != sc->ff_step) {
+        ff_declare(sc, sim_des_count(sc->d));
+        sc->ff_step = o->step, sc->ff_first = sim_des_count(sc->d);
+    }
+    if (o->step >= 0 && o->op == KV_OP_QKV && o->mb == 0) {
+        if (o->layer == 1) sc->ff_q1 = sim_des_count(sc->d);
+        else if (o->layer == 2) sc->ff_q2 = sim_des_count(sc->d);
+    }
     int32_t id = sim_des_add(sc->d, (kv_op)o->op, (kv_queue)o->queue, o->step, o->layer, o->mb, o->deps, o->ndeps, &t);
     if (id < 0) return -1;
     t->bytes = o->bytes;
@@ -190,8 +209,10 @@ kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv
     sink_ctx sc;
     memset(&sc, 0, sizeof sc);
     sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = pl->paper_model, sc.first_token = -1;
+    sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
     kv_graph_sink sink = {&sc, sim_emit};
     kv_status st = kv_graph_build(m, pl, ly, &sink);
+    if (!st) ff_declare(&sc, sim_des_count(d));
     *first_token = sc.first_token;
     return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
 }
@@ -235,9 +256,11 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
         sc.out = out, sc.step_end = sx->step_end, sc.stream = stream;
         sc.win_fixed = sx->window, sc.step0_first = -1, sc.t0 = -1;
+        sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
         if (stream) sim_des_stream(d, sx->window > 0 ? sx->window : INT32_MAX / 2, sim_retire, &sc);
         kv_graph_sink sink = {&sc, sim_emit};
         if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
+        ff_declare(&sc, sim_des_count(d));
         if ((st = sim_des_run(d, &ds))) return st;
         if (!stream || !sim_des_overrun(d)) break;
         sx->reruns++;

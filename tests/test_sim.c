@@ -603,6 +603,66 @@ static void t_bound_best_split(void **s) {
     sim_free(x);
 }
 
+
+/* Fast-forward over repeating layers changes nothing: random plans (every policy, both modes,
+ * prefill or not, compression, partial placement, paper model) give the same result and the same
+ * timeline, task by task (start, end, the task that let it start), with it and without it; and it
+ * does skip layers in most of them (or this test would prove nothing). */
+static void t_fast_forward_same(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B", "OPT-30B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090", "a100-80gb"};
+    srand(9090);
+    sim_ctx *off = sim_new(), *on = sim_new();
+    int ran = 0, skipped = 0;
+    for (int it = 0; it < 150; it++) {
+        kv_model m = mdl(models[rand() % 6]);
+        hw_profile p = hwp(hws[rand() % 7]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+        pl.policy = it % 3 ? KV_POL_KVPR : (kv_policy)(rand() % KV_POL_COUNT);
+        pl.batch = 1 + rand() % 48;
+        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 6 : 1;
+        pl.prompt = 8 + rand() % 700;
+        pl.gen = 2 + rand() % 10;
+        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
+        pl.prefetch = 1 + rand() % 3;
+        pl.keep_act = rand() % 2;
+        pl.wkv_first = rand() % 2;
+        pl.no_prefill = rand() % 4 == 0;
+        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 5 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
+        pl.paper_model = rand() % 8 == 0;
+        pl.layers = rand() % 3 == 0 ? 6 + rand() % 20 : 0;
+        sim_result a, b;
+        setenv("KVPR_SIM_FF", "0", 1);
+        kv_status st = sim_run(off, &m, &p, &pl, &a);
+        unsetenv("KVPR_SIM_FF");
+        if (st == KV_ENOFIT || st == KV_EINVAL) continue;
+        if (st) fail_msg("%s", kv_errmsg());
+        static double steps[4096];
+        assert_true(a.nsteps <= 4096);
+        memcpy(steps, a.step_s, sizeof(double) * (size_t)a.nsteps);
+        a.step_s = steps;
+        assert_int_equal(sim_run(on, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
+        sim_des *x = sim_last_des(off), *y = sim_last_des(on);
+        assert_int_equal(sim_des_count(x), sim_des_count(y));
+        for (int32_t i = 0; i < sim_des_count(x); i++) {
+            const sim_task *u = sim_des_get(x, i), *v = sim_des_get(y, i);
+            if (u->start != v->start || u->end != v->end || u->crit != v->crit)
+                fail_msg("plan %d task %d (%s step %d layer %d): start/end/crit differ with fast-forward", it, i, kv_op_name((kv_op)u->op), u->step,
+                         u->layer);
+        }
+        assert_int_equal(sim_des_ff_periods(x), 0);
+        if (sim_des_ff_periods(y) > 0) skipped++;
+        ran++;
+    }
+    assert_true(ran > 80);
+    assert_true(skipped > ran / 3);
+    sim_free(off), sim_free(on);
+}
+
 /* The core notices a task added too late: with the whole graph it would have started at once. */
 static void t_stream_late(void **s) {
     (void)s;
@@ -652,6 +712,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same)};
     RUN_GROUP(c, "sim", t);
 }
