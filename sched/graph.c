@@ -164,6 +164,13 @@ kv_status kv_layout_fits(const kv_layout *ly, double gpu_bytes, double cpu_bytes
 
 /* ---- builder -------------------------------------------------------------------------------- */
 
+void kv_graph_split_init(kv_split_k *c, const kv_model *m, const kv_plan *pl, const kv_layout *ly) {
+    c->m = m, c->prompt = pl->prompt, c->b_cpu = ly->b_cpu;
+    c->streams_kv = ly->streams_kv, c->latency_kv = pl->mode == KV_MODE_LATENCY && ly->streams_kv;
+    c->kvb = (double)kv_model_kv_bytes_token_layer(m), c->actb = (double)kv_model_act_bytes_token(m);
+    c->kvs = ly->kv_st, c->acts = ly->act_st, c->h = m->hidden, c->kvd = kv_model_kv_dim(m);
+}
+
 typedef struct {
     const kv_model *m;
     const kv_plan *pl;
@@ -180,6 +187,7 @@ typedef struct {
     int64_t g, v;       /* running layer index (weight slots), running (layer, mb) index (K/V slots) */
     double kvb, actb, pe;
     double kvs, acts;   /* bytes per token of the CPU part's K/V and activations as stored (packed under --compress kv) */
+    kv_split_k sk;
 } bld;
 
 static void op_init(kv_gop *o, kv_op op, kv_queue q, int step, int layer, int mb) {
@@ -240,6 +248,72 @@ static kv_status weight_load(bld *b, kv_op op, int step, int j, int k, double by
     return KV_OK;
 }
 
+/* The fields that depend on the split (rows, context, bytes, FLOPs) of the ops that have them:
+ * decode ops at split l (lmin = lmax = l), the prompt pass's stores for splits lmin..lmax over the
+ * steps (K/V from lmin in latency mode, activations up to lmax). The one place the builder and
+ * the re-costing of a graph at another split (kv_graph_resplit) take them from. */
+static void split_fields(const kv_split_k *c, kv_gop *o, int lmin, int lmax) {
+    double nc = c->b_cpu;
+    if (o->step < 0) {
+        int p = c->prompt, r0 = c->latency_kv ? (lmin < p ? lmin : p) : 0, la = lmax < p ? lmax : p;
+        switch ((kv_op)o->op) {
+        case KV_OP_QUANT: { /* K/V of rows [r0, p) and activations of rows [0, la) */
+            double n_kv = nc * (p - r0), n_act = c->streams_kv ? nc * la : 0;
+            o->row0 = r0, o->row1 = p, o->ctx = c->streams_kv ? la : 0;
+            o->bytes = n_kv * (c->kvs + c->kvb) + n_act * (c->acts + c->actb);
+            return;
+        }
+        case KV_OP_KV_D2H:
+            o->row0 = r0, o->row1 = p;
+            o->bytes = nc * (p - r0) * c->kvs;
+            return;
+        case KV_OP_ACT_D2H:
+            o->row0 = 0, o->row1 = la;
+            o->bytes = nc * la * c->acts;
+            return;
+        default: return;
+        }
+    }
+    int s = c->prompt + o->step, l = lmax;
+    switch ((kv_op)o->op) {
+    case KV_OP_ACT_H2D: /* the first l rows' stored activations */
+        o->row0 = 0, o->row1 = l;
+        o->bytes = nc * l * c->acts;
+        return;
+    case KV_OP_KV_H2D: /* the other rows' K/V */
+        o->row0 = l, o->row1 = s;
+        o->bytes = nc * (s - l) * c->kvs;
+        return;
+    case KV_OP_DQ_ACT:
+        o->row0 = 0, o->row1 = l;
+        o->bytes = nc * l * (c->acts + c->actb);
+        return;
+    case KV_OP_RECOMPUTE: /* K/V of the first l rows from their activations */
+        o->row0 = 0, o->row1 = l, o->ctx = l;
+        o->flops = kv_model_recompute_flops(c->m, (int64_t)c->b_cpu * l);
+        o->bytes = gemm_bytes(c->m, c->h * 2 * c->kvd, nc * l, c->h, 2 * c->kvd);
+        return;
+    case KV_OP_DQ_KV:
+        o->row0 = l, o->row1 = s;
+        o->bytes = nc * (s - l) * (c->kvs + c->kvb);
+        return;
+    default: return;
+    }
+}
+
+int kv_graph_split_op(const kv_gop *o) {
+    if (o->step < 0) return o->op == KV_OP_QUANT || o->op == KV_OP_KV_D2H || o->op == KV_OP_ACT_D2H;
+    return o->op == KV_OP_ACT_H2D || o->op == KV_OP_KV_H2D || o->op == KV_OP_DQ_ACT || o->op == KV_OP_RECOMPUTE || o->op == KV_OP_DQ_KV;
+}
+
+void kv_graph_split_apply(const kv_split_k *c, kv_gop *o, int l) { split_fields(c, o, l, l); }
+
+void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l) {
+    kv_split_k c;
+    kv_graph_split_init(&c, m, pl, ly);
+    split_fields(&c, o, l, l);
+}
+
 /* One (layer, micro-batch) of the prompt pass. */
 static kv_status prefill_one(bld *b, int j, int k) {
     kv_status st;
@@ -285,26 +359,25 @@ static kv_status prefill_one(bld *b, int j, int k) {
         int la = ly->lmax < p ? ly->lmax : p;
         int32_t src = qkv; /* what the stores read: the new K/V, or their packed form */
         if (ly->comp_kv) {
-            double n_kv = (double)ly->b_cpu * (p - r0), n_act = ly->streams_kv ? (double)ly->b_cpu * la : 0;
             /* K/V of rows [r0, p) and activations of rows [0, la): the executor reads the rows from the op */
             op_init(&o, KV_OP_QUANT, KV_Q_COMPUTE, -1, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = r0, o.row1 = p, o.ctx = ly->streams_kv ? la : 0;
-            o.bytes = n_kv * (b->kvs + b->kvb) + n_act * (b->acts + b->actb);
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu;
+            split_fields(&b->sk, &o, ly->lmin, ly->lmax);
             dep(&o, qkv);
             EMIT(o, src);
         }
         if (p - r0 > 0) {
             op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, -1, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = r0, o.row1 = p;
-            o.bytes = (double)ly->b_cpu * (p - r0) * b->kvs;
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu;
+            split_fields(&b->sk, &o, ly->lmin, ly->lmax);
             dep(&o, src);
             EMIT(o, b->cache_wb[c]);
             b->pf_store = b->cache_wb[c];
         }
         if (ly->streams_kv && la > 0) {
             op_init(&o, KV_OP_ACT_D2H, KV_Q_STORE, -1, j, k);
-            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row1 = la;
-            o.bytes = (double)ly->b_cpu * la * b->acts;
+            o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu;
+            split_fields(&b->sk, &o, ly->lmin, ly->lmax);
             dep(&o, src);
             EMIT(o, b->cache_wb[c]);
             b->pf_store = b->cache_wb[c];
@@ -329,42 +402,6 @@ static kv_status prefill_one(bld *b, int j, int k) {
         b->pf_head = b->head[k];
     }
     return KV_OK;
-}
-
-int kv_graph_split_op(kv_op op) {
-    return op == KV_OP_ACT_H2D || op == KV_OP_KV_H2D || op == KV_OP_DQ_ACT || op == KV_OP_RECOMPUTE || op == KV_OP_DQ_KV;
-}
-
-void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l) {
-    if (o->step < 0 || !kv_graph_split_op((kv_op)o->op)) return;
-    int s = pl->prompt + o->step;
-    double h = m->hidden, kvd = kv_model_kv_dim(m);
-    double kvb = (double)kv_model_kv_bytes_token_layer(m), actb = (double)kv_model_act_bytes_token(m);
-    double kvs = ly->kv_st, acts = ly->act_st;
-    switch ((kv_op)o->op) {
-    case KV_OP_ACT_H2D: /* the first l rows' stored activations */
-        o->row0 = 0, o->row1 = l;
-        o->bytes = (double)ly->b_cpu * l * acts;
-        return;
-    case KV_OP_KV_H2D: /* the other rows' K/V */
-        o->row0 = l, o->row1 = s;
-        o->bytes = (double)ly->b_cpu * (s - l) * kvs;
-        return;
-    case KV_OP_DQ_ACT:
-        o->row0 = 0, o->row1 = l;
-        o->bytes = (double)ly->b_cpu * l * (acts + actb);
-        return;
-    case KV_OP_RECOMPUTE: /* K/V of the first l rows from their activations */
-        o->row0 = 0, o->row1 = l, o->ctx = l;
-        o->flops = kv_model_recompute_flops(m, (int64_t)ly->b_cpu * l);
-        o->bytes = gemm_bytes(m, h * 2 * kvd, (double)ly->b_cpu * l, h, 2 * kvd);
-        return;
-    case KV_OP_DQ_KV:
-        o->row0 = l, o->row1 = s;
-        o->bytes = (double)ly->b_cpu * (s - l) * (kvs + kvb);
-        return;
-    default: return;
-    }
 }
 
 /* One (step, layer, micro-batch) of decoding. */
@@ -393,14 +430,14 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         if (l > 0) {
             op_init(&o, KV_OP_ACT_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
-            kv_graph_resplit(m, pl, ly, &o, l);
+            split_fields(&b->sk, &o, l, l);
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, act);
         }
         if (s - l > 0) {
             op_init(&o, KV_OP_KV_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
-            kv_graph_resplit(m, pl, ly, &o, l);
+            split_fields(&b->sk, &o, l, l);
             dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
             EMIT(o, kv);
         }
@@ -431,7 +468,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         if (act >= 0) {
             op_init(&o, KV_OP_DQ_ACT, KV_Q_COMPUTE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
-            kv_graph_resplit(m, pl, ly, &o, l);
+            split_fields(&b->sk, &o, l, l);
             dep(&o, act);
             EMIT(o, act);
         }
@@ -439,7 +476,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     if (act >= 0) {
         op_init(&o, KV_OP_RECOMPUTE, KV_Q_COMPUTE, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
-        kv_graph_resplit(m, pl, ly, &o, l);
+        split_fields(&b->sk, &o, l, l);
         dep(&o, act), dep(&o, wkv >= 0 ? wkv : w);
         EMIT(o, rec);
     }
@@ -472,7 +509,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         if (kv >= 0 && ly->comp_kv) {
             op_init(&o, KV_OP_DQ_KV, KV_Q_COMPUTE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
-            kv_graph_resplit(m, pl, ly, &o, l);
+            split_fields(&b->sk, &o, l, l);
             dep(&o, kv);
             EMIT(o, kv);
         }
@@ -518,7 +555,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
 }
 
 kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink) {
-    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0, 0, 0};
+    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0, 0, 0, {0}};
     int64_t nslots = (int64_t)ly->D * ly->nb, ncache = (int64_t)ly->L * ly->nb;
     if (nslots > (1 << 24) || ncache > (1 << 28))
         return kv_errorf(KV_EOVERFLOW, "graph: %lld layer x micro-batch caches is too many", (long long)ncache);
@@ -531,6 +568,7 @@ kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *
     b.kvb = (double)kv_model_kv_bytes_token_layer(m), b.actb = (double)kv_model_act_bytes_token(m);
     b.pe = kv_dtype_bytes(m->dtype);
     b.kvs = ly->kv_st, b.acts = ly->act_st;
+    kv_graph_split_init(&b.sk, m, pl, ly);
     kv_status st = KV_OK;
     if (!pl->no_prefill && !pl->paper_model)
         for (int j = 0; j < ly->L && !st; j++, b.g++)

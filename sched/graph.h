@@ -98,13 +98,22 @@ typedef struct {
     int32_t (*emit)(void *ctx, const kv_gop *op);
 } kv_graph_sink;
 
-/* The decode ops whose fields depend on the split l (act_h2d, kv_h2d, recompute and their
- * dequantisations), and those fields (rows, context, bytes, FLOPs) set for split l: the one place
- * the builder takes them from, so a consumer can re-cost a graph at another split. Other ops, and
- * the prompt pass's, are left alone. For 0 < l < prompt every split has the same ops and
- * dependencies; only these fields differ. */
-int kv_graph_split_op(kv_op op);
+/* The ops whose fields depend on the split l (decode: act_h2d, kv_h2d, recompute and their
+ * dequantisations; the prompt pass: its K/V and activation stores and their quantisation), and
+ * those fields (rows, context, bytes, FLOPs) set for a fixed split l: the one place the builder
+ * takes them from, so a consumer can re-cost a graph at another split. For 0 < l < prompt every
+ * split has the same ops and dependencies; only these fields differ. */
+int kv_graph_split_op(const kv_gop *o);
 void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l);
+/* The same for many ops: what the fields are computed from, once, then applied to each. */
+typedef struct {
+    const kv_model *m;
+    int prompt, b_cpu, latency_kv; /* latency_kv: latency mode streaming the cache (K/V kept only for [l, s)) */
+    int streams_kv;
+    double kvb, actb, kvs, acts, h, kvd;
+} kv_split_k;
+void kv_graph_split_init(kv_split_k *c, const kv_model *m, const kv_plan *pl, const kv_layout *ly);
+void kv_graph_split_apply(const kv_split_k *c, kv_gop *o, int l);
 
 /* Emits the whole run: the prompt pass unless pl->no_prefill, then gen - 1 decode steps. */
 kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink);

@@ -109,8 +109,8 @@ struct sim_des {
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
-    sim_region *rg;
-    int32_t nrg, rgcap, rgi;
+    sim_region *rg, *rgd;  /* verified regions of the run; declared ones (kept for a rewound run) */
+    int32_t nrg, rgcap, rgi, nrgd, rgdcap;
     int ff_on;
     int32_t lo;           /* every task below it has finished */
     int32_t ff_hi;        /* highest task id started */
@@ -170,6 +170,7 @@ void sim_des_free(sim_des *d) {
     free(d->heap);
     free(d->ns);
     free(d->rg);
+    free(d->rgd);
     free(d->sig[0]), free(d->sig[1]);
     free(d->log);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
@@ -194,8 +195,30 @@ void sim_des_reset(sim_des *d) {
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
+    d->nrgd = 0;
     d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
+}
+
+void sim_des_rewind(sim_des *d, const int32_t *deps) {
+    d->hn = 0, d->seq = 0;
+    d->started = d->overrun = 0, d->checked = 0, d->base = 0;
+    d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
+    d->now = d->last_end = 0, d->mark_end = -1;
+    memset(&d->st, 0, sizeof d->st);
+    d->st.last = -1;
+    for (int i = 0; i < d->nq; i++) d->q[i].head = 0, d->q[i].running = -1;
+    d->dir[0].n = d->dir[1].n = 0;
+    d->ncn = 0, d->cnfree = -1;
+    d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
+    for (int32_t i = 0; i < d->n; i++) {
+        sim_task *t = &d->t[i];
+        t->deps_left = deps[i];
+        t->start = t->end = -1;
+        t->fin = 0, t->ver = 0;
+        t->crit = t->cpar = t->cnode = -1;
+    }
 }
 
 void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
@@ -272,6 +295,7 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
 
 sim_task *sim_des_get(sim_des *d, int32_t id) { return id >= d->off && id < d->n ? TK(d, id) : NULL; }
 int32_t sim_des_count(const sim_des *d) { return d->n; }
+const sim_task *sim_des_task_at(const sim_des *d, int32_t id) { return id >= d->off && id < d->n ? &d->t[id - d->off] : NULL; }
 
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to) {
     if (from < d->base || to < d->base || from >= d->n || to >= d->n || from == to)
@@ -544,8 +568,8 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
 
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
     if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b) return;
-    if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
-    d->rg[d->nrg++] = (sim_region){a, b, Q, anchor0};
+    if (grow((void **)&d->rgd, &d->rgdcap, d->nrgd + 1, sizeof *d->rgd)) return; /* no fast-forward, nothing else lost */
+    d->rgd[d->nrgd++] = (sim_region){a, b, Q, anchor0};
 }
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
@@ -568,6 +592,12 @@ static int ff_copy(sim_des *d, int32_t i, int32_t Q) {
 /* Each declared region shrinks to its longest stretch of copies (at least four periods). */
 static void ff_verify(sim_des *d) {
     int32_t n = 0;
+    if (grow((void **)&d->rg, &d->rgcap, d->nrgd, sizeof *d->rg)) {
+        d->nrg = 0;
+        return;
+    }
+    memcpy(d->rg, d->rgd, sizeof *d->rg * (size_t)d->nrgd);
+    d->nrg = d->nrgd;
     for (int32_t r = 0; r < d->nrg; r++) {
         sim_region g = d->rg[r];
         if (g.b > d->n) g.b = d->n;
@@ -917,7 +947,8 @@ static int try_start_at(sim_des *c, int qi, sim_time now, int32_t why) {
 static void start_run(sim_des *d) {
     d->started = 1;
     const char *ff = getenv("KVPR_SIM_FF");
-    d->ff_on = d->nrg > 0 && !d->stream && !d->has_net && !(ff && !strcmp(ff, "0"));
+    d->ff_on = d->nrgd > 0 && !d->stream && !d->has_net && !(ff && !strcmp(ff, "0"));
+    d->nrg = 0;
     if (d->ff_on) ff_verify(d);
     d->ff_on = d->ff_on && d->nrg > 0;
     d->checked = d->n;

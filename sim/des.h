@@ -54,12 +54,18 @@ sim_des *sim_des_new(void);
 void sim_des_free(sim_des *d);
 /* Forget all tasks, keep the memory: one context serves a whole sweep without allocating. */
 void sim_des_reset(sim_des *d);
+/* Makes a finished whole-graph run (not streamed, one GPU) ready to run again: tasks, dependencies,
+ * program order, the mark and declared regions stay; every task's dependency count becomes
+ * deps[i] (as it was before the first run) and nothing has run. The caller may change the tasks'
+ * costs in between (another split of the same plan). */
+void sim_des_rewind(sim_des *d, const int32_t *deps);
 /* Adds a task at the end of its queue's program order; returns its index or -1 (out of memory). */
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
 /* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out);
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
+const sim_task *sim_des_task_at(const sim_des *d, int32_t id); /* read only; NULL if gone */
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to);
 /* Successors of a task (after a run that kept the whole graph); the array is valid until the
  * next call. */

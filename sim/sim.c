@@ -15,6 +15,20 @@ struct sim_ctx {
     int stream;        /* sim_stream: runs stream their graph */
     int32_t window;    /* 0: the default */
     uint64_t reruns;   /* streamed runs that had to run again whole */
+    /* The last whole-graph run's graph, kept so that another split of the same plan runs without
+     * building it again: the same tasks and dependencies (every split strictly between 0 and the
+     * prompt has them, kv_graph_resplit), with the split-dependent ops re-costed. */
+    int have_graph, g_interior, g_split;
+    kv_model gm;
+    hw_profile gp;
+    kv_plan gpl;           /* the plan, its split 0 and no per-step splits */
+    int32_t gfirst;        /* its first token's task */
+    int32_t *deps0;        /* every task's dependency count before the run */
+    int32_t deps0cap;
+    int32_t *sid;          /* the split-dependent ops: their tasks ... */
+    kv_gop *sop;           /* ... and their fields */
+    int32_t nsop, sopcap;
+    uint64_t reused;       /* runs that re-costed the kept graph */
 };
 
 void sim_stream(sim_ctx *s, int on, int32_t window) { s->stream = on, s->window = window; }
@@ -35,12 +49,22 @@ void sim_free(sim_ctx *s) {
     if (!s) return;
     sim_des_free(s->des);
     free(s->late);
+    free(s->deps0);
+    free(s->sid);
+    free(s->sop);
     free(s->step_end);
     free(s->step_s);
     free(s);
 }
 
-sim_des *sim_last_des(sim_ctx *s) { return s->des; }
+/* The caller may change the tasks (sim/multi.c builds into it): the kept graph is forgotten. */
+sim_des *sim_last_des(sim_ctx *s) {
+    s->have_graph = 0;
+    return s->des;
+}
+
+uint64_t sim_graph_reuses(const sim_ctx *s) { return s->reused; }
+const sim_des *sim_graph_des(const sim_ctx *s) { return s->des; }
 
 /* ---- cost types: the time of one op ------------------------------------------------------ */
 
@@ -138,6 +162,7 @@ typedef struct {
     /* the decode step being emitted: its first task and its layers' first compute tasks
      * (layer 1 and 2, micro-batch 0), declared to the core as a periodic region (fast-forward) */
     int32_t ff_step, ff_first, ff_q1, ff_q2;
+    sim_ctx *keep; /* whole-graph run: its split-dependent ops are kept here (NULL: not kept) */
     /* what each finished task adds to the result, in task order (streamed or not, the same sums) */
     sim_result *out;
     double *step_end;
@@ -168,6 +193,18 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     t->flops = o->flops;
     op_cost(&sc->cost, o, &t->fixed_s, &t->work);
     if (o->step < 0 && o->op == KV_OP_HEAD) sim_des_mark(sc->d, sc->first_token = id);
+    if (sc->keep && kv_graph_split_op(o)) {
+        sim_ctx *k = sc->keep;
+        if (k->nsop == k->sopcap) {
+            int32_t nc = k->sopcap ? 2 * k->sopcap : 1024;
+            int32_t *a = realloc(k->sid, sizeof *a * (size_t)nc);
+            if (a) k->sid = a;
+            kv_gop *b = a ? realloc(k->sop, sizeof *b * (size_t)nc) : NULL;
+            if (b) k->sop = b, k->sopcap = nc;
+            else sc->keep = NULL; /* not kept: the next run builds again */
+        }
+        if (sc->keep) k->sid[k->nsop] = id, k->sop[k->nsop++] = *o;
+    }
     if (sc->stream) {
         /* the window: a decode step's tasks and a half (a task's successors come at most about a
          * step later), known once the first step has been emitted; until then nothing runs */
@@ -244,7 +281,36 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     /* tasks of the run, about: a decode step has fewer than 12 per layer and micro-batch */
     double est = 12.0 * ly->L * ly->nb * (T + 1);
     int want = sx->stream == SIM_STREAM_ALWAYS || (sx->stream == SIM_STREAM_LARGE && est > SIM_STREAM_MIN_TASKS);
-    for (int stream = want;; stream = 0) {
+    kv_plan key = *pl;
+    key.split = 0, key.split_steps = NULL;
+    int interior = !pl->split_steps && pl->split > 0 && pl->split < pl->prompt;
+    int reuse = !want && sx->have_graph && !pl->split_steps && ((interior && sx->g_interior) || pl->split == sx->g_split) &&
+                !memcmp(&sx->gm, m, sizeof *m) && !memcmp(&sx->gp, p, sizeof *p) && !memcmp(&sx->gpl, &key, sizeof key);
+    if (reuse) {
+        for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
+        memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
+        memset(out->op_s, 0, sizeof out->op_s);
+        sim_des_rewind(d, sx->deps0);
+        sim_link h2d, d2h;
+        run_links(p, pl, &h2d, &d2h);
+        sim_des_links(d, h2d, d2h);
+        memset(&sc, 0, sizeof sc);
+        sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = sx->gfirst, sc.cost.comp_kv = ly->comp_kv;
+        sc.out = out, sc.step_end = sx->step_end, sc.t0 = -1, sc.step0_first = -1;
+        kv_split_k spk;
+        kv_graph_split_init(&spk, m, pl, ly);
+        for (int32_t i = 0; i < sx->nsop; i++) {
+            kv_gop o = sx->sop[i];
+            kv_graph_split_apply(&spk, &o, pl->split);
+            sim_task *t = sim_des_get(d, sx->sid[i]);
+            t->bytes = o.bytes, t->flops = o.flops;
+            op_cost(&sc.cost, &o, &t->fixed_s, &t->work);
+        }
+        sx->have_graph = 0; /* until this run has ended well */
+        if ((st = sim_des_run(d, &ds))) return st;
+        sx->have_graph = 1, sx->g_split = pl->split, sx->reused++;
+    }
+    for (int stream = want; !reuse; stream = 0) {
         for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
@@ -259,9 +325,23 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
         if (stream) sim_des_stream(d, sx->window > 0 ? sx->window : INT32_MAX / 2, sim_retire, &sc);
         kv_graph_sink sink = {&sc, sim_emit};
+        sx->have_graph = 0, sx->nsop = 0;
+        if (!stream && !pl->split_steps) sc.keep = sx;
         if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
         ff_declare(&sc, sim_des_count(d));
+        int32_t n = sim_des_count(d);
+        if (sc.keep && n > sx->deps0cap) {
+            int32_t *q = realloc(sx->deps0, sizeof *q * (size_t)n);
+            if (q) sx->deps0 = q, sx->deps0cap = n;
+            else sc.keep = NULL;
+        }
+        if (sc.keep)
+            for (int32_t i = 0; i < n; i++) sx->deps0[i] = sim_des_get(d, i)->deps_left;
         if ((st = sim_des_run(d, &ds))) return st;
+        if (sc.keep && !sim_des_overrun(d)) {
+            sx->have_graph = 1, sx->g_split = pl->split, sx->g_interior = interior, sx->gfirst = sc.first_token;
+            sx->gm = *m, sx->gp = *p, sx->gpl = key;
+        }
         if (!stream || !sim_des_overrun(d)) break;
         sx->reruns++;
     }
@@ -362,7 +442,7 @@ static int32_t bound_emit(void *ctx, const kv_gop *o) {
     s->late[b->n] = (uint8_t)late;
     if (late) {
         b->qlate[o->queue] = 1;
-        if (b->gather && o->step >= 0 && kv_graph_split_op((kv_op)o->op)) {
+        if (b->gather && o->step >= 0 && kv_graph_split_op(o)) {
             /* the group is among the last few: ops come step by step */
             int i = b->ng - 1;
             for (; i >= 0 && i >= b->ng - 16; i--)
@@ -448,12 +528,14 @@ kv_status sim_decode_bounds(sim_ctx *s, const kv_model *m, const hw_profile *p, 
     double qwork[KV_Q_COUNT];
     memcpy(qfix, b.qfix, sizeof qfix);
     memcpy(qwork, b.qwork, sizeof qwork);
+    kv_split_k spk;
+    kv_graph_split_init(&spk, m, &pl, &ly);
     for (int l = 1; l <= lmax && l < pl.prompt; l++) {
         memcpy(b.qfix, qfix, sizeof qfix);
         memcpy(b.qwork, qwork, sizeof qwork);
         for (int i = 0; i < b.ng; i++) {
             kv_gop o = b.g[i].o;
-            kv_graph_resplit(m, &pl, &ly, &o, l);
+            kv_graph_split_apply(&spk, &o, l);
             if (bound_add(&b, &o, b.g[i].count)) {
                 st = kv_errorf(KV_EINVAL, "sim: a duration out of range at split %d", l);
                 goto out;

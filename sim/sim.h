@@ -50,13 +50,21 @@ enum { SIM_STREAM_OFF = 0, SIM_STREAM_LARGE = 1, SIM_STREAM_ALWAYS = 2 };
 void sim_stream(sim_ctx *s, int mode, int32_t window);
 /* Streamed runs that found a task too late and ran again with the whole graph (should be 0). */
 uint64_t sim_stream_reruns(const sim_ctx *s);
-/* Runs one plan; the context keeps the timeline until the next run (unless streaming). */
+/* Runs one plan; the context keeps the timeline until the next run (unless streaming). A run that
+ * keeps its whole graph also keeps it for the next: the same plan at another split strictly
+ * between 0 and the prompt (or the same split) then re-costs the split-dependent ops instead of
+ * building the graph again, with the same result to the bit. */
 kv_status sim_run(sim_ctx *s, const kv_model *m, const hw_profile *p, const kv_plan *plan, sim_result *out);
 /* Adds the plan's timed tasks to d (for the replica d is adding to: sim/multi.c); *first_token is
  * the prompt pass's last task (-1 without one). */
 kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv_plan *pl, const kv_layout *ly, int32_t *first_token);
-/* The tasks of the last run (for tests and exporters). */
+/* The tasks of the last run (for tests and exporters); the caller may change them, so the kept
+ * graph is forgotten. */
 sim_des *sim_last_des(sim_ctx *s);
+/* The same tasks, read only (the kept graph stays). */
+const sim_des *sim_graph_des(const sim_ctx *s);
+/* Runs that re-costed a kept graph instead of building one. */
+uint64_t sim_graph_reuses(const sim_ctx *s);
 /* Chrome trace (Perfetto, chrome://tracing) of the last run's steps step0..step1 (-1: the prompt
  * pass), written whole or not at all; title names the run. */
 kv_status sim_write_trace(sim_ctx *s, const char *path, const char *title, int step0, int step1);

@@ -663,6 +663,68 @@ static void t_fast_forward_same(void **s) {
     sim_free(off), sim_free(on);
 }
 
+
+/* Another split of the same plan re-costs the kept graph instead of building it: a sequence of
+ * splits (interior, the same again, 0, the prompt, interior) on one context gives every result
+ * and every task's timeline as a fresh context does, and the kept graph was used. */
+static void t_graph_reuse_same(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B"};
+    const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090"};
+    srand(5151);
+    sim_ctx *keep = sim_new();
+    int ran = 0;
+    for (int it = 0; it < 60; it++) {
+        kv_model m = mdl(models[rand() % 5]);
+        hw_profile p = hwp(hws[rand() % 6]);
+        kv_plan pl;
+        kv_plan_defaults(&pl);
+        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+        pl.policy = KV_POL_KVPR;
+        pl.batch = 1 + rand() % 32;
+        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
+        pl.prompt = 4 + rand() % 400;
+        pl.gen = 2 + rand() % 8;
+        pl.prefetch = 1 + rand() % 3;
+        pl.keep_act = rand() % 2;
+        pl.wkv_first = rand() % 2;
+        pl.no_prefill = rand() % 4 == 0;
+        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 5 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
+        pl.paper_model = rand() % 8 == 0;
+        pl.layers = rand() % 3 == 0 ? 1 + rand() % 8 : 0;
+        int splits[] = {1 + rand() % (pl.prompt - 1), -1, 0, pl.prompt, 1 + rand() % (pl.prompt - 1), 1 + rand() % (pl.prompt - 1)};
+        splits[1] = splits[0];
+        for (int k = 0; k < 6; k++) {
+            pl.split = splits[k];
+            sim_result a, b;
+            sim_ctx *fresh = sim_new();
+            kv_status st = sim_run(fresh, &m, &p, &pl, &a);
+            if (st == KV_ENOFIT || st == KV_EINVAL) {
+                assert_int_equal(sim_run(keep, &m, &p, &pl, &b), st);
+                sim_free(fresh);
+                continue;
+            }
+            if (st) fail_msg("%s", kv_errmsg());
+            assert_int_equal(sim_run(keep, &m, &p, &pl, &b), KV_OK);
+            same_result(&a, &b);
+            /* the timelines, read without forgetting the kept graph */
+            const sim_des *x = sim_graph_des(fresh), *y = sim_graph_des(keep);
+            assert_int_equal(sim_des_count(x), sim_des_count(y));
+            for (int32_t i = 0; i < sim_des_count(x); i++) {
+                const sim_task *u = sim_des_task_at(x, i), *v = sim_des_task_at(y, i);
+                if (u->start != v->start || u->end != v->end || u->crit != v->crit || memcmp(&u->bytes, &v->bytes, sizeof u->bytes) ||
+                    memcmp(&u->fixed_s, &v->fixed_s, sizeof u->fixed_s) || memcmp(&u->work, &v->work, sizeof u->work))
+                    fail_msg("plan %d split %d task %d (%s): differs on the kept graph", it, pl.split, i, kv_op_name((kv_op)u->op));
+            }
+            sim_free(fresh);
+            ran++;
+        }
+    }
+    assert_true(ran > 150);
+    assert_true(sim_graph_reuses(keep) > 80);
+    sim_free(keep);
+}
+
 /* The core notices a task added too late: with the whole graph it would have started at once. */
 static void t_stream_late(void **s) {
     (void)s;
@@ -712,6 +774,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_graph_reuse_same)};
     RUN_GROUP(c, "sim", t);
 }
