@@ -112,6 +112,7 @@ struct sim_des {
     sim_region *rg, *rgd;  /* verified regions of the run; declared ones (kept for a rewound run) */
     int32_t nrg, rgcap, rgi, nrgd, rgdcap;
     int ff_on;
+    int rg_ok;            /* rg holds the verified regions of these tasks and costs */
     int32_t lo;           /* every task below it has finished */
     int32_t ff_hi;        /* highest task id started */
     int32_t ff_anchor;    /* an anchor started during the event being run (-1: none) */
@@ -195,12 +196,13 @@ void sim_des_reset(sim_des *d) {
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
-    d->nrgd = 0;
+    d->nrgd = 0, d->rg_ok = 0;
     d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
 }
 
-void sim_des_rewind(sim_des *d, const int32_t *deps) {
+void sim_des_rewind(sim_des *d, const int32_t *deps, int same_copies) {
+    if (!same_copies) d->rg_ok = 0;
     d->hn = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
@@ -210,7 +212,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     for (int i = 0; i < d->nq; i++) d->q[i].head = 0, d->q[i].running = -1;
     d->dir[0].n = d->dir[1].n = 0;
     d->ncn = 0, d->cnfree = -1;
-    d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
+    d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
     for (int32_t i = 0; i < d->n; i++) {
         sim_task *t = &d->t[i];
@@ -230,6 +232,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
     if (grow((void **)&d->t, &d->cap, d->n - d->off + 1, sizeof *d->t) ||
         grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq))
         return -1;
+    d->rg_ok = 0;
     sim_task *t = &d->t[d->n - d->off];
     /* every field by hand: a memset of the whole record was a tenth of a sweep's time */
     t->bytes = t->flops = t->fixed_s = t->work = 0;
@@ -568,6 +571,7 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
 
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
     if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b) return;
+    d->rg_ok = 0;
     if (grow((void **)&d->rgd, &d->rgdcap, d->nrgd + 1, sizeof *d->rgd)) return; /* no fast-forward, nothing else lost */
     d->rgd[d->nrgd++] = (sim_region){a, b, Q, anchor0};
 }
@@ -948,8 +952,8 @@ static void start_run(sim_des *d) {
     d->started = 1;
     const char *ff = getenv("KVPR_SIM_FF");
     d->ff_on = d->nrgd > 0 && !d->stream && !d->has_net && !(ff && !strcmp(ff, "0"));
-    d->nrg = 0;
-    if (d->ff_on) ff_verify(d);
+    if (d->ff_on && !d->rg_ok) ff_verify(d), d->rg_ok = 1;
+    d->rgi = 0;
     d->ff_on = d->ff_on && d->nrg > 0;
     d->checked = d->n;
     d->dir[0].n = d->dir[1].n = 0;

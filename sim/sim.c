@@ -290,7 +290,9 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
-        sim_des_rewind(d, sx->deps0);
+        /* copies of a layer stay copies: ops with the same kind, step and sequences get the same
+         * fields at any split, so the same cost (tasks that were equal still are) */
+        sim_des_rewind(d, sx->deps0, 1);
         sim_link h2d, d2h;
         run_links(p, pl, &h2d, &d2h);
         sim_des_links(d, h2d, d2h);
@@ -299,12 +301,24 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sc.out = out, sc.step_end = sx->step_end, sc.t0 = -1, sc.step0_first = -1;
         kv_split_k spk;
         kv_graph_split_init(&spk, m, pl, ly);
+        /* the layers of a step repeat: one re-costing per (kind, step, sequences) */
+        struct {
+            int valid;
+            kv_gop o;
+            double fixed, work;
+        } mm[KV_OP_COUNT];
+        memset(mm, 0, sizeof mm);
         for (int32_t i = 0; i < sx->nsop; i++) {
-            kv_gop o = sx->sop[i];
-            kv_graph_split_apply(&spk, &o, pl->split);
+            const kv_gop *src = &sx->sop[i];
+            __typeof__(mm[0]) *e = &mm[src->op];
+            if (!e->valid || e->o.step != src->step || e->o.nseq != src->nseq || e->o.seq0 != src->seq0 || e->o.queue != src->queue) {
+                e->o = *src;
+                kv_graph_split_apply(&spk, &e->o, pl->split);
+                op_cost(&sc.cost, &e->o, &e->fixed, &e->work);
+                e->valid = 1;
+            }
             sim_task *t = sim_des_get(d, sx->sid[i]);
-            t->bytes = o.bytes, t->flops = o.flops;
-            op_cost(&sc.cost, &o, &t->fixed_s, &t->work);
+            t->bytes = e->o.bytes, t->flops = e->o.flops, t->fixed_s = e->fixed, t->work = e->work;
         }
         sx->have_graph = 0; /* until this run has ended well */
         if ((st = sim_des_run(d, &ds))) return st;
