@@ -780,9 +780,12 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         ff_begin(d, A, now);
         return;
     }
-    /* replay the period k times */
+    /* replay the period k times. Dependency counts: a task at or below the last started one after
+     * the skip (hi + k Q) has either started, or lies in the compared window and takes its count
+     * from the signature (the state repeats); only tasks beyond are decremented as ends go by. */
     sim_des_stats *st = &d->st;
     uint64_t ev = st->events - d->ff_ev0;
+    int32_t hi_end = (int32_t)(d->ff_hi + k * Q);
     for (int64_t m = 1; m <= k; m++) {
         int32_t sh = (int32_t)(m * Q);
         sim_time dt = (sim_time)m * D;
@@ -804,12 +807,18 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             t->fin = 1;
             d->done++;
             if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end;
-            for (int j = 0; j < t->nsucc_in; j++) TK(d, t->succ_in[j])->deps_left--;
-            for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next) TK(d, d->e[e].to)->deps_left--;
+            for (int j = 0; j < t->nsucc_in; j++)
+                if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
+            for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
+                if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
         }
     }
     int32_t sh = (int32_t)(k * Q);
     sim_time dt = (sim_time)k * D;
+    for (int32_t i = d->lo; i <= d->ff_hi; i++) {
+        int64_t code = d->sig[1][2 + (i - d->lo)];
+        if (code >= 0) TK(d, i + sh)->deps_left = (int32_t)code;
+    }
     st->events += (uint64_t)k * ev;
     for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (st->busy[r] - d->ff_busy0[r]);
     for (int r = 0; r < 2; r++) {
@@ -834,7 +843,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     d->now = now + dt;
     d->ff_hi += sh;
     d->ff_periods += (uint64_t)k;
-    while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
+    d->lo += sh; /* the oldest unfinished task, shifted like the rest of the state */
     /* the state is the last checkpoint's, shifted: the next period compares with it again */
     d->ff_prev = A + sh;
     d->nlog = 0;
