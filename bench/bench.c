@@ -83,11 +83,12 @@ static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batc
         if (r.decode_s < best) best = r.decode_s, bl = l;
     }
     double t = now() - t0;
-    printf("sweep%s: %s %s b%d%s%.0d p%d g%d %s, l = 0..%d: %.2f s for %d runs (%.2f ms per run, %.0f ns per simulated op with graph "
-           "building, %.1f M events/s); best l = %d (%.4f s decode); streamed runs run again whole: %llu\n",
+    printf("sweep%s: %s %s b%d%s%.0d p%d g%d %s, l = 0..%d: %.2f s for %d runs (%.2f ms per run, %.0f ns per op of the runs, "
+           "graph building or re-costing included, %.1f M events/s); best l = %d (%.4f s decode); graph re-costed in %llu runs; "
+           "streamed runs run again whole: %llu\n",
            stream == SIM_STREAM_ALWAYS ? " (streamed)" : stream ? " (default: streamed if large)" : " (whole graph)", model, hw, batch, mode == KV_MODE_THROUGHPUT ? " x" : "",
            mode == KV_MODE_THROUGHPUT ? nb : 0, prompt, gen, kv_mode_name(mode), prompt, t, runs, 1e3 * t / runs, 1e9 * t / (double)ops,
-           (double)ev / t / 1e6, bl, best, (unsigned long long)sim_stream_reruns(s));
+           (double)ev / t / 1e6, bl, best, (unsigned long long)sim_graph_reuses(s), (unsigned long long)sim_stream_reruns(s));
     sim_free(s);
     return 0;
 }
@@ -128,9 +129,10 @@ static int bench_long(const char *model, const char *hw, kv_mode mode, int batch
     }
     double t = now() - t0;
     printf("long%s: %s %s b%d x%d p%d g%d %s, l = %d: %d ops in %.2f s (%.0f ns per op), peak memory %.0f MB (%.0f MB before), "
-           "decode %.3f s; run again whole: %llu\n",
+           "decode %.3f s; layers fast-forwarded: %llu; run again whole: %llu\n",
            stream == SIM_STREAM_ALWAYS ? " (streamed)" : stream ? " (default: streamed if large)" : " (whole graph)", model, hw, batch, nb, prompt, gen, kv_mode_name(mode), pl.split, r.tasks, t,
-           1e9 * t / r.tasks, peak_rss_kb() / 1024.0, rss0 / 1024.0, r.decode_s, (unsigned long long)sim_stream_reruns(s));
+           1e9 * t / r.tasks, peak_rss_kb() / 1024.0, rss0 / 1024.0, r.decode_s, (unsigned long long)sim_des_ff_periods(sim_graph_des(s)),
+           (unsigned long long)sim_stream_reruns(s));
     sim_free(s);
     return 0;
 }
@@ -171,7 +173,7 @@ static int bench_solve(void) {
     return 0;
 }
 
-/* kvpr-bench [core N | sweep | long [whole] | solve]: all of them without an argument. "long"
+/* kvpr-bench [core N | sweep | long [whole] | latency | solve]: all of them without an argument. "long"
  * is the issue's memory target, an OPT-175B throughput run of 22 M ops: alone in its process so
  * that the peak memory is its own. */
 int main(int argc, char **argv) {
@@ -191,8 +193,10 @@ int main(int argc, char **argv) {
         int gen = argc > 3 ? atoi(argv[3]) : 1024;
         if (bench_long("OPT-175B", "a100-80gb", KV_MODE_THROUGHPUT, 1, 32, 256, gen, whole ? SIM_STREAM_OFF : SIM_STREAM_ALWAYS)) return 1;
     }
-    if (all || !strcmp(what, "latency"))
+    if (all || !strcmp(what, "latency")) {
         if (bench_long("OPT-6.7B", "a100-40gb-pcie4", KV_MODE_LATENCY, 64, 1, 1024, 2048, SIM_STREAM_LARGE)) return 1;
+        if (bench_long("OPT-6.7B", "a100-40gb-pcie4", KV_MODE_LATENCY, 64, 1, 1024, 2048, SIM_STREAM_OFF)) return 1;
+    }
     if (all || !strcmp(what, "solve"))
         if (bench_solve()) return 1;
     return 0;

@@ -525,6 +525,38 @@ static void t_streamed_same(void **s) {
 }
 
 
+/* Random plans for the property tests below: both modes, every option and compression, the
+ * paper's model, partial placement; g says how large and how often KVPR. */
+typedef struct {
+    int kvpr_every;          /* every n-th plan is KVPR (1: all), the others any policy */
+    int batch, nb, prompt0, prompt_span, gen;
+    int layers0, layers_span, layers_odds; /* a layer count of layers0 + [0, span) one time in odds */
+    int percent;             /* sometimes a partial placement */
+} plan_gen;
+
+static void rand_plan(kv_plan *pl, int it, const plan_gen *g) {
+    kv_plan_defaults(pl);
+    pl->mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
+    pl->policy = g->kvpr_every <= 1 || it % g->kvpr_every ? KV_POL_KVPR : (kv_policy)(rand() % KV_POL_COUNT);
+    pl->batch = 1 + rand() % g->batch;
+    pl->nb = pl->mode == KV_MODE_THROUGHPUT ? 1 + rand() % g->nb : 1;
+    pl->prompt = g->prompt0 + rand() % g->prompt_span;
+    pl->gen = 2 + rand() % g->gen;
+    pl->split = pl->policy == KV_POL_KVPR ? rand() % (pl->prompt + 1) : -1;
+    pl->prefetch = 1 + rand() % 3;
+    pl->keep_act = rand() % 2;
+    pl->wkv_first = rand() % 2;
+    pl->pageable = rand() % 4 == 0;
+    pl->no_prefill = rand() % 4 == 0;
+    pl->compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 4 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
+    pl->paper_model = rand() % 8 == 0;
+    pl->layers = rand() % g->layers_odds == 0 ? g->layers0 + rand() % g->layers_span : 0;
+    if (g->percent && rand() % 4 == 0 && !pl->paper_model) {
+        pl->percent = (kv_percent){1, 50, 50, 0, 100, rand() % 2 ? 100 : 0, 0};
+        pl->percent.hc = 100 - pl->percent.hg;
+    }
+}
+
 /* The lower bound and the branch and bound over splits. The bound never exceeds the run's decode
  * time (random plans of every policy and option); the bounds of all splits from one graph equal
  * each split's own; the best split found without running every split is the brute force's, time
@@ -540,26 +572,8 @@ static void t_bound_best_split(void **s) {
         kv_model m = mdl(models[rand() % 5]);
         hw_profile p = hwp(hws[rand() % 6]);
         kv_plan pl;
-        kv_plan_defaults(&pl);
-        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
-        pl.policy = it % 2 ? KV_POL_KVPR : (kv_policy)(rand() % KV_POL_COUNT);
-        pl.batch = 1 + rand() % 32;
-        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
-        pl.prompt = 2 + rand() % 160;
-        pl.gen = 2 + rand() % 8;
-        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
-        pl.prefetch = 1 + rand() % 3;
-        pl.keep_act = rand() % 2;
-        pl.wkv_first = rand() % 2;
-        pl.pageable = rand() % 4 == 0;
-        pl.no_prefill = rand() % 4 == 0;
-        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 4 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
-        pl.paper_model = rand() % 8 == 0;
-        pl.layers = rand() % 2 ? 1 + rand() % 3 : 0;
-        if (rand() % 4 == 0 && !pl.paper_model) {
-            pl.percent = (kv_percent){1, 50, 50, 0, 100, rand() % 2 ? 100 : 0, 0};
-            pl.percent.hc = 100 - pl.percent.hg;
-        }
+        const plan_gen g = {2, 32, 4, 2, 160, 8, 1, 3, 2, 1};
+        rand_plan(&pl, it, &g);
         sim_result r;
         kv_status st = sim_run(x, &m, &p, &pl, &r);
         if (st == KV_ENOFIT || st == KV_EINVAL) continue;
@@ -619,21 +633,8 @@ static void t_fast_forward_same(void **s) {
         kv_model m = mdl(models[rand() % 6]);
         hw_profile p = hwp(hws[rand() % 7]);
         kv_plan pl;
-        kv_plan_defaults(&pl);
-        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
-        pl.policy = it % 3 ? KV_POL_KVPR : (kv_policy)(rand() % KV_POL_COUNT);
-        pl.batch = 1 + rand() % 48;
-        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 6 : 1;
-        pl.prompt = 8 + rand() % 700;
-        pl.gen = 2 + rand() % 10;
-        pl.split = pl.policy == KV_POL_KVPR ? rand() % (pl.prompt + 1) : -1;
-        pl.prefetch = 1 + rand() % 3;
-        pl.keep_act = rand() % 2;
-        pl.wkv_first = rand() % 2;
-        pl.no_prefill = rand() % 4 == 0;
-        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 5 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
-        pl.paper_model = rand() % 8 == 0;
-        pl.layers = rand() % 3 == 0 ? 6 + rand() % 20 : 0;
+        const plan_gen g = {3, 48, 6, 8, 700, 10, 6, 20, 3, 0};
+        rand_plan(&pl, it, &g);
         sim_result a, b;
         setenv("KVPR_SIM_FF", "0", 1);
         kv_status st = sim_run(off, &m, &p, &pl, &a);
@@ -678,20 +679,8 @@ static void t_graph_reuse_same(void **s) {
         kv_model m = mdl(models[rand() % 5]);
         hw_profile p = hwp(hws[rand() % 6]);
         kv_plan pl;
-        kv_plan_defaults(&pl);
-        pl.mode = rand() % 2 ? KV_MODE_THROUGHPUT : KV_MODE_LATENCY;
-        pl.policy = KV_POL_KVPR;
-        pl.batch = 1 + rand() % 32;
-        pl.nb = pl.mode == KV_MODE_THROUGHPUT ? 1 + rand() % 4 : 1;
-        pl.prompt = 4 + rand() % 400;
-        pl.gen = 2 + rand() % 8;
-        pl.prefetch = 1 + rand() % 3;
-        pl.keep_act = rand() % 2;
-        pl.wkv_first = rand() % 2;
-        pl.no_prefill = rand() % 4 == 0;
-        pl.compress = rand() % 3 == 0 ? KV_COMP_KV : rand() % 5 == 0 ? KV_COMP_BOTH : KV_COMP_NONE;
-        pl.paper_model = rand() % 8 == 0;
-        pl.layers = rand() % 3 == 0 ? 1 + rand() % 8 : 0;
+        const plan_gen g = {1, 32, 4, 4, 400, 8, 1, 8, 3, 0};
+        rand_plan(&pl, it, &g);
         int splits[] = {1 + rand() % (pl.prompt - 1), -1, 0, pl.prompt, 1 + rand() % (pl.prompt - 1), 1 + rand() % (pl.prompt - 1)};
         splits[1] = splits[0];
         for (int k = 0; k < 6; k++) {
