@@ -109,10 +109,9 @@ struct sim_des {
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
-    sim_region *rg, *rgd;  /* verified regions of the run; declared ones (kept for a rewound run) */
-    int32_t nrg, rgcap, rgi, nrgd, rgdcap;
+    sim_region *rg;       /* verified regions, in task order */
+    int32_t nrg, rgcap, rgi;
     int ff_on;
-    int rg_ok;            /* rg holds the verified regions of these tasks and costs */
     int32_t lo;           /* every task below it has finished */
     int32_t ff_hi;        /* highest task id started */
     int32_t ff_anchor;    /* an anchor started during the event being run (-1: none) */
@@ -171,7 +170,6 @@ void sim_des_free(sim_des *d) {
     free(d->heap);
     free(d->ns);
     free(d->rg);
-    free(d->rgd);
     free(d->sig[0]), free(d->sig[1]);
     free(d->log);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
@@ -196,13 +194,12 @@ void sim_des_reset(sim_des *d) {
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
-    d->nrgd = 0, d->rg_ok = 0;
     d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps, int same_copies) {
-    if (!same_copies) d->rg_ok = 0;
+    if (!same_copies) d->nrg = 0; /* the regions were verified for the old costs */
     d->hn = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
@@ -232,13 +229,12 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
     if (grow((void **)&d->t, &d->cap, d->n - d->off + 1, sizeof *d->t) ||
         grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq))
         return -1;
-    d->rg_ok = 0;
     sim_task *t = &d->t[d->n - d->off];
     /* every field by hand: a memset of the whole record was a tenth of a sweep's time */
     t->bytes = t->flops = t->fixed_s = t->work = 0;
     t->deps_left = 0;
     t->succ_head = t->succ_tail = -1;
-    t->nsucc_in = 0;
+    t->nsucc_in = 0, t->ndeps0 = 0;
     t->cpar = t->cnode = -1;
     t->fin = 0;
     t->ver = 0;
@@ -256,6 +252,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
 /* from -> to: appended to from's successor list. A dependency on a task that has finished (a
  * streamed run) is already met: nothing to wait for. */
 static int add_edge(sim_des *d, int32_t from, int32_t to) {
+    if (TK(d, to)->ndeps0 < 255) TK(d, to)->ndeps0++;
     if (from < d->base || TK(d, from)->fin) return 0;
     sim_task *f = TK(d, from);
     TK(d, to)->deps_left++;
@@ -567,22 +564,23 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
  * order. A skip is taken only when every task it touches stays inside the region, every task
  * before the region has finished (so dependencies from outside are met), and no queue could
  * start a task outside the region. Results are those of the full run to the bit (tests compare
- * every field); KVPR_SIM_FF=0 turns it off. Whole-graph runs of one GPU only. */
+ * every field); KVPR_SIM_FF=0 turns it off. One GPU only (no host network); a streamed run
+ * declares each step as its successor begins, before any of its tasks has run, and the replay
+ * makes and drops its critical-path nodes as the run would. */
 
-void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
-    if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b) return;
-    d->rg_ok = 0;
-    if (grow((void **)&d->rgd, &d->rgdcap, d->nrgd + 1, sizeof *d->rgd)) return; /* no fast-forward, nothing else lost */
-    d->rgd[d->nrgd++] = (sim_region){a, b, Q, anchor0};
-}
+static int32_t cnode_new(sim_des *d);
+static void cnode_drop(sim_des *d, int32_t k);
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
 
-/* Task i is task i - Q's copy: the same kind, queue and cost, the same dependency count, and its
- * successors are the other's shifted by Q (in order). */
+/* Task i is task i - Q's copy: the same kind, queue and cost, the same number of dependencies, and
+ * its successors are the other's shifted by Q (in order). Checked when the region is declared: no
+ * task of it has run (so no successor list has been consumed), and the successors added so far
+ * lie inside the region (dependencies from later tasks are met or counted when those are added). */
 static int ff_copy(sim_des *d, int32_t i, int32_t Q) {
     const sim_task *x = TK(d, i), *y = TK(d, i - Q);
-    if (x->op != y->op || x->queue != y->queue || x->rep != y->rep || x->deps_left != y->deps_left || x->nsucc_in != y->nsucc_in)
+    if (x->op != y->op || x->queue != y->queue || x->rep != y->rep || x->ndeps0 != y->ndeps0 || x->nsucc_in != y->nsucc_in ||
+        x->start >= 0 || y->start >= 0)
         return 0;
     if (memcmp(&x->fixed_s, &y->fixed_s, sizeof x->fixed_s) || memcmp(&x->work, &y->work, sizeof x->work)) return 0;
     for (int k = 0; k < x->nsucc_in; k++)
@@ -593,36 +591,27 @@ static int ff_copy(sim_des *d, int32_t i, int32_t Q) {
     return p < 0 && q < 0;
 }
 
-/* Each declared region shrinks to its longest stretch of copies (at least four periods). */
-static void ff_verify(sim_des *d) {
-    int32_t n = 0;
-    if (grow((void **)&d->rg, &d->rgcap, d->nrgd, sizeof *d->rg)) {
-        d->nrg = 0;
-        return;
-    }
-    memcpy(d->rg, d->rgd, sizeof *d->rg * (size_t)d->nrgd);
-    d->nrg = d->nrgd;
-    for (int32_t r = 0; r < d->nrg; r++) {
-        sim_region g = d->rg[r];
-        if (g.b > d->n) g.b = d->n;
-        int32_t best_s = 0, best_e = 0, run_s = -1;
-        for (int32_t i = g.a + g.Q; i <= g.b; i++) {
-            int ok = i < g.b && ff_copy(d, i, g.Q);
-            if (ok && run_s < 0) run_s = i;
-            if (!ok && run_s >= 0) {
-                if (i - run_s > best_e - best_s) best_s = run_s, best_e = i;
-                run_s = -1;
-            }
+/* The region shrinks to its longest stretch of copies (at least four periods), kept in order. */
+void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
+    if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b || a < d->off || b > d->n) return;
+    if (d->nrg > 0 && a < d->rg[d->nrg - 1].b) return; /* out of order */
+    int32_t best_s = 0, best_e = 0, run_s = -1;
+    for (int32_t i = a + Q; i <= b; i++) {
+        int ok = i < b && ff_copy(d, i, Q);
+        if (ok && run_s < 0) run_s = i;
+        if (!ok && run_s >= 0) {
+            if (i - run_s > best_e - best_s) best_s = run_s, best_e = i;
+            run_s = -1;
         }
-        if (best_e - best_s < 3 * g.Q) continue;
-        g.a = best_s - g.Q, g.b = best_e;
-        /* the first anchor inside */
-        int32_t m = g.anchor0 >= g.a ? 0 : (g.a - g.anchor0 + g.Q - 1) / g.Q;
-        g.anchor0 += m * g.Q;
-        if (g.anchor0 >= g.b) continue;
-        d->rg[n++] = g;
     }
-    d->nrg = n;
+    if (best_e - best_s < 3 * Q) return;
+    sim_region g = {best_s - Q, best_e, Q, anchor0};
+    /* the first anchor inside */
+    int32_t m = g.anchor0 >= g.a ? 0 : (g.a - g.anchor0 + g.Q - 1) / g.Q;
+    g.anchor0 += m * g.Q;
+    if (g.anchor0 >= g.b) return;
+    if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
+    d->rg[d->nrg++] = g;
 }
 
 static int ff_push(sim_des *d, int k, int64_t v) {
@@ -738,6 +727,7 @@ static void ff_begin(sim_des *d, int32_t A, sim_time now) {
 static void ff_checkpoint(sim_des *d, int32_t A) {
     sim_time now = d->now;
     const sim_region *g = ff_region(d, A);
+    if (d->lo < d->base) d->lo = d->base; /* retired tasks (a streamed run) have finished */
     while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
     if (!g || d->hn > 4096 || d->ff_hi - d->lo > 16 * g->Q + 64) {
         d->ff_prev = -1;
@@ -786,6 +776,9 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     sim_des_stats *st = &d->st;
     uint64_t ev = st->events - d->ff_ev0;
     int32_t hi_end = (int32_t)(d->ff_hi + k * Q);
+    /* a streamed run keeps critical-path nodes: made and dropped as step_event does, the drops of
+     * an end after the starts it caused (the log's next end, or the end of a pass) */
+    int32_t pend_nd = -2, pend_old = -1;
     for (int64_t m = 1; m <= k; m++) {
         int32_t sh = (int32_t)(m * Q);
         sim_time dt = (sim_time)m * D;
@@ -801,17 +794,39 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 q->head++;
                 t->start = r->t + dt;
                 t->crit = r->why + sh;
+                if (d->stream) {
+                    t->cpar = TK(d, r->why + sh)->cnode;
+                    if (t->cpar >= 0) d->cn[t->cpar].refs++;
+                }
                 continue;
             }
             t->end = r->t + dt;
             t->fin = 1;
             d->done++;
-            if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end;
+            int32_t nd = -1;
+            if (d->stream) {
+                if (pend_nd != -2) {
+                    cnode_drop(d, pend_nd);
+                    if (pend_old >= 0 && pend_old != d->last_node) cnode_drop(d, pend_old);
+                }
+                if ((nd = cnode_new(d)) < 0) {
+                    d->nomem = 1;
+                    return;
+                }
+                d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op};
+                t->cnode = nd;
+                pend_nd = nd, pend_old = d->last_node;
+            }
+            if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end, d->last_node = nd;
             for (int j = 0; j < t->nsucc_in; j++)
                 if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
             for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
                 if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
         }
+    }
+    if (d->stream && pend_nd != -2) {
+        cnode_drop(d, pend_nd);
+        if (pend_old >= 0 && pend_old != d->last_node) cnode_drop(d, pend_old);
     }
     int32_t sh = (int32_t)(k * Q);
     sim_time dt = (sim_time)k * D;
@@ -960,10 +975,8 @@ static int try_start_at(sim_des *c, int qi, sim_time now, int32_t why) {
 static void start_run(sim_des *d) {
     d->started = 1;
     const char *ff = getenv("KVPR_SIM_FF");
-    d->ff_on = d->nrgd > 0 && !d->stream && !d->has_net && !(ff && !strcmp(ff, "0"));
-    if (d->ff_on && !d->rg_ok) ff_verify(d), d->rg_ok = 1;
+    d->ff_on = !d->has_net && !(ff && !strcmp(ff, "0"));
     d->rgi = 0;
-    d->ff_on = d->ff_on && d->nrg > 0;
     d->checked = d->n;
     d->dir[0].n = d->dir[1].n = 0;
     if (d->has_net) {

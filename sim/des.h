@@ -40,6 +40,7 @@ typedef struct {
     uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
     uint8_t fin;      /* has ended */
     uint8_t nsucc_in;
+    uint8_t ndeps0;   /* dependencies given when it was added (met ones too; saturates at 255) */
     sim_time start, end;
 } sim_task;
 
@@ -99,10 +100,10 @@ sim_time sim_des_mark_end(const sim_des *d);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
 
 /* Declares tasks [a, b) a region whose task i + Q repeats task i (a decode step's layers, Q tasks
- * each; anchor0 is a layer's first compute task): the run verifies it, keeps the longest stretch
- * that repeats, and fast-forwards over the layers whose state repeats (see des.c). The results
- * are the full run's to the bit. Before sim_des_run, whole-graph runs only (ignored when streaming
- * or with a host network). */
+ * each; anchor0 is a layer's first compute task), once they and their dependencies have been added
+ * and before any of them runs (a streamed run: as the next step begins): it is verified at once,
+ * the longest stretch that repeats is kept, and the run fast-forwards over the layers whose state
+ * repeats (see des.c). The results are the full run's to the bit. Ignored with a host network. */
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0);
 /* Periods the last run fast-forwarded over. */
 uint64_t sim_des_ff_periods(const sim_des *d);

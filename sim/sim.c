@@ -171,7 +171,7 @@ typedef struct {
 /* The step just emitted, up to task b: its layers repeat with the period between their first
  * compute tasks (the core checks that they do). */
 static void ff_declare(sink_ctx *sc, int32_t b) {
-    if (!sc->stream && sc->ff_step >= 0 && sc->ff_q1 >= 0 && sc->ff_q2 > sc->ff_q1)
+    if (sc->ff_step >= 0 && sc->ff_q1 >= 0 && sc->ff_q2 > sc->ff_q1)
         sim_des_periodic(sc->d, sc->ff_first, b, sc->ff_q2 - sc->ff_q1, sc->ff_q1);
     sc->ff_step = -1, sc->ff_q1 = sc->ff_q2 = -1;
 }
@@ -425,6 +425,7 @@ typedef struct {
     cost_ctx cost;
     int32_t n;
     int gather;                /* gather split-dependent late ops into groups instead of costing them */
+    int bad;                   /* an op's duration does not fit the clock (absurd profile values) */
     bound_group *g;
     int ng, gcap;
     uint8_t qlate[KV_Q_COUNT];
@@ -435,7 +436,10 @@ typedef struct {
 static int bound_add(bound_ctx *b, const kv_gop *o, double count) {
     double fixed, work;
     op_cost(&b->cost, o, &fixed, &work);
-    if (!sim_time_ok(fixed) || !(work >= 0)) return -1;
+    if (!sim_time_ok(fixed) || !(work >= 0)) {
+        b->bad = 1;
+        return -1;
+    }
     b->qfix[o->queue] += (sim_time)count * sim_from_s(fixed);
     b->qwork[o->queue] += count * work;
     return 0;
@@ -507,7 +511,8 @@ static kv_status bound_build(bound_ctx *b, sim_ctx *s, const kv_model *m, const 
     kv_graph_sink sink = {b, bound_emit};
     if ((st = kv_graph_build(m, pl, &ly, &sink))) {
         free(b->g);
-        return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory, or a duration out of range, for the bound") : st;
+        if (b->bad) return kv_errorf(KV_EINVAL, "simulated time out of range: an op would take longer than %g s (the profile's values are absurd)", SIM_MAX_S);
+        return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for the bound") : st;
     }
     return KV_OK;
 }
@@ -551,7 +556,7 @@ kv_status sim_decode_bounds(sim_ctx *s, const kv_model *m, const hw_profile *p, 
             kv_gop o = b.g[i].o;
             kv_graph_split_apply(&spk, &o, l);
             if (bound_add(&b, &o, b.g[i].count)) {
-                st = kv_errorf(KV_EINVAL, "sim: a duration out of range at split %d", l);
+                st = kv_errorf(KV_EINVAL, "simulated time out of range at split %d: an op would take longer than %g s (the profile's values are absurd)", l, SIM_MAX_S);
                 goto out;
             }
         }

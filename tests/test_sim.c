@@ -620,15 +620,18 @@ static void t_bound_best_split(void **s) {
 
 /* Fast-forward over repeating layers changes nothing: random plans (every policy, both modes,
  * prefill or not, compression, partial placement, paper model) give the same result and the same
- * timeline, task by task (start, end, the task that let it start), with it and without it; and it
- * does skip layers in most of them (or this test would prove nothing). */
+ * timeline, task by task (start, end, the task that let it start), with it and without it, whole
+ * and streamed (also with a window so small the run goes back to the whole graph); and it does
+ * skip layers in most of them (or this test would prove nothing). */
 static void t_fast_forward_same(void **s) {
     (void)s;
     const char *models[] = {"OPT-125M", "OPT-1.3B", "OPT-6.7B", "Llama-3-8B", "Mistral-7B", "OPT-30B"};
     const char *hws[] = {"a100-40gb-pcie4", "h100-pcie", "t4", "l4", "gh200", "rtx4090", "a100-80gb"};
     srand(9090);
-    sim_ctx *off = sim_new(), *on = sim_new();
-    int ran = 0, skipped = 0;
+    sim_ctx *off = sim_new(), *on = sim_new(), *str = sim_new(), *tiny = sim_new();
+    sim_stream(str, SIM_STREAM_ALWAYS, 0);
+    sim_stream(tiny, SIM_STREAM_ALWAYS, 200); /* tasks come late: the run notices, runs whole */
+    int ran = 0, skipped = 0, sskipped = 0;
     for (int it = 0; it < 150; it++) {
         kv_model m = mdl(models[rand() % 6]);
         hw_profile p = hwp(hws[rand() % 7]);
@@ -657,11 +660,18 @@ static void t_fast_forward_same(void **s) {
         }
         assert_int_equal(sim_des_ff_periods(x), 0);
         if (sim_des_ff_periods(y) > 0) skipped++;
+        /* streamed, fast-forwarding as the graph comes (the critical path from its kept nodes) */
+        assert_int_equal(sim_run(str, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
+        if (sim_des_ff_periods(sim_graph_des(str)) > 0) sskipped++;
+        assert_int_equal(sim_run(tiny, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
         ran++;
     }
     assert_true(ran > 80);
-    assert_true(skipped > ran / 3);
-    sim_free(off), sim_free(on);
+    assert_true(skipped > ran / 3 && sskipped > ran / 3);
+    assert_int_equal(sim_stream_reruns(str), 0);
+    sim_free(off), sim_free(on), sim_free(str), sim_free(tiny);
 }
 
 
