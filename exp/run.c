@@ -148,10 +148,12 @@ static int sweep_piece(void *ctx, long i, void **local) {
     return 0;
 }
 
-/* sx: the worker's context (reused: a sweep allocates nothing after its first run). A sweep of
- * SWEEP_PAR_MIN splits or more is simulated by g_sweep_jobs processes (results are the same
- * simulations, in the same order in the database). */
-static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id, int step) {
+/* sx: the worker's context (reused: a sweep allocates nothing after its first run, and consecutive
+ * splits re-cost one kept graph). A figure's sweep (spread) of SWEEP_PAR_MIN splits or more is
+ * simulated by g_sweep_jobs processes (results are the same simulations, in the same order in the
+ * database). */
+static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_plan *run_pl, int64_t id, int step,
+                             int spread) {
     kv_plan pl = *run_pl;
     pl.split_steps = NULL;
     int lmax = sched_lmax(m, p, &pl);
@@ -159,7 +161,7 @@ static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw
     sim_stream(sx, SIM_STREAM_LARGE, 0);
     int n = lmax / step + 1;
     size_t bytes = sizeof(double) * (size_t)n + 240;
-    double *ts = n >= SWEEP_PAR_MIN && g_sweep_jobs > 1 ? kv_par_map(bytes) : NULL;
+    double *ts = spread && n >= SWEEP_PAR_MIN && g_sweep_jobs > 1 ? kv_par_map(bytes) : NULL;
     kv_status st = KV_OK;
     if (ts) {
         sweep_job j = {m, p, pl, step, n, ts, (char *)(ts + n)};
@@ -211,7 +213,9 @@ static kv_status run_one(const exp_spec *s, const exp_run *r, sim_ctx *sx, kv_db
         /* after the run's own commit: a sweep cut short leaves the run whole, and the report
          * then simulates the sweep itself */
         int step = sweep_carrier(s, r);
-        if (!st && id >= 0 && step > 0) st = store_sweep(db, sx, &m, &p, &pl, id, step);
+        /* a figure's sweep (one or two a file) is spread over the workers; 'sweep_splits' gives
+         * every configuration one, which keep the workers busy as they are */
+        if (!st && id >= 0 && step > 0) st = store_sweep(db, sx, &m, &p, &pl, id, step, s->has_sweep && exp_match(s, r, &s->sweep));
     }
     free(steps);
     if (st) return kv_errctx(st, "%s: ", key);
