@@ -1,7 +1,9 @@
 /* kv_par: forked workers over a shared piece counter. */
 #include "par.h"
 #include <stdio.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,12 +31,17 @@ kv_status kv_par_for(long n, int jobs, kv_par_fn fn, void (*fini)(void *), void 
     if (jobs > 64) jobs = 64;
     long *next = kv_par_map(sizeof *next);
     if (!next) return kv_errorf(KV_ENOMEM, "cannot map shared memory for %d workers", jobs);
-    pid_t pids[64];
+    pid_t pids[64], parent = getpid();
     int started = 0;
     fflush(NULL); /* buffered output must not be written twice */
     for (; started < jobs; started++) {
         pids[started] = fork();
-        if (pids[started] == 0) _exit(drain(n, next, fn, fini, ctx) ? 1 : 0);
+        if (pids[started] == 0) {
+            /* a worker outliving a killed caller would only burn CPU for nobody */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) _exit(1);
+            _exit(drain(n, next, fn, fini, ctx) ? 1 : 0);
+        }
         if (pids[started] < 0) break;
     }
     int bad = started == 0 && drain(n, next, fn, fini, ctx);

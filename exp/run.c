@@ -124,7 +124,8 @@ typedef struct {
     kv_plan pl;
     int step, n;
     double *ts;   /* shared: decode seconds of the k-th split (k * step) */
-    char *err;    /* shared: the first failure's message ([0] == 0: none) */
+    int *failed;  /* shared: set by the first failure, which alone writes err */
+    char *err;    /* shared: that failure's message */
 } sweep_job;
 
 static void sweep_fini(void *local) { sim_free(local); }
@@ -140,7 +141,7 @@ static int sweep_piece(void *ctx, long i, void **local) {
         sim_result sr;
         pl.split = (int)k * j->step;
         if (sim_run(*local, j->m, j->p, &pl, &sr)) {
-            if (!j->err[0]) snprintf(j->err, 240, "%s", kv_errmsg());
+            if (!__atomic_exchange_n(j->failed, 1, __ATOMIC_ACQ_REL)) snprintf(j->err, 240, "%s", kv_errmsg());
             return 0;
         }
         j->ts[k] = sr.decode_s;
@@ -160,13 +161,13 @@ static kv_status store_sweep(kv_db *db, sim_ctx *sx, const kv_model *m, const hw
     if (lmax < 0) return KV_OK;
     sim_stream(sx, SIM_STREAM_LARGE, 0);
     int n = lmax / step + 1;
-    size_t bytes = sizeof(double) * (size_t)n + 240;
+    size_t bytes = sizeof(double) * (size_t)n + sizeof(int) + 240;
     double *ts = spread && n >= SWEEP_PAR_MIN && g_sweep_jobs > 1 ? kv_par_map(bytes) : NULL;
     kv_status st = KV_OK;
     if (ts) {
-        sweep_job j = {m, p, pl, step, n, ts, (char *)(ts + n)};
+        sweep_job j = {m, p, pl, step, n, ts, (int *)(ts + n), (char *)(ts + n) + sizeof(int)};
         st = kv_par_for((n + SWEEP_PIECE - 1) / SWEEP_PIECE, g_sweep_jobs, sweep_piece, sweep_fini, &j);
-        if (!st && j.err[0]) st = kv_errorf(KV_EINVAL, "%s", j.err);
+        if (!st && *j.failed) st = kv_errorf(KV_EINVAL, "%s", j.err);
     }
     for (int k = 0; k < n && !st; k++) {
         sim_result sr;

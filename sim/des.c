@@ -710,6 +710,15 @@ static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end) {
     d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end};
 }
 
+/* A link's busy time counts a stretch (some copy in flight) when it closes; with the stretch open
+ * at `now` counted up to now, the busy time within a period repeats from period to period even
+ * when stretches span periods (which the closed stretches alone do not). */
+static void ff_busy_now(const sim_des *d, sim_time now, sim_time *b) {
+    memcpy(b, d->st.busy, sizeof d->st.busy);
+    for (int r = 0; r < 2; r++)
+        if (d->dir[r].n > 0) b[r == 0 ? KV_RES_H2D : KV_RES_D2H] += now - d->dir[r].since;
+}
+
 /* Starts a new period at anchor A: its signature becomes the one to compare with. */
 static void ff_begin(sim_des *d, int32_t A, sim_time now) {
     int64_t *x = d->sig[0];
@@ -719,7 +728,7 @@ static void ff_begin(sim_des *d, int32_t A, sim_time now) {
     d->ff_prev = A;
     d->nlog = 0, d->ff_logbad = 0;
     d->ff_ev0 = d->st.events;
-    memcpy(d->ff_busy0, d->st.busy, sizeof d->ff_busy0);
+    ff_busy_now(d, now, d->ff_busy0);
     d->ff_t0 = now;
 }
 
@@ -820,8 +829,12 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end, d->last_node = nd;
             for (int j = 0; j < t->nsucc_in; j++)
                 if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
-            for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
+            for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
+                nx = d->e[e].next;
                 if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+                if (d->stream) d->e[e].next = d->efree, d->efree = e; /* consumed, as step_event does */
+            }
+            if (d->stream) t->succ_head = t->succ_tail = -1;
         }
     }
     if (d->stream && pend_nd != -2) {
@@ -835,10 +848,16 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         if (code >= 0) TK(d, i + sh)->deps_left = (int32_t)code;
     }
     st->events += (uint64_t)k * ev;
-    for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (st->busy[r] - d->ff_busy0[r]);
+    /* busy time: each period adds what the reference period did, the open stretches counted up to
+     * its ends; an open stretch is then carried forward with the run (its start shifted by k D),
+     * so that busy time up to any later moment is exact (a link busy through the whole skip adds
+     * k D, and shifting its start takes back nothing it had) */
+    sim_time bnow[KV_RES_COUNT];
+    ff_busy_now(d, now, bnow);
+    for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (bnow[r] - d->ff_busy0[r]);
     for (int r = 0; r < 2; r++) {
         sim_dir *L = &d->dir[r];
-        if (L->n > 0 && L->since >= d->ff_t0) L->since += dt; /* a busy period that began in the period */
+        if (L->n > 0) L->since += dt;
         for (int i = 0; i < L->n; i++) L->f[i].task += sh, L->f[i].upd += dt;
     }
     for (int qi = 0; qi < d->nq; qi++) {
@@ -863,7 +882,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     d->ff_prev = A + sh;
     d->nlog = 0;
     d->ff_ev0 = st->events;
-    memcpy(d->ff_busy0, st->busy, sizeof d->ff_busy0);
+    ff_busy_now(d, d->now, d->ff_busy0);
     d->ff_t0 = d->now;
 }
 
