@@ -54,17 +54,24 @@ static int bench_core(int n) {
     return 0;
 }
 
+/* The model, profile and plan of a benchmark configuration; 1 (said on stderr) if one is unknown. */
+static int bench_setup(const char *model, const char *hw, kv_mode mode, int batch, int nb, int prompt, int gen, kv_model *m, hw_profile *p,
+                       kv_plan *pl) {
+    if (kv_model_find(model, m) || hw_profile_resolve(hw, p)) {
+        fprintf(stderr, "bench: %s\n", kv_errmsg());
+        return 1;
+    }
+    kv_plan_defaults(pl);
+    pl->mode = mode, pl->batch = batch, pl->nb = nb, pl->prompt = prompt, pl->gen = gen;
+    return 0;
+}
+
 /* A split sweep (every split of one configuration, one context), streamed or not. */
 static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batch, int nb, int prompt, int gen, int stream) {
     kv_model m;
     hw_profile p;
-    if (kv_model_find(model, &m) || hw_profile_resolve(hw, &p)) {
-        fprintf(stderr, "bench: %s\n", kv_errmsg());
-        return 1;
-    }
     kv_plan pl;
-    kv_plan_defaults(&pl);
-    pl.mode = mode, pl.batch = batch, pl.nb = nb, pl.prompt = prompt, pl.gen = gen;
+    if (bench_setup(model, hw, mode, batch, nb, prompt, gen, &m, &p, &pl)) return 1;
     sim_ctx *s = sim_new();
     sim_stream(s, stream, 0);
     sim_result r;
@@ -104,13 +111,8 @@ static long peak_rss_kb(void) {
 static int bench_long(const char *model, const char *hw, kv_mode mode, int batch, int nb, int prompt, int gen, int stream) {
     kv_model m;
     hw_profile p;
-    if (kv_model_find(model, &m) || hw_profile_resolve(hw, &p)) {
-        fprintf(stderr, "bench: %s\n", kv_errmsg());
-        return 1;
-    }
     kv_plan pl;
-    kv_plan_defaults(&pl);
-    pl.mode = mode, pl.batch = batch, pl.nb = nb, pl.prompt = prompt, pl.gen = gen;
+    if (bench_setup(model, hw, mode, batch, nb, prompt, gen, &m, &p, &pl)) return 1;
     sched_result sr;
     if (sched_plan(SCHED_PIPELINED, &m, &p, &pl, NULL, &sr)) {
         fprintf(stderr, "bench: %s\n", kv_errmsg());

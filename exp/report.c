@@ -313,7 +313,7 @@ static kv_status fig_bars(const rep *R, const char *dir) {
             exp_fig F;
             kv_status st = exp_fig_open(&F, dir, name, 1);
             if (st) return st;
-            int k = 0, used = 0; /* rows in this figure: its panels' */
+            int k = 0; /* rows in this figure: its panels' */
             for (; i < R->n && k < npan * per; i += nc) {
                 if (!bars_row(R, i, nc, mode)) continue;
                 if (k % per == 0) { /* each panel a gnuplot index of its own, with its header */
@@ -336,9 +336,9 @@ static kv_status fig_bars(const rep *R, const char *dir) {
                     else fprintf(F.dat, " %.6g", mode ? x->thr : x->decode_s);
                 }
                 fprintf(F.dat, "\n");
-                k++, used++;
+                k++;
             }
-            npan = (used + per - 1) / per;
+            npan = (k + per - 1) / per;
             /* rotated labels hang down and to the left of their tic: room below for the longest */
             int bm = 3 + (int)(0.3 * (double)maxlab);
             int panel_h = 330 + 9 * bm, w = 360 + per * (40 + 18 * nc);

@@ -251,7 +251,7 @@ static kv_status weight_load(bld *b, kv_op op, int step, int j, int k, double by
 /* The fields that depend on the split (rows, context, bytes, FLOPs) of the ops that have them:
  * decode ops at split l (lmin = lmax = l), the prompt pass's stores for splits lmin..lmax over the
  * steps (K/V from lmin in latency mode, activations up to lmax). The one place the builder and
- * the re-costing of a graph at another split (kv_graph_resplit) take them from. */
+ * the re-costing of a graph at another split (kv_graph_split_apply) take them from. */
 static void split_fields(const kv_split_k *c, kv_gop *o, int lmin, int lmax) {
     double nc = c->b_cpu;
     if (o->step < 0) {
@@ -307,12 +307,6 @@ int kv_graph_split_op(const kv_gop *o) {
 }
 
 void kv_graph_split_apply(const kv_split_k *c, kv_gop *o, int l) { split_fields(c, o, l, l); }
-
-void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l) {
-    kv_split_k c;
-    kv_graph_split_init(&c, m, pl, ly);
-    split_fields(&c, o, l, l);
-}
 
 /* One (layer, micro-batch) of the prompt pass. */
 static kv_status prefill_one(bld *b, int j, int k) {

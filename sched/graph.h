@@ -104,8 +104,7 @@ typedef struct {
  * takes them from, so a consumer can re-cost a graph at another split. For 0 < l < prompt every
  * split has the same ops and dependencies; only these fields differ. */
 int kv_graph_split_op(const kv_gop *o);
-void kv_graph_resplit(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_gop *o, int l);
-/* The same for many ops: what the fields are computed from, once, then applied to each. */
+/* What the fields are computed from (once per plan), then applied to each op for split l. */
 typedef struct {
     const kv_model *m;
     int prompt, b_cpu, latency_kv; /* latency_kv: latency mode streaming the cache (K/V kept only for [l, s)) */

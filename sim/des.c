@@ -198,8 +198,7 @@ void sim_des_reset(sim_des *d) {
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
 }
 
-void sim_des_rewind(sim_des *d, const int32_t *deps, int same_copies) {
-    if (!same_copies) d->nrg = 0; /* the regions were verified for the old costs */
+void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->hn = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;

@@ -58,9 +58,9 @@ void sim_des_reset(sim_des *d);
 /* Makes a finished whole-graph run (not streamed, one GPU) ready to run again: tasks, dependencies,
  * program order, the mark and declared regions stay; every task's dependency count becomes
  * deps[i] (as it was before the first run) and nothing has run. The caller may change the tasks'
- * costs in between (another split of the same plan); same_copies says that tasks which were
- * copies of each other (equal costs) still are, so the regions need not be verified again. */
-void sim_des_rewind(sim_des *d, const int32_t *deps, int same_copies);
+ * costs in between (another split of the same plan) as long as tasks that were copies of each
+ * other (equal costs) still are: the verified regions are kept. */
+void sim_des_rewind(sim_des *d, const int32_t *deps);
 /* Adds a task at the end of its queue's program order; returns its index or -1 (out of memory). */
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
 /* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */

@@ -17,7 +17,7 @@ struct sim_ctx {
     uint64_t reruns;   /* streamed runs that had to run again whole */
     /* The last whole-graph run's graph, kept so that another split of the same plan runs without
      * building it again: the same tasks and dependencies (every split strictly between 0 and the
-     * prompt has them, kv_graph_resplit), with the split-dependent ops re-costed. */
+     * prompt has them, kv_graph_split_apply), with the split-dependent ops re-costed. */
     int have_graph, g_interior, g_split;
     kv_model gm;
     hw_profile gp;
@@ -291,8 +291,8 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
         /* copies of a layer stay copies: ops with the same kind, step and sequences get the same
-         * fields at any split, so the same cost (tasks that were equal still are) */
-        sim_des_rewind(d, sx->deps0, 1);
+         * fields at any split, so the same cost (the verified regions stay valid) */
+        sim_des_rewind(d, sx->deps0);
         sim_link h2d, d2h;
         run_links(p, pl, &h2d, &d2h);
         sim_des_links(d, h2d, d2h);
@@ -414,7 +414,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
  * so the decode time is at least each queue's sum of late durations (a copy: its overhead plus its
  * work at the full rate) and each direction's late work over its rate. */
 /* Late ops whose cost depends on the split, gathered by (queue, kind, step, sequences): the ops of
- * one group have the same fields at every split (kv_graph_resplit), so one costing serves all. */
+ * one group have the same fields at every split (kv_graph_split_apply), so one costing serves all. */
 typedef struct {
     kv_gop o;
     double count;

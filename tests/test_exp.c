@@ -32,6 +32,20 @@ static void spec_file(char *path, size_t n, const char *name, const char *text) 
     assert_int_equal(write_text(path, text), 0);
 }
 
+/* An experiment file written, parsed and checked; and run into tmp_dir()/DBNAME.db (fresh). */
+static void spec_load(exp_spec *s, const char *name, const char *text) {
+    char p[512];
+    spec_file(p, sizeof p, name, text);
+    if (exp_parse(p, s) || exp_check(s)) fail_msg("%s", kv_errmsg());
+}
+
+static void spec_run(const exp_spec *s, const char *dbname, int jobs, char *db, size_t n, int *ran, int *nofit) {
+    snprintf(db, n, "%s/%s.db", tmp_dir(), dbname);
+    unlink(db);
+    exp_opts o = {.jobs = jobs, .nshard = 1, .db = db};
+    if (exp_execute(s, &o, ran, nofit)) fail_msg("%s", kv_errmsg());
+}
+
 static void expect_parse(const char *text, kv_status want, const char *needle) {
     char p[512];
     spec_file(p, sizeof p, "bad", text);
@@ -340,16 +354,12 @@ static void t_check_first(void **st) {
  * named, never just the first one under a title that does not say which */
 static void t_heatmap_panels(void **st) {
     (void)st;
-    char p[512], db[512];
-    spec_file(p, sizeof p, "heat", "name = heat\nmodels = OPT-125M\nhardware = t4 a100-40gb-pcie4\nbatch = 2 32\nprompt = 256\ngen = 3\n"
-                                  "schedulers = paper pipelined\nfigures = heatmap\n");
+    char db[512];
     static exp_spec s;
-    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
-    snprintf(db, sizeof db, "%s/heat.db", tmp_dir());
-    unlink(db);
+    spec_load(&s, "heat", "name = heat\nmodels = OPT-125M\nhardware = t4 a100-40gb-pcie4\nbatch = 2 32\nprompt = 256\ngen = 3\n"
+                                  "schedulers = paper pipelined\nfigures = heatmap\n");
     int ran, nofit;
-    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
-    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    spec_run(&s, "heat", 1, db, sizeof db, &ran, &nofit);
     FILE *f = tmpfile();
     if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
     rewind(f);
@@ -406,16 +416,12 @@ static void t_heatmap_panels(void **st) {
  * breakdown: per policy and resource, each op's share of decode time stacked */
 static void t_figures(void **st) {
     (void)st;
-    char p[512], db[512], path[600];
-    spec_file(p, sizeof p, "figs", "name = figs\ntitle = figure test\nmodels = OPT-125M\nhardware = t4\nbatch = 1 2 4 8 16 32 64\n"
-                                  "prompt = 16 32\ngen = 3\nfigures = bars breakdown\nsweep = batch=64 prompt=32\n");
+    char db[512], path[600];
     static exp_spec s;
-    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
-    snprintf(db, sizeof db, "%s/figs.db", tmp_dir());
-    unlink(db);
+    spec_load(&s, "figs", "name = figs\ntitle = figure test\nmodels = OPT-125M\nhardware = t4\nbatch = 1 2 4 8 16 32 64\n"
+                                  "prompt = 16 32\ngen = 3\nfigures = bars breakdown\nsweep = batch=64 prompt=32\n");
     int ran, nofit;
-    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
-    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    spec_run(&s, "figs", 1, db, sizeof db, &ran, &nofit);
     FILE *f = tmpfile();
     if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
     fclose(f);
@@ -468,16 +474,12 @@ static void t_figures(void **st) {
  * data file from them as from simulating the sweep itself (what it does when they are missing). */
 static void t_sweep_stored(void **st) {
     (void)st;
-    char p[512], db[512], path[600];
-    spec_file(p, sizeof p, "swp", "name = swp\nmodels = OPT-125M\nhardware = t4\nbatch = 8 64\nprompt = 32\ngen = 3\n"
-                                 "sweep = batch=64\n");
+    char db[512], path[600];
     static exp_spec s;
-    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
-    snprintf(db, sizeof db, "%s/swp.db", tmp_dir());
-    unlink(db);
+    spec_load(&s, "swp", "name = swp\nmodels = OPT-125M\nhardware = t4\nbatch = 8 64\nprompt = 32\ngen = 3\n"
+                                 "sweep = batch=64\n");
     int ran, nofit;
-    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
-    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    spec_run(&s, "swp", 1, db, sizeof db, &ran, &nofit);
     sqlite3 *h;
     assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
     sqlite3_stmt *q;
@@ -533,17 +535,13 @@ static void t_par_sweep(void **st) {
         kv_par_unmap(out, sizeof(long) * 5000);
     }
     assert_int_equal(kv_par_for(0, 3, par_square, free, NULL), KV_OK);
-    char p[512], db[2][512];
-    spec_file(p, sizeof p, "swpar", "name = swpar\nmodels = OPT-125M\nhardware = t4\nbatch = 8\nprompt = 200\ngen = 3\nsweep = batch=8\n");
+    char db[2][512];
     static exp_spec s;
-    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
+    spec_load(&s, "swpar", "name = swpar\nmodels = OPT-125M\nhardware = t4\nbatch = 8\nprompt = 200\ngen = 3\nsweep = batch=8\n");
     char *vals[2];
     for (int k = 0; k < 2; k++) {
-        snprintf(db[k], sizeof db[k], "%s/swpar%d.db", tmp_dir(), k);
-        unlink(db[k]);
         int ran, nofit;
-        exp_opts o = {.jobs = k ? 3 : 1, .nshard = 1, .db = db[k]};
-        if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+        spec_run(&s, k ? "swpar1" : "swpar0", k ? 3 : 1, db[k], sizeof db[k], &ran, &nofit);
         sqlite3 *h;
         assert_int_equal(sqlite3_open(db[k], &h), SQLITE_OK);
         sqlite3_stmt *q;
@@ -565,16 +563,12 @@ static void t_par_sweep(void **st) {
  * those was an empty histogram gnuplot refused, failing the whole report). */
 static void t_figures_large(void **st) {
     (void)st;
-    char p[512], db[512], path[600];
-    spec_file(p, sizeof p, "big", "name = big\nmodels = OPT-125M OPT-175B\nhardware = t4 l4 a100-40gb-pcie4 h100-pcie rtx4090 v100\n"
-                                 "batch = 1 2 3 4 6 8 12 16 24 32 48 64\nprompt = 8 16 24 32 48 64\ngen = 2\npolicies = offload\n");
+    char db[512], path[600];
     static exp_spec s;
-    if (exp_parse(p, &s) || exp_check(&s)) fail_msg("%s", kv_errmsg());
-    snprintf(db, sizeof db, "%s/big.db", tmp_dir());
-    unlink(db);
+    spec_load(&s, "big", "name = big\nmodels = OPT-125M OPT-175B\nhardware = t4 l4 a100-40gb-pcie4 h100-pcie rtx4090 v100\n"
+                                 "batch = 1 2 3 4 6 8 12 16 24 32 48 64\nprompt = 8 16 24 32 48 64\ngen = 2\npolicies = offload\n");
     int ran, nofit;
-    exp_opts o = {.jobs = 1, .nshard = 1, .db = db};
-    if (exp_execute(&s, &o, &ran, &nofit)) fail_msg("%s", kv_errmsg());
+    spec_run(&s, "big", 1, db, sizeof db, &ran, &nofit);
     assert_true(ran >= 432 && nofit > 0);
     FILE *f = tmpfile();
     if (exp_report(&s, db, tmp_dir(), f)) fail_msg("%s", kv_errmsg());
