@@ -79,8 +79,8 @@ typedef struct {
 } sim_cnode;
 
 struct sim_des {
-    sim_task *t;      /* task id i is t[i - off] (off > 0 only while streaming) */
-    int32_t n, cap, off;
+    sim_task *t;      /* a ring: task id i is t[i & tmask]; ids [off, n) are kept (off > 0 only while streaming) */
+    int32_t n, cap, off, tmask;
     sim_edge *e;      /* successor lists; free list through next (streaming frees them) */
     int32_t ne, ecap, efree;
     int32_t *scratch; /* sim_des_succ's answer */
@@ -139,16 +139,39 @@ static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
     return 0;
 }
 
-#define TK(d, id) (&(d)->t[(id) - (d)->off])
+#define TK(d, id) (&(d)->t[(id) & (d)->tmask])
 
-/* Streaming: drop retired tasks from the front of the task array and started ones from the
- * front of a queue's program order, once they are at least half of it (amortised O(1)). */
-static void compact(sim_des *d, sim_queue *r) {
-    int32_t gone = d->base - d->off, live = d->n - d->base;
-    if (gone >= 4096 && gone >= live) {
-        memmove(d->t, d->t + gone, (size_t)live * sizeof *d->t);
-        d->off = d->base;
+/* Room for one more task in the ring (a power of two at least the tasks kept): the kept ids move
+ * to their places under the larger mask. A streamed run's retired tasks leave the ring by
+ * advancing off, so nothing is moved while it runs (a whole graph has off 0: the ring is an
+ * array). */
+static int grow_tasks(sim_des *d) {
+    int32_t need = d->n - d->off + 1;
+    if (need <= d->cap) return 0;
+    int32_t nc = d->cap ? d->cap : 256;
+    while (nc < need) {
+        if (nc >= (1 << 30)) return -1;
+        nc *= 2;
     }
+    sim_task *t = malloc((size_t)nc * sizeof *t);
+    if (!t) return -1;
+    for (int32_t i = d->off; i < d->n;) {
+        /* the longest stretch contiguous in both rings */
+        int32_t a = i & d->tmask, b = i & (nc - 1), len = d->n - i;
+        if (len > d->cap - a) len = d->cap - a;
+        if (len > nc - b) len = nc - b;
+        memcpy(t + b, d->t + a, (size_t)len * sizeof *t);
+        i += len;
+    }
+    free(d->t);
+    d->t = t, d->cap = nc, d->tmask = nc - 1;
+    return 0;
+}
+
+/* Streaming: drop started tasks from the front of a queue's program order, once they are at
+ * least half of it (amortised O(1)). */
+static void compact(sim_des *d, sim_queue *r) {
+    (void)d;
     if (r->head >= 4096 && r->head >= r->n - r->head) {
         memmove(r->seq, r->seq + r->head, (size_t)(r->n - r->head) * sizeof *r->seq);
         r->n -= r->head, r->head = 0;
@@ -211,7 +234,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
     for (int32_t i = 0; i < d->n; i++) {
-        sim_task *t = &d->t[i];
+        sim_task *t = TK(d, i);
         t->deps_left = deps[i];
         t->start = t->end = -1;
         t->fin = 0, t->ver = 0;
@@ -225,10 +248,9 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
     if ((unsigned)queue >= KV_Q_COUNT) return -1;
     sim_queue *r = &d->q[d->rep * KV_Q_COUNT + queue];
     if (d->stream) compact(d, r);
-    if (grow((void **)&d->t, &d->cap, d->n - d->off + 1, sizeof *d->t) ||
-        grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq))
+    if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
         return -1;
-    sim_task *t = &d->t[d->n - d->off];
+    sim_task *t = TK(d, d->n);
     /* every field by hand: a memset of the whole record was a tenth of a sweep's time */
     t->bytes = t->flops = t->fixed_s = t->work = 0;
     t->deps_left = 0;
@@ -250,11 +272,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
 
 /* from -> to: appended to from's successor list. A dependency on a task that has finished (a
  * streamed run) is already met: nothing to wait for. */
-static int add_edge(sim_des *d, int32_t from, int32_t to) {
-    if (TK(d, to)->ndeps0 < 255) TK(d, to)->ndeps0++;
-    if (from < d->base || TK(d, from)->fin) return 0;
-    sim_task *f = TK(d, from);
-    TK(d, to)->deps_left++;
+static int add_succ(sim_des *d, sim_task *f, int32_t to) {
     if (f->nsucc_in < SIM_SUCC_IN) {
         f->succ_in[f->nsucc_in++] = to;
         return 0;
@@ -272,6 +290,13 @@ static int add_edge(sim_des *d, int32_t from, int32_t to) {
     return 0;
 }
 
+static int add_edge(sim_des *d, int32_t from, int32_t to) {
+    if (TK(d, to)->ndeps0 < 255) TK(d, to)->ndeps0++;
+    if (from < d->base || TK(d, from)->fin) return 0;
+    TK(d, to)->deps_left++;
+    return add_succ(d, TK(d, from), to);
+}
+
 /* A streamed run added a task that, with the whole graph present, would already have started
  * (ready, heading an idle queue, everything it waits for done): the streamed timeline would
  * differ, so the run says so and the caller runs it again with the whole graph. */
@@ -281,20 +306,29 @@ static void check_late(sim_des *d, int32_t id) {
     if (d->started && t->deps_left == 0 && q->running < 0 && q->seq[q->head] == id) d->overrun = 1;
 }
 
+/* add_edge for each dependency, the new task's record at hand. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out) {
     int32_t id = sim_des_task(d, op, q, step, layer, mb);
     if (id < 0) return -1;
+    sim_task *t = TK(d, id);
+    t->ndeps0 = (uint8_t)(ndeps < 255 ? ndeps : 255);
     for (int i = 0; i < ndeps; i++) {
-        if (deps[i] < 0 || deps[i] >= id) return -1;
-        if (add_edge(d, deps[i], id)) return -1;
+        int32_t from = deps[i];
+        if (from < 0 || from >= id) return -1;
+        if (from < d->base) continue;
+        sim_task *f = TK(d, from);
+        if (f->fin) continue;
+        t->deps_left++;
+        if (add_succ(d, f, id)) return -1;
     }
-    *out = TK(d, id);
+    *out = t;
     return id;
 }
 
+const sim_task *sim_des_tasks(const sim_des *d) { return d->off == 0 && d->n <= d->cap ? d->t : NULL; }
 sim_task *sim_des_get(sim_des *d, int32_t id) { return id >= d->off && id < d->n ? TK(d, id) : NULL; }
 int32_t sim_des_count(const sim_des *d) { return d->n; }
-const sim_task *sim_des_task_at(const sim_des *d, int32_t id) { return id >= d->off && id < d->n ? &d->t[id - d->off] : NULL; }
+const sim_task *sim_des_task_at(const sim_des *d, int32_t id) { return id >= d->off && id < d->n ? TK(d, id) : NULL; }
 
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to) {
     if (from < d->base || to < d->base || from >= d->n || to >= d->n || from == to)
@@ -569,6 +603,7 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
 
 static int32_t cnode_new(sim_des *d);
 static void cnode_drop(sim_des *d, int32_t k);
+static void retire(sim_des *d);
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
 
@@ -787,7 +822,45 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     /* a streamed run keeps critical-path nodes: made and dropped as step_event does, the drops of
      * an end after the starts it caused (the log's next end, or the end of a pass) */
     int32_t pend_nd = -2, pend_old = -1;
-    for (int64_t m = 1; m <= k; m++) {
+    if (!d->stream) {
+        /* a whole graph keeps no nodes: ends come in time order at or after every earlier end, so
+         * the last one of the last pass is the task that ended last */
+        int32_t nend = 0, lastend = -1;
+        for (int32_t i = 0; i < d->nlog; i++)
+            if (d->log[i].end) nend++, lastend = i;
+        for (int64_t m = 1; m <= k; m++) {
+            int32_t sh = (int32_t)(m * Q);
+            sim_time dt = (sim_time)m * D;
+            for (const sim_tr *r = d->log, *re = d->log + d->nlog; r < re; r++) {
+                int32_t id = r->id + sh;
+                sim_task *t = TK(d, id);
+                if (!r->end) {
+                    sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
+                    if (q->head >= q->n || q->seq[q->head] != id) {
+                        d->ff_broken = 1;
+                        return;
+                    }
+                    q->head++;
+                    t->start = r->t + dt;
+                    t->crit = r->why + sh;
+                    continue;
+                }
+                t->end = r->t + dt;
+                t->fin = 1;
+                for (int j = 0; j < t->nsucc_in; j++)
+                    if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
+                for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
+                    if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+            }
+        }
+        d->done += (int32_t)(k * nend);
+        if (lastend >= 0) {
+            st->last = d->log[lastend].id + (int32_t)(k * Q);
+            d->last_end = d->log[lastend].t + (sim_time)k * D;
+            d->last_node = -1;
+        }
+    }
+    for (int64_t m = 1; d->stream && m <= k; m++) {
         int32_t sh = (int32_t)(m * Q);
         sim_time dt = (sim_time)m * D;
         for (int32_t i = 0; i < d->nlog; i++) {
@@ -835,6 +908,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             }
             if (d->stream) t->succ_head = t->succ_tail = -1;
         }
+        /* hand the period's finished tasks over while their records are still in cache */
+        if (d->stream) retire(d);
     }
     if (d->stream && pend_nd != -2) {
         cnode_drop(d, pend_nd);
@@ -964,7 +1039,7 @@ static void cnode_drop(sim_des *d, int32_t k) {
 /* With the whole graph kept, the tasks themselves are the nodes (no node is made). */
 void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, sim_time *end, int32_t *parent) {
     if (!d->stream) {
-        const sim_task *t = &d->t[node];
+        const sim_task *t = TK(d, node);
         *op = (kv_op)t->op, *start = t->start, *end = t->end, *parent = t->crit;
         return;
     }
@@ -1018,6 +1093,7 @@ static void retire(sim_des *d) {
         if (d->retire) d->retire(d->retire_ctx, t);
         d->base++;
     }
+    if (d->stream) d->off = d->base; /* their places in the ring are free */
 }
 
 /* Pops and runs one event; 0 when the heap is empty or the run stopped. */

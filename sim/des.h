@@ -68,6 +68,8 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
 const sim_task *sim_des_task_at(const sim_des *d, int32_t id); /* read only; NULL if gone */
+/* Every task in id order, task i at [i] (a whole graph: none has left); NULL once some have. */
+const sim_task *sim_des_tasks(const sim_des *d);
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to);
 /* Successors of a task (after a run that kept the whole graph); the array is valid until the
  * next call. */

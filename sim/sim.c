@@ -11,6 +11,7 @@ struct sim_ctx {
     uint8_t *late;     /* sim_decode_bound: per op, it starts after the first token */
     int32_t late_cap;
     double *step_end, *step_s;
+    sim_time *step_tend; /* each step's last end, in clock units while the run goes */
     int steps_cap;
     int stream;        /* sim_stream: runs stream their graph */
     int32_t window;    /* 0: the default */
@@ -53,6 +54,7 @@ void sim_free(sim_ctx *s) {
     free(s->sid);
     free(s->sop);
     free(s->step_end);
+    free(s->step_tend);
     free(s->step_s);
     free(s);
 }
@@ -165,7 +167,7 @@ typedef struct {
     sim_ctx *keep; /* whole-graph run: its split-dependent ops are kept here (NULL: not kept) */
     /* what each finished task adds to the result, in task order (streamed or not, the same sums) */
     sim_result *out;
-    double *step_end;
+    sim_time *step_end; /* the clock is monotone in seconds: the latest end converts once */
 } sink_ctx;
 
 /* The step just emitted, up to task b: its layers repeat with the period between their first
@@ -228,8 +230,7 @@ static void sim_retire(void *ctx, const sim_task *x) {
         out->prefill_op_s[x->op] += sim_to_s(x->end - x->start);
         return;
     }
-    double e = sim_to_s(x->end);
-    if (e > sc->step_end[x->step]) sc->step_end[x->step] = e;
+    if (x->end > sc->step_end[x->step]) sc->step_end[x->step] = x->end;
     if (sc->t0 < 0) sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
     sim_time t0 = sc->t0;
     /* decode busy time after the first token, as utilisation counts it (a load may start early) */
@@ -269,8 +270,10 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     if (T > sx->steps_cap) {
         double *a = realloc(sx->step_end, (size_t)T * sizeof *a), *b = a ? realloc(sx->step_s, (size_t)T * sizeof *b) : NULL;
         if (a) sx->step_end = a;
-        if (!b) return kv_errorf(KV_ENOMEM, "sim: out of memory");
-        sx->step_s = b;
+        if (b) sx->step_s = b;
+        sim_time *c = b ? realloc(sx->step_tend, (size_t)T * sizeof *c) : NULL;
+        if (!c) return kv_errorf(KV_ENOMEM, "sim: out of memory");
+        sx->step_tend = c;
         sx->steps_cap = T;
     }
     sim_des *d = sx->des;
@@ -287,7 +290,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     int reuse = !want && sx->have_graph && !pl->split_steps && ((interior && sx->g_interior) || pl->split == sx->g_split) &&
                 !memcmp(&sx->gm, m, sizeof *m) && !memcmp(&sx->gp, p, sizeof *p) && !memcmp(&sx->gpl, &key, sizeof key);
     if (reuse) {
-        for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
+        for (int t = 0; t < T; t++) sx->step_tend[t] = -1;
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
         /* copies of a layer stay copies: ops with the same kind, step and sequences get the same
@@ -298,7 +301,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sim_des_links(d, h2d, d2h);
         memset(&sc, 0, sizeof sc);
         sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = sx->gfirst, sc.cost.comp_kv = ly->comp_kv;
-        sc.out = out, sc.step_end = sx->step_end, sc.t0 = -1, sc.step0_first = -1;
+        sc.out = out, sc.step_end = sx->step_tend, sc.t0 = -1, sc.step0_first = -1;
         kv_split_k spk;
         kv_graph_split_init(&spk, m, pl, ly);
         /* the layers of a step repeat: one re-costing per (kind, step, sequences) */
@@ -325,7 +328,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sx->have_graph = 1, sx->g_split = pl->split, sx->reused++;
     }
     for (int stream = want; !reuse; stream = 0) {
-        for (int t = 0; t < T; t++) sx->step_end[t] = -HUGE_VAL;
+        for (int t = 0; t < T; t++) sx->step_tend[t] = -1;
         memset(out->prefill_op_s, 0, sizeof out->prefill_op_s);
         memset(out->op_s, 0, sizeof out->op_s);
         sim_des_reset(d);
@@ -334,7 +337,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sim_des_links(d, h2d, d2h);
         memset(&sc, 0, sizeof sc);
         sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = paper, sc.first_token = -1, sc.cost.comp_kv = ly->comp_kv;
-        sc.out = out, sc.step_end = sx->step_end, sc.stream = stream;
+        sc.out = out, sc.step_end = sx->step_tend, sc.stream = stream;
         sc.win_fixed = sx->window, sc.step0_first = -1, sc.t0 = -1;
         sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
         if (stream) sim_des_stream(d, sx->window > 0 ? sx->window : INT32_MAX / 2, sim_retire, &sc);
@@ -360,11 +363,16 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sx->reruns++;
     }
     if (!sc.stream) /* the whole graph: the same sums, in the same task order */
-        for (int32_t i = 0, n = sim_des_count(d); i < n; i++) sim_retire(&sc, sim_des_get(d, i));
+    {
+        const sim_task *tk = sim_des_tasks(d);
+        for (int32_t i = 0, n = sim_des_count(d); i < n; i++) sim_retire(&sc, tk ? &tk[i] : sim_des_get(d, i));
+    }
     sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
     out->prefill_s = sc.first_token >= 0 ? sim_to_s(t0) : 0;
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
+        sx->step_end[t] = sx->step_tend[t] >= 0 ? sim_to_s(sx->step_tend[t]) : -HUGE_VAL;
         if (!(sx->step_end[t] > out->prefill_s)) sx->step_end[t] = out->prefill_s;
+    }
     for (int t = 0; t < T; t++) sx->step_s[t] = sx->step_end[t] - (t ? sx->step_end[t - 1] : out->prefill_s);
     out->step_s = sx->step_s;
     out->nsteps = T;
