@@ -124,6 +124,8 @@ struct sim_des {
     uint64_t ff_ev0;
     sim_time ff_busy0[KV_RES_COUNT], ff_t0;
     uint64_t ff_periods;  /* periods fast-forwarded in the run */
+    uint8_t *ff_need;     /* a streamed replay's scratch: residues mod Q some start names as its cause */
+    int32_t ff_needcap;
     int ff_broken;        /* a replay found the queues not as the region promised (a bug): the run fails */
     sim_queue q[SIM_MAX_REP * KV_Q_COUNT]; /* last: one GPU uses the first KV_Q_COUNT */
 };
@@ -195,6 +197,7 @@ void sim_des_free(sim_des *d) {
     free(d->rg);
     free(d->sig[0]), free(d->sig[1]);
     free(d->log);
+    free(d->ff_need);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
     free(d);
 }
@@ -821,7 +824,6 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     int32_t hi_end = (int32_t)(d->ff_hi + k * Q);
     /* a streamed run keeps critical-path nodes: made and dropped as step_event does, the drops of
      * an end after the starts it caused (the log's next end, or the end of a pass) */
-    int32_t pend_nd = -2, pend_old = -1;
     if (!d->stream) {
         /* a whole graph keeps no nodes: ends come in time order at or after every earlier end, so
          * the last one of the last pass is the task that ended last */
@@ -860,60 +862,85 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             d->last_node = -1;
         }
     }
-    for (int64_t m = 1; d->stream && m <= k; m++) {
-        int32_t sh = (int32_t)(m * Q);
-        sim_time dt = (sim_time)m * D;
+    if (d->stream) {
+        /* Critical-path nodes, made and dropped as step_event does: the node of the previous last
+         * end is released at the next end (after the starts it caused). Only an end that some
+         * start names as its cause (its task id and a start's cause equal modulo Q: conservative)
+         * or that ends the replay needs a node; for the others, releasing the node they would have
+         * had is releasing their parent, which is what is done (nodes are internal: the paths are
+         * the same). */
+        if (Q > d->ff_needcap) {
+            uint8_t *nn = realloc(d->ff_need, (size_t)Q);
+            if (!nn) {
+                d->nomem = 1;
+                return;
+            }
+            d->ff_need = nn, d->ff_needcap = Q;
+        }
+        memset(d->ff_need, 0, (size_t)Q);
+        int32_t lastend = -1;
         for (int32_t i = 0; i < d->nlog; i++) {
             const sim_tr *r = &d->log[i];
-            sim_task *t = TK(d, r->id + sh);
-            if (!r->end) {
-                sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
-                if (q->head >= q->n || q->seq[q->head] != r->id + sh) {
-                    d->ff_broken = 1;
-                    return;
-                }
-                q->head++;
-                t->start = r->t + dt;
-                t->crit = r->why + sh;
-                if (d->stream) {
+            if (r->end) lastend = i;
+            else if (r->why >= 0) d->ff_need[r->why % Q] = 1;
+        }
+        /* the last end before the one being replayed: a node (>= 0), or none (-1), or virtual (-2,
+         * its parent in pcpar) */
+        int32_t pend = -3, pcpar = -1, lcpar = -1;
+        int lvirt = 0;
+        for (int64_t m = 1; m <= k; m++) {
+            int32_t sh = (int32_t)(m * Q);
+            sim_time dt = (sim_time)m * D;
+            for (int32_t i = 0; i < d->nlog; i++) {
+                const sim_tr *r = &d->log[i];
+                int32_t id = r->id + sh;
+                sim_task *t = TK(d, id);
+                if (!r->end) {
+                    sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
+                    if (q->head >= q->n || q->seq[q->head] != id) {
+                        d->ff_broken = 1;
+                        return;
+                    }
+                    q->head++;
+                    t->start = r->t + dt;
+                    t->crit = r->why + sh;
                     t->cpar = TK(d, r->why + sh)->cnode;
                     if (t->cpar >= 0) d->cn[t->cpar].refs++;
+                    continue;
                 }
-                continue;
-            }
-            t->end = r->t + dt;
-            t->fin = 1;
-            d->done++;
-            int32_t nd = -1;
-            if (d->stream) {
-                if (pend_nd != -2) {
-                    cnode_drop(d, pend_nd);
-                    if (pend_old >= 0 && pend_old != d->last_node) cnode_drop(d, pend_old);
-                }
-                if ((nd = cnode_new(d)) < 0) {
-                    d->nomem = 1;
-                    return;
-                }
-                d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op};
+                t->end = r->t + dt;
+                t->fin = 1;
+                d->done++;
+                if (pend >= 0 && pend != d->last_node) cnode_drop(d, pend);
+                else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
+                pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
+                int32_t nd = -1;
+                if (d->ff_need[r->id % Q] || (m == k && i == lastend)) {
+                    if ((nd = cnode_new(d)) < 0) {
+                        d->nomem = 1;
+                        return;
+                    }
+                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op};
+                    lvirt = 0;
+                } else
+                    lvirt = 1, lcpar = t->cpar;
                 t->cnode = nd;
-                pend_nd = nd, pend_old = d->last_node;
+                /* ends come in time order, at or after every earlier end */
+                st->last = id, d->last_end = t->end, d->last_node = nd;
+                for (int j = 0; j < t->nsucc_in; j++)
+                    if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
+                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
+                    nx = d->e[e].next;
+                    if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+                    d->e[e].next = d->efree, d->efree = e; /* consumed, as step_event does */
+                }
+                t->succ_head = t->succ_tail = -1;
             }
-            if (st->last < 0 || t->end >= d->last_end) st->last = r->id + sh, d->last_end = t->end, d->last_node = nd;
-            for (int j = 0; j < t->nsucc_in; j++)
-                if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
-            for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
-                nx = d->e[e].next;
-                if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
-                if (d->stream) d->e[e].next = d->efree, d->efree = e; /* consumed, as step_event does */
-            }
-            if (d->stream) t->succ_head = t->succ_tail = -1;
+            /* hand the period's finished tasks over while their records are still in cache */
+            retire(d);
         }
-        /* hand the period's finished tasks over while their records are still in cache */
-        if (d->stream) retire(d);
-    }
-    if (d->stream && pend_nd != -2) {
-        cnode_drop(d, pend_nd);
-        if (pend_old >= 0 && pend_old != d->last_node) cnode_drop(d, pend_old);
+        if (pend >= 0 && pend != d->last_node) cnode_drop(d, pend);
+        else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
     }
     int32_t sh = (int32_t)(k * Q);
     sim_time dt = (sim_time)k * D;
