@@ -67,6 +67,7 @@ typedef struct {
     sim_time t;
     int32_t id, why;
     uint8_t end;
+    uint8_t qi; /* a start's queue */
 } sim_tr;
 
 /* A finished task as the critical path needs it. A node lives while a task that it let start is
@@ -111,6 +112,7 @@ struct sim_des {
     /* fast-forward over periodic regions (sim_des_periodic) */
     sim_region *rg;       /* verified regions, in task order */
     int32_t nrg, rgcap, rgi;
+    int32_t ff_cursor;    /* the first anchor not yet started (INT32_MAX: none known) */
     int ff_on;
     int32_t lo;           /* every task below it has finished */
     int32_t ff_hi;        /* highest task id started */
@@ -220,7 +222,7 @@ void sim_des_reset(sim_des *d) {
     d->dir[0].n = d->dir[1].n = 0;
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
-    d->nrg = 0, d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
+    d->nrg = 0, d->rgi = 0, d->ff_cursor = INT32_MAX, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
 }
 
@@ -649,6 +651,7 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
     if (g.anchor0 >= g.b) return;
     if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
     d->rg[d->nrg++] = g;
+    if (g.anchor0 < d->ff_cursor) d->ff_cursor = g.anchor0;
 }
 
 static int ff_push(sim_des *d, int k, int64_t v) {
@@ -738,13 +741,31 @@ static const sim_region *ff_region(sim_des *d, int32_t id) {
     return lo < d->nrg && id >= d->rg[lo].a ? &d->rg[lo] : NULL;
 }
 
-static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end) {
+/* The first anchor at or after id, over the regions (INT32_MAX: none). Anchors start in id order
+ * (they are a layer's first compute task, and the compute queue runs in id order), so a start
+ * is an anchor exactly when it is this cursor. */
+static int32_t ff_next_anchor(const sim_des *d, int32_t id) {
+    int32_t lo = 0, hi = d->nrg;
+    while (lo < hi) {
+        int32_t m = (lo + hi) / 2;
+        if (d->rg[m].b <= id) lo = m + 1;
+        else hi = m;
+    }
+    for (; lo < d->nrg; lo++) {
+        const sim_region *g = &d->rg[lo];
+        int64_t a = id <= g->anchor0 ? g->anchor0 : g->anchor0 + ((int64_t)id - g->anchor0 + g->Q - 1) / g->Q * g->Q;
+        if (a < g->b) return (int32_t)a;
+    }
+    return INT32_MAX;
+}
+
+static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end, int qi) {
     if (d->ff_prev < 0 || d->ff_logbad) return;
     if (d->nlog == d->logcap && grow((void **)&d->log, &d->logcap, d->nlog + 1, sizeof *d->log)) {
         d->ff_logbad = 1;
         return;
     }
-    d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end};
+    d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end, (uint8_t)qi};
 }
 
 /* A link's busy time counts a stretch (some copy in flight) when it closes; with the stretch open
@@ -837,7 +858,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 int32_t id = r->id + sh;
                 sim_task *t = TK(d, id);
                 if (!r->end) {
-                    sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
+                    sim_queue *q = &d->q[r->qi];
                     if (q->head >= q->n || q->seq[q->head] != id) {
                         d->ff_broken = 1;
                         return;
@@ -896,7 +917,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 int32_t id = r->id + sh;
                 sim_task *t = TK(d, id);
                 if (!r->end) {
-                    sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
+                    sim_queue *q = &d->q[r->qi];
                     if (q->head >= q->n || q->seq[q->head] != id) {
                         d->ff_broken = 1;
                         return;
@@ -981,6 +1002,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     d->lo += sh; /* the oldest unfinished task, shifted like the rest of the state */
     /* the state is the last checkpoint's, shifted: the next period compares with it again */
     d->ff_prev = A + sh;
+    d->ff_cursor = ff_next_anchor(d, A + sh + 1); /* the anchors up to A + sh started in the replay */
     d->nlog = 0;
     d->ff_ev0 = st->events;
     ff_busy_now(d, d->now, d->ff_busy0);
@@ -1001,9 +1023,8 @@ static int try_start(sim_des *c, int qi, sim_time now, int32_t why) {
     t->ver++;
     if (d->ff_on) {
         if (id > d->ff_hi) d->ff_hi = id;
-        ff_log(d, id, why, now, 0);
-        const sim_region *g = ff_region(d, id);
-        if (g && id >= g->anchor0 && (id - g->anchor0) % g->Q == 0) d->ff_anchor = id;
+        ff_log(d, id, why, now, 0, qi);
+        if (id == d->ff_cursor) d->ff_anchor = id, d->ff_cursor = ff_next_anchor(d, id + 1);
     }
     if (d->has_net && is_flow(d, t)) return net_start(c, id, now);
     if (is_link(t->res)) {
@@ -1097,6 +1118,7 @@ static void start_run(sim_des *d) {
     const char *ff = getenv("KVPR_SIM_FF");
     d->ff_on = !d->has_net && !(ff && !strcmp(ff, "0"));
     d->rgi = 0;
+    d->ff_cursor = ff_next_anchor(d, 0);
     d->checked = d->n;
     d->dir[0].n = d->dir[1].n = 0;
     if (d->has_net) {
@@ -1137,7 +1159,7 @@ static int step_event(sim_des *d) {
     sim_time now = d->now = e.t;
     t->end = now;
     t->fin = 1;
-    if (d->ff_on) ff_log(d, e.task, -1, now, 1);
+    if (d->ff_on) ff_log(d, e.task, -1, now, 1, 0);
     int32_t nd = -1;
     if (d->stream) {
         if ((nd = cnode_new(d)) < 0) {
