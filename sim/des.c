@@ -67,7 +67,8 @@ typedef struct {
     sim_time t;
     int32_t id, why;
     uint8_t end;
-    uint8_t qi; /* a start's queue */
+    uint8_t qi;   /* a start's queue */
+    uint8_t need; /* an end's node is needed (a streamed replay's scratch) */
 } sim_tr;
 
 /* A finished task as the critical path needs it. A node lives while a task that it let start is
@@ -765,7 +766,7 @@ static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end, int
         d->ff_logbad = 1;
         return;
     }
-    d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end, (uint8_t)qi};
+    d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end, (uint8_t)qi, 0};
 }
 
 /* A link's busy time counts a stretch (some copy in flight) when it closes; with the stretch open
@@ -905,6 +906,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             if (r->end) lastend = i;
             else if (r->why >= 0) d->ff_need[r->why % Q] = 1;
         }
+        for (int32_t i = 0; i < d->nlog; i++)
+            if (d->log[i].end) d->log[i].need = d->ff_need[d->log[i].id % Q];
         /* the last end before the one being replayed: a node (>= 0), or none (-1), or virtual (-2,
          * its parent in pcpar) */
         int32_t pend = -3, pcpar = -1, lcpar = -1;
@@ -936,7 +939,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
                 pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
                 int32_t nd = -1;
-                if (d->ff_need[r->id % Q] || (m == k && i == lastend)) {
+                if (r->need || (m == k && i == lastend)) {
                     if ((nd = cnode_new(d)) < 0) {
                         d->nomem = 1;
                         return;
