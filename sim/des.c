@@ -158,6 +158,12 @@ static int grow_tasks(sim_des *d) {
         if (nc >= (1 << 30)) return -1;
         nc *= 2;
     }
+    if (d->off == 0) { /* nothing has left: every id is its own index, under any mask */
+        sim_task *t = realloc(d->t, (size_t)nc * sizeof *t);
+        if (!t) return -1;
+        d->t = t, d->cap = nc, d->tmask = nc - 1;
+        return 0;
+    }
     sim_task *t = malloc((size_t)nc * sizeof *t);
     if (!t) return -1;
     for (int32_t i = d->off; i < d->n;) {
