@@ -114,6 +114,7 @@ struct sim_des {
     sim_region *rg;       /* verified regions, in task order */
     int32_t nrg, rgcap, rgi;
     int32_t ff_cursor;    /* the first anchor not yet started (INT32_MAX: none known) */
+    int ff_aq;            /* the queue every anchor is on */
     int ff_on;
     int32_t lo;           /* every task below it has finished */
     int32_t ff_hi;        /* highest task id started */
@@ -639,8 +640,9 @@ static int ff_copy(sim_des *d, int32_t i, int32_t Q) {
 
 /* The region shrinks to its longest stretch of copies (at least four periods), kept in order. */
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0) {
-    if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b || a < d->off || b > d->n) return;
+    if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b || b > d->n) return;
     if (d->nrg > 0 && a < d->rg[d->nrg - 1].b) return; /* out of order */
+    if (a < d->off) a = d->off; /* tasks that have left (a streamed run's short window) ran: no copy */
     int32_t best_s = 0, best_e = 0, run_s = -1;
     for (int32_t i = a + Q; i <= b; i++) {
         int ok = i < b && ff_copy(d, i, Q);
@@ -656,7 +658,13 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
     int32_t m = g.anchor0 >= g.a ? 0 : (g.a - g.anchor0 + g.Q - 1) / g.Q;
     g.anchor0 += m * g.Q;
     if (g.anchor0 >= g.b) return;
+    /* every region's anchors on one queue, which runs in id order: anchors start in id order, so
+     * the next one to start is a cursor (ff_cursor) */
+    const sim_task *at = TK(d, g.anchor0);
+    int aq = at->rep * KV_Q_COUNT + at->queue;
+    if (d->nrg > 0 && aq != d->ff_aq) return;
     if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
+    d->ff_aq = aq;
     d->rg[d->nrg++] = g;
     if (g.anchor0 < d->ff_cursor) d->ff_cursor = g.anchor0;
 }

@@ -105,7 +105,8 @@ void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
  * each; anchor0 is a layer's first compute task), once they and their dependencies have been added
  * and before any of them runs (a streamed run: as the next step begins): it is verified at once,
  * the longest stretch that repeats is kept, and the run fast-forwards over the layers whose state
- * repeats (see des.c). The results are the full run's to the bit. Ignored with a host network. */
+ * repeats (see des.c). The results are the full run's to the bit. Ignored with a host network, and
+ * for a region whose anchors are not on the queue of the first region's anchors. */
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0);
 /* Periods the last run fast-forwarded over. */
 uint64_t sim_des_ff_periods(const sim_des *d);

@@ -324,7 +324,10 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
             double fixed, work;
         } mm[KV_OP_COUNT];
         memset(mm, 0, sizeof mm);
-        for (int32_t i = 0; i < sx->nsop; i++) {
+        /* only a KVPR plan's ops depend on the split (kv_plan_split_at: the others ignore it), and
+         * the same split needs no re-costing */
+        int32_t nre = pl->policy == KV_POL_KVPR && pl->split != sx->g_split ? sx->nsop : 0;
+        for (int32_t i = 0; i < nre; i++) {
             const kv_gop *src = &sx->sop[i];
             __typeof__(mm[0]) *e = &mm[src->op];
             if (!e->valid || e->o.step != src->step || e->o.nseq != src->nseq || e->o.seq0 != src->seq0 || e->o.queue != src->queue) {
@@ -567,6 +570,11 @@ kv_status sim_decode_bounds(sim_ctx *s, const kv_model *m, const hw_profile *p, 
     kv_plan pl = *plan;
     pl.split_steps = NULL;
     kv_status st = KV_OK;
+    if (pl.policy != KV_POL_KVPR) { /* the split is ignored: one graph, one bound */
+        if (lmax < 0 || (st = sim_decode_bound(s, m, p, &pl, &lb[0]))) return st;
+        for (int l = 1; l <= lmax; l++) lb[l] = lb[0];
+        return KV_OK;
+    }
     /* 0 and prompt have ops of their own (no activations; no K/V at the first step): built alone */
     for (int l = 0; l <= lmax && !st; l++)
         if (l == 0 || l >= pl.prompt) {

@@ -689,11 +689,13 @@ static void t_graph_reuse_same(void **s) {
         kv_model m = mdl(models[rand() % 5]);
         hw_profile p = hwp(hws[rand() % 6]);
         kv_plan pl;
-        const plan_gen g = {1, 32, 4, 4, 400, 8, 1, 8, 3, 0};
+        /* two plans in three KVPR, the others any policy (one that ignores the split keeps its graph
+         * as it is); the same split twice, -1 (the policy's own) twice */
+        const plan_gen g = {3, 32, 4, 4, 400, 8, 1, 8, 3, 0};
         rand_plan(&pl, it, &g);
-        int splits[] = {1 + rand() % (pl.prompt - 1), -1, 0, pl.prompt, 1 + rand() % (pl.prompt - 1), 1 + rand() % (pl.prompt - 1)};
+        int splits[] = {1 + rand() % (pl.prompt - 1), -1, 0, pl.prompt, 1 + rand() % (pl.prompt - 1), 1 + rand() % (pl.prompt - 1), -1, -1};
         splits[1] = splits[0];
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < 8; k++) {
             pl.split = splits[k];
             sim_result a, b;
             sim_ctx *fresh = sim_new();
