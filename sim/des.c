@@ -805,6 +805,29 @@ static void ff_begin(sim_des *d, int32_t A, sim_time now) {
     d->ff_t0 = now;
 }
 
+/* Replays a logged start on task t (the entry's task shifted by sh, its time by dt); -1 when its
+ * queue is not as the region promised (a bug: the run fails). */
+static inline int ff_start(sim_des *d, sim_task *t, const sim_tr *r, int32_t sh, sim_time dt) {
+    sim_queue *q = &d->q[r->qi];
+    if (q->head >= q->n || q->seq[q->head] != r->id + sh) {
+        d->ff_broken = 1;
+        return -1;
+    }
+    q->head++;
+    t->start = r->t + dt;
+    t->crit = r->why + sh;
+    return 0;
+}
+
+/* A replayed end: successors beyond the compared window (above hi_end) count it as done; those
+ * within take their counts from the signature. */
+static inline void ff_release(sim_des *d, const sim_task *t, int32_t hi_end) {
+    for (int j = 0; j < t->nsucc_in; j++)
+        if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
+    for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
+        if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+}
+
 /* At the end of an event in which anchor A started: compare, and skip what repeats. */
 static void ff_checkpoint(sim_des *d, int32_t A) {
     sim_time now = d->now;
@@ -858,8 +881,6 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     sim_des_stats *st = &d->st;
     uint64_t ev = st->events - d->ff_ev0;
     int32_t hi_end = (int32_t)(d->ff_hi + k * Q);
-    /* a streamed run keeps critical-path nodes: made and dropped as step_event does, the drops of
-     * an end after the starts it caused (the log's next end, or the end of a pass) */
     if (!d->stream) {
         /* a whole graph keeps no nodes: ends come in time order at or after every earlier end, so
          * the last one of the last pass is the task that ended last */
@@ -870,25 +891,14 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             int32_t sh = (int32_t)(m * Q);
             sim_time dt = (sim_time)m * D;
             for (const sim_tr *r = d->log, *re = d->log + d->nlog; r < re; r++) {
-                int32_t id = r->id + sh;
-                sim_task *t = TK(d, id);
+                sim_task *t = TK(d, r->id + sh);
                 if (!r->end) {
-                    sim_queue *q = &d->q[r->qi];
-                    if (q->head >= q->n || q->seq[q->head] != id) {
-                        d->ff_broken = 1;
-                        return;
-                    }
-                    q->head++;
-                    t->start = r->t + dt;
-                    t->crit = r->why + sh;
+                    if (ff_start(d, t, r, sh, dt)) return;
                     continue;
                 }
                 t->end = r->t + dt;
                 t->fin = 1;
-                for (int j = 0; j < t->nsucc_in; j++)
-                    if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
-                for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
-                    if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+                ff_release(d, t, hi_end);
             }
         }
         d->done += (int32_t)(k * nend);
@@ -934,14 +944,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 int32_t id = r->id + sh;
                 sim_task *t = TK(d, id);
                 if (!r->end) {
-                    sim_queue *q = &d->q[r->qi];
-                    if (q->head >= q->n || q->seq[q->head] != id) {
-                        d->ff_broken = 1;
-                        return;
-                    }
-                    q->head++;
-                    t->start = r->t + dt;
-                    t->crit = r->why + sh;
+                    if (ff_start(d, t, r, sh, dt)) return;
                     t->cpar = TK(d, r->why + sh)->cnode;
                     if (t->cpar >= 0) d->cn[t->cpar].refs++;
                     continue;
@@ -965,13 +968,9 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 t->cnode = nd;
                 /* ends come in time order, at or after every earlier end */
                 st->last = id, d->last_end = t->end, d->last_node = nd;
-                for (int j = 0; j < t->nsucc_in; j++)
-                    if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
-                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
-                    nx = d->e[e].next;
-                    if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
-                    d->e[e].next = d->efree, d->efree = e; /* consumed, as step_event does */
-                }
+                ff_release(d, t, hi_end);
+                /* its edges consumed, as step_event does */
+                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) nx = d->e[e].next, d->e[e].next = d->efree, d->efree = e;
                 t->succ_head = t->succ_tail = -1;
             }
             /* hand the period's finished tasks over while their records are still in cache */
