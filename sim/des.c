@@ -108,6 +108,7 @@ struct sim_des {
     sim_link link[2];
     sim_event *heap;
     int32_t hn, hcap;
+    int32_t hpurge;   /* heap size at which stale events are dropped */
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
@@ -213,7 +214,7 @@ void sim_des_free(sim_des *d) {
 }
 
 void sim_des_reset(sim_des *d) {
-    d->n = d->ne = d->hn = 0;
+    d->n = d->ne = d->hn = 0, d->hpurge = 64;
     d->off = 0, d->efree = -1;
     d->ncn = 0, d->cnfree = -1;
     d->stream = d->started = d->overrun = 0;
@@ -235,7 +236,7 @@ void sim_des_reset(sim_des *d) {
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps) {
-    d->hn = 0, d->seq = 0;
+    d->hn = 0, d->seq = 0, d->hpurge = 64;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
     d->now = d->last_end = 0, d->mark_end = -1;
@@ -413,7 +414,41 @@ void sim_des_hop_stats(const sim_des *d, int i, double *busy_s, double *sat_s, d
 
 static int ev_less(const sim_event *a, const sim_event *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
 
+/* An event is stale when its task has left, or is not running, or was re-rated since: for good,
+ * as a task runs once and versions only grow (step_event skips such events). */
+static int ev_stale(const sim_des *d, const sim_event *e) {
+    if (e->task < d->base || e->task >= d->n) return 1;
+    const sim_task *t = TK(d, e->task);
+    return d->q[t->rep * KV_Q_COUNT + t->queue].running != e->task || e->ver != t->ver;
+}
+
+/* Re-rated copies leave their old completions behind, most of a busy heap in throughput mode:
+ * once the heap has grown past a few times the events it had left, they are dropped and the rest
+ * made a heap again. (time, insertion order) is unique, so any heap of the same events pops them
+ * in the same order. */
+static void purge(sim_des *d) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < d->hn; i++)
+        if (!ev_stale(d, &d->heap[i])) d->heap[n++] = d->heap[i];
+    d->hn = n;
+    for (int32_t i = n / 2 - 1; i >= 0; i--) {
+        sim_event x = d->heap[i];
+        int32_t j = i;
+        for (;;) {
+            int32_t c = 2 * j + 1;
+            if (c >= n) break;
+            if (c + 1 < n && ev_less(&d->heap[c + 1], &d->heap[c])) c++;
+            if (!ev_less(&d->heap[c], &x)) break;
+            d->heap[j] = d->heap[c];
+            j = c;
+        }
+        d->heap[j] = x;
+    }
+    d->hpurge = 4 * n > 64 ? 4 * n : 64;
+}
+
 static int push(sim_des *d, sim_time t, int32_t task, uint32_t ver) {
+    if (d->hn >= d->hpurge) purge(d);
     if (grow((void **)&d->heap, &d->hcap, d->hn + 1, sizeof *d->heap)) return -1;
     sim_event e = {t, d->seq++, task, ver};
     int32_t i = d->hn++;
