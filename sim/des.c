@@ -109,6 +109,7 @@ struct sim_des {
     sim_event *heap;
     int32_t hn, hcap;
     int32_t hpurge;   /* heap size at which stale events are dropped */
+    int32_t hpurge_min; /* ... at least this ($KVPR_SIM_PURGE: tests purge often, or never with 0) */
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
@@ -444,7 +445,7 @@ static void purge(sim_des *d) {
         }
         d->heap[j] = x;
     }
-    d->hpurge = 4 * n > 64 ? 4 * n : 64;
+    d->hpurge = 4 * n > d->hpurge_min ? 4 * n : d->hpurge_min;
 }
 
 static int push(sim_des *d, sim_time t, int32_t task, uint32_t ver) {
@@ -1166,8 +1167,10 @@ static int try_start_at(sim_des *c, int qi, sim_time now, int32_t why) {
 
 static void start_run(sim_des *d) {
     d->started = 1;
-    const char *ff = getenv("KVPR_SIM_FF");
+    const char *ff = getenv("KVPR_SIM_FF"), *pg = getenv("KVPR_SIM_PURGE");
     d->ff_on = !d->has_net && !(ff && !strcmp(ff, "0"));
+    long pv = pg && *pg ? strtol(pg, NULL, 10) : 64;
+    d->hpurge = d->hpurge_min = pv <= 0 || pv > (1L << 30) ? INT32_MAX : (int32_t)pv;
     d->rgi = 0;
     d->ff_cursor = ff_next_anchor(d, 0);
     d->checked = d->n;
