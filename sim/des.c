@@ -108,7 +108,7 @@ struct sim_des {
     sim_link link[2];
     sim_event *heap;
     int32_t hn, hcap;
-    int32_t hpurge;   /* heap size at which stale events are dropped */
+    int32_t hpurge;   /* heap size at which stale events are dropped (set as a run starts) */
     int32_t hpurge_min; /* ... at least this ($KVPR_SIM_PURGE: tests purge often, or never with 0) */
     uint64_t seq;
     int32_t mark;
@@ -184,8 +184,7 @@ static int grow_tasks(sim_des *d) {
 
 /* Streaming: drop started tasks from the front of a queue's program order, once they are at
  * least half of it (amortised O(1)). */
-static void compact(sim_des *d, sim_queue *r) {
-    (void)d;
+static void compact(sim_queue *r) {
     if (r->head >= 4096 && r->head >= r->n - r->head) {
         memmove(r->seq, r->seq + r->head, (size_t)(r->n - r->head) * sizeof *r->seq);
         r->n -= r->head, r->head = 0;
@@ -215,7 +214,7 @@ void sim_des_free(sim_des *d) {
 }
 
 void sim_des_reset(sim_des *d) {
-    d->n = d->ne = d->hn = 0, d->hpurge = 64;
+    d->n = d->ne = d->hn = 0;
     d->off = 0, d->efree = -1;
     d->ncn = 0, d->cnfree = -1;
     d->stream = d->started = d->overrun = 0;
@@ -237,7 +236,7 @@ void sim_des_reset(sim_des *d) {
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps) {
-    d->hn = 0, d->seq = 0, d->hpurge = 64;
+    d->hn = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
     d->now = d->last_end = 0, d->mark_end = -1;
@@ -262,7 +261,7 @@ void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, int mb) {
     if ((unsigned)queue >= KV_Q_COUNT) return -1;
     sim_queue *r = &d->q[d->rep * KV_Q_COUNT + queue];
-    if (d->stream) compact(d, r);
+    if (d->stream) compact(r);
     if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
         return -1;
     sim_task *t = TK(d, d->n);
@@ -305,11 +304,14 @@ static int add_succ(sim_des *d, sim_task *f, int32_t to) {
     return 0;
 }
 
-static int add_edge(sim_des *d, int32_t from, int32_t to) {
-    if (TK(d, to)->ndeps0 < 255) TK(d, to)->ndeps0++;
-    if (from < d->base || TK(d, from)->fin) return 0;
-    TK(d, to)->deps_left++;
-    return add_succ(d, TK(d, from), to);
+/* ... and t (task `to`) counts it; t is passed in: sim_des_add has the new record at hand. */
+static int add_edge(sim_des *d, int32_t from, int32_t to, sim_task *t) {
+    if (t->ndeps0 < 255) t->ndeps0++;
+    if (from < d->base) return 0;
+    sim_task *f = TK(d, from);
+    if (f->fin) return 0;
+    t->deps_left++;
+    return add_succ(d, f, to);
 }
 
 /* A streamed run added a task that, with the whole graph present, would already have started
@@ -321,21 +323,12 @@ static void check_late(sim_des *d, int32_t id) {
     if (d->started && t->deps_left == 0 && q->running < 0 && q->seq[q->head] == id) d->overrun = 1;
 }
 
-/* add_edge for each dependency, the new task's record at hand. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out) {
     int32_t id = sim_des_task(d, op, q, step, layer, mb);
     if (id < 0) return -1;
     sim_task *t = TK(d, id);
-    t->ndeps0 = (uint8_t)(ndeps < 255 ? ndeps : 255);
-    for (int i = 0; i < ndeps; i++) {
-        int32_t from = deps[i];
-        if (from < 0 || from >= id) return -1;
-        if (from < d->base) continue;
-        sim_task *f = TK(d, from);
-        if (f->fin) continue;
-        t->deps_left++;
-        if (add_succ(d, f, id)) return -1;
-    }
+    for (int i = 0; i < ndeps; i++)
+        if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
     *out = t;
     return id;
 }
@@ -348,7 +341,7 @@ const sim_task *sim_des_task_at(const sim_des *d, int32_t id) { return id >= d->
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to) {
     if (from < d->base || to < d->base || from >= d->n || to >= d->n || from == to)
         return kv_errorf(KV_EINVAL, "sim: bad dependency %d -> %d", from, to);
-    if (add_edge(d, from, to)) return kv_errorf(KV_ENOMEM, "sim: out of memory for dependencies");
+    if (add_edge(d, from, to, TK(d, to))) return kv_errorf(KV_ENOMEM, "sim: out of memory for dependencies");
     return KV_OK;
 }
 
@@ -864,6 +857,14 @@ static inline void ff_release(sim_des *d, const sim_task *t, int32_t hi_end) {
         if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
 }
 
+/* A streamed replay's previous last end, released once the starts it caused are done: its node
+ * (pend >= 0) as step_event drops it, or, had it none (pend == -2), its parent, which is what
+ * dropping the node would have done (pend -1 or -3: nothing). */
+static inline void ff_release_last(sim_des *d, int32_t pend, int32_t pcpar) {
+    if (pend >= 0 && pend != d->last_node) cnode_drop(d, pend);
+    else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
+}
+
 /* At the end of an event in which anchor A started: compare, and skip what repeats. */
 static void ff_checkpoint(sim_des *d, int32_t A) {
     sim_time now = d->now;
@@ -988,8 +989,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 t->end = r->t + dt;
                 t->fin = 1;
                 d->done++;
-                if (pend >= 0 && pend != d->last_node) cnode_drop(d, pend);
-                else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
+                ff_release_last(d, pend, pcpar);
                 pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
                 int32_t nd = -1;
                 if (r->need || (m == k && i == lastend)) {
@@ -1012,8 +1012,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             /* hand the period's finished tasks over while their records are still in cache */
             retire(d);
         }
-        if (pend >= 0 && pend != d->last_node) cnode_drop(d, pend);
-        else if (pend == -2 && pcpar >= 0) d->cn[pcpar].refs--, cnode_drop(d, pcpar);
+        ff_release_last(d, pend, pcpar);
     }
     int32_t sh = (int32_t)(k * Q);
     sim_time dt = (sim_time)k * D;

@@ -378,10 +378,10 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         if (!stream || !sim_des_overrun(d)) break;
         sx->reruns++;
     }
+    sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
     if (!sc.stream) /* the whole graph: the same sums, in the same task order */
     {
         const sim_task *tk = sim_des_tasks(d);
-        sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
         int32_t n = sim_des_count(d);
         if (tk && t0 >= 0 && ds.makespan <= INT64_MAX) {
             /* every time fits 64 bits (runs under 9,223 s): the same sums as retire_one's (sim_to_s
@@ -400,7 +400,6 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         } else
             for (int32_t i = 0; i < n; i++) retire_one(out, sc.step_end, tk ? &tk[i] : sim_des_get(d, i), t0);
     }
-    sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
     out->prefill_s = sc.first_token >= 0 ? sim_to_s(t0) : 0;
     for (int t = 0; t < T; t++) {
         sx->step_end[t] = sx->step_tend[t] >= 0 ? sim_to_s(sx->step_tend[t]) : -HUGE_VAL;
