@@ -83,9 +83,9 @@ const int32_t *sim_des_succ(sim_des *d, int32_t id, int32_t *n);
  * its queue's next task exist when it ends. Should a task come too late anyway (it would have
  * started earlier with the whole graph present), sim_des_overrun says so and the caller runs
  * again without streaming: a streamed run's timeline is always the whole graph's. Finished tasks
- * are handed to fn in id order (then gone: sim_des_get answers NULL for them). Single GPU only
+ * are handed to fn in id order, in stretches (then gone: sim_des_get answers NULL for them). Single GPU only
  * (no sim_des_net). */
-typedef void (*sim_retire_fn)(void *ctx, const sim_task *t);
+typedef void (*sim_retire_fn)(void *ctx, const sim_task *t, int32_t n); /* tasks t[0..n), consecutive ids */
 /* (a task is checked for coming late at the next sim_des_pump or sim_des_run: add its
  * dependencies before.) */
 void sim_des_stream(sim_des *d, int32_t window, sim_retire_fn fn, void *ctx);

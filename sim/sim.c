@@ -232,22 +232,38 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     return id;
 }
 
-/* A finished task's share of the per-kind busy times and of its step's end. Decode tasks come
- * after the whole prompt pass, so the first token has ended by the time they are counted. */
-static inline void retire_one(sim_result *out, sim_time *step_end, const sim_task *x, sim_time t0) {
-    if (x->step < 0) {
-        out->prefill_op_s[x->op] += sim_to_s(x->end - x->start);
-        return;
+/* Finished tasks' shares of the per-kind busy times and of their steps' ends, in task order (the
+ * whole graph's sums after the run and a streamed run's as tasks retire are the same sums). Decode
+ * tasks come after the whole prompt pass, so the first token (t0) has ended by the time they are
+ * counted. A duration or a time that fits 64 bits converts as sim_to_s converts it, without 128-bit
+ * arithmetic. */
+static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, int32_t n, sim_time t0) {
+    for (const sim_task *e = x + n; x < e; x++) {
+        sim_time a = x->start, z = x->end;
+        if (x->step < 0) {
+            out->prefill_op_s[x->op] += sim_to_s(z - a);
+            continue;
+        }
+        if (z > step_end[x->step]) step_end[x->step] = z;
+        /* decode busy time after the first token, as utilisation counts it (a load may start early) */
+        if (z > t0) {
+            sim_time dur = z - (a > t0 ? a : t0);
+            out->op_s[x->op] += dur <= INT64_MAX ? (double)(int64_t)dur / SIM_FS_PER_S : sim_to_s(dur);
+        }
     }
-    if (x->end > step_end[x->step]) step_end[x->step] = x->end;
-    /* decode busy time after the first token, as utilisation counts it (a load may start early) */
-    if (x->end > t0) out->op_s[x->op] += sim_to_s(x->end - (x->start > t0 ? x->start : t0));
 }
 
-static void sim_retire(void *ctx, const sim_task *x) {
+static void sim_retire(void *ctx, const sim_task *x, int32_t n) {
     sink_ctx *sc = ctx;
-    if (x->step >= 0 && sc->t0 < 0) sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
-    retire_one(sc->out, sc->step_end, x, sc->t0);
+    /* the first decode task to retire fixes t0 (the prompt pass's tasks all retire before it) */
+    int32_t i = 0;
+    if (sc->t0 < 0) {
+        while (i < n && x[i].step < 0) i++;
+        sum_tasks(sc->out, sc->step_end, x, i, 0);
+        if (i == n) return;
+        sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
+    }
+    sum_tasks(sc->out, sc->step_end, x + i, n - i, sc->t0);
 }
 
 /* The links a run copies over: pinned or pageable plateau; the paper's model has no duplex loss. */
@@ -379,26 +395,12 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sx->reruns++;
     }
     sim_time t0 = sc.first_token >= 0 ? sim_des_mark_end(d) : 0;
-    if (!sc.stream) /* the whole graph: the same sums, in the same task order */
-    {
+    if (!sc.stream) { /* the whole graph: the same sums, in the same task order */
         const sim_task *tk = sim_des_tasks(d);
         int32_t n = sim_des_count(d);
-        if (tk && t0 >= 0 && ds.makespan <= INT64_MAX) {
-            /* every time fits 64 bits (runs under 9,223 s): the same sums as retire_one's (sim_to_s
-             * converts such a time as here), without 128-bit arithmetic */
-            int64_t z = (int64_t)t0;
-            for (int32_t i = 0; i < n; i++) {
-                const sim_task *x = &tk[i];
-                int64_t a = (int64_t)x->start, e = (int64_t)x->end;
-                if (x->step < 0) {
-                    out->prefill_op_s[x->op] += (double)(e - a) / SIM_FS_PER_S;
-                    continue;
-                }
-                if (e > sc.step_end[x->step]) sc.step_end[x->step] = e;
-                if (e > z) out->op_s[x->op] += (double)(e - (a > z ? a : z)) / SIM_FS_PER_S;
-            }
-        } else
-            for (int32_t i = 0; i < n; i++) retire_one(out, sc.step_end, tk ? &tk[i] : sim_des_get(d, i), t0);
+        if (tk) sum_tasks(out, sc.step_end, tk, n, t0);
+        else
+            for (int32_t i = 0; i < n; i++) sum_tasks(out, sc.step_end, sim_des_get(d, i), 1, t0);
     }
     out->prefill_s = sc.first_token >= 0 ? sim_to_s(t0) : 0;
     for (int t = 0; t < T; t++) {
