@@ -235,19 +235,33 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
 /* Finished tasks' shares of the per-kind busy times and of their steps' ends, in task order (the
  * whole graph's sums after the run and a streamed run's as tasks retire are the same sums). Decode
  * tasks come after the whole prompt pass, so the first token (t0) has ended by the time they are
- * counted. A duration or a time that fits 64 bits converts as sim_to_s converts it, without 128-bit
- * arithmetic. */
-static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, int32_t n, sim_time t0) {
-    for (const sim_task *e = x + n; x < e; x++) {
-        sim_time a = x->start, z = x->end;
+ * counted. With fits64 (every time of the run fits 64 bits: runs under 9,223 s) the same sums in
+ * 64-bit arithmetic (sim_to_s converts such a time as here). */
+static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, int32_t n, sim_time t0, int fits64) {
+    const sim_task *e = x + n;
+    if (fits64) {
+        int64_t z = (int64_t)t0;
+        for (; x < e; x++) {
+            int64_t a = (int64_t)x->start, f = (int64_t)x->end;
+            if (x->step < 0) {
+                out->prefill_op_s[x->op] += (double)(f - a) / SIM_FS_PER_S;
+                continue;
+            }
+            if (f > step_end[x->step]) step_end[x->step] = f;
+            if (f > z) out->op_s[x->op] += (double)(f - (a > z ? a : z)) / SIM_FS_PER_S;
+        }
+        return;
+    }
+    for (; x < e; x++) {
+        sim_time a = x->start, f = x->end;
         if (x->step < 0) {
-            out->prefill_op_s[x->op] += sim_to_s(z - a);
+            out->prefill_op_s[x->op] += sim_to_s(f - a);
             continue;
         }
-        if (z > step_end[x->step]) step_end[x->step] = z;
+        if (f > step_end[x->step]) step_end[x->step] = f;
         /* decode busy time after the first token, as utilisation counts it (a load may start early) */
-        if (z > t0) {
-            sim_time dur = z - (a > t0 ? a : t0);
+        if (f > t0) {
+            sim_time dur = f - (a > t0 ? a : t0);
             out->op_s[x->op] += dur <= INT64_MAX ? (double)(int64_t)dur / SIM_FS_PER_S : sim_to_s(dur);
         }
     }
@@ -259,11 +273,11 @@ static void sim_retire(void *ctx, const sim_task *x, int32_t n) {
     int32_t i = 0;
     if (sc->t0 < 0) {
         while (i < n && x[i].step < 0) i++;
-        sum_tasks(sc->out, sc->step_end, x, i, 0);
+        sum_tasks(sc->out, sc->step_end, x, i, 0, 0);
         if (i == n) return;
         sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
     }
-    sum_tasks(sc->out, sc->step_end, x + i, n - i, sc->t0);
+    sum_tasks(sc->out, sc->step_end, x + i, n - i, sc->t0, 0);
 }
 
 /* The links a run copies over: pinned or pageable plateau; the paper's model has no duplex loss. */
@@ -398,9 +412,9 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     if (!sc.stream) { /* the whole graph: the same sums, in the same task order */
         const sim_task *tk = sim_des_tasks(d);
         int32_t n = sim_des_count(d);
-        if (tk) sum_tasks(out, sc.step_end, tk, n, t0);
+        if (tk) sum_tasks(out, sc.step_end, tk, n, t0, t0 >= 0 && ds.makespan <= INT64_MAX);
         else
-            for (int32_t i = 0; i < n; i++) sum_tasks(out, sc.step_end, sim_des_get(d, i), 1, t0);
+            for (int32_t i = 0; i < n; i++) sum_tasks(out, sc.step_end, sim_des_get(d, i), 1, t0, 0);
     }
     out->prefill_s = sc.first_token >= 0 ? sim_to_s(t0) : 0;
     for (int t = 0; t < T; t++) {
