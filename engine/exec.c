@@ -321,7 +321,7 @@ static kv_status plan_ops(const kv_model *m, const kv_plan *pl, long *n) {
     kv_layout ly;
     kv_status st = kv_layout_resolve(m, pl, &ly);
     *n = 0;
-    kv_graph_sink sink = {n, count_emit};
+    kv_graph_sink sink = {.ctx = n, .emit = count_emit};
     return st ? st : kv_graph_build(m, pl, &ly, &sink);
 }
 
@@ -580,7 +580,7 @@ static kv_status run_graph(ex_t *e, const kv_plan *pl) {
     kv_status st = kv_layout_resolve(e->m, pl, &ly);
     if (st) return st;
     run_sink rs = {e, KV_OK};
-    kv_graph_sink sink = {&rs, exec_emit};
+    kv_graph_sink sink = {.ctx = &rs, .emit = exec_emit};
     st = kv_graph_build(e->m, pl, &ly, &sink);
     if (rs.st) st = rs.st;
     return st ? st : e->t->sync(e->b);

@@ -171,6 +171,13 @@ void kv_graph_split_init(kv_split_k *c, const kv_model *m, const kv_plan *pl, co
     c->kvs = ly->kv_st, c->acts = ly->act_st, c->h = m->hidden, c->kvd = kv_model_kv_dim(m);
 }
 
+/* The builder's state arrays, as the layer log names them. */
+enum { ST_WUSER, ST_SLOTFFN, ST_SLOTWB, ST_CACHEWB, ST_HID, ST_HEAD, ST_N };
+typedef struct {
+    uint8_t a, w; /* array, write (else read) */
+    int32_t i, v; /* index, value read or written */
+} st_entry;
+
 typedef struct {
     const kv_model *m;
     const kv_plan *pl;
@@ -188,6 +195,20 @@ typedef struct {
     double kvb, actb, pe;
     double kvs, acts;   /* bytes per token of the CPU part's K/V and activations as stored (packed under --compress kv) */
     kv_split_k sk;
+    /* layer repeat (kv_graph_build): the state arrays by index, so that the reads and writes of a
+     * layer built op by op can be logged; the log and the ops of the last such layer (the
+     * template); the id the sink gives next */
+    int32_t *arr[ST_N];
+    uint32_t *stamp[ST_N]; /* 2 serial: read by the layer being logged, 2 serial + 1: written */
+    uint32_t serial;
+    int64_t nadd[ST_N], nmod[ST_N]; /* an entry's counterpart one layer on: i + nadd, less nmod past it */
+    int logging, lbad, norepeat;
+    st_entry *lg;
+    int32_t nlg, lgcap;
+    kv_gop *tm;
+    int32_t ntm, tmcap;
+    int tm_step, tm_layer; /* the template's step and layer (-1: none) */
+    int32_t next_id;       /* -1 until the first op */
 } bld;
 
 static void op_init(kv_gop *o, kv_op op, kv_queue q, int step, int layer, int mb) {
@@ -208,7 +229,54 @@ static void dep(kv_gop *o, int32_t id) {
 
 static kv_status emit(bld *b, const kv_gop *o, int32_t *id) {
     *id = b->sink->emit(b->sink->ctx, o);
-    return *id < 0 ? KV_ENOMEM : KV_OK;
+    if (*id < 0) return KV_ENOMEM;
+    /* ids come in emission order (the sink's contract); a sink that numbers otherwise gets no
+     * repeated layers, whose ids are predicted */
+    if (b->next_id >= 0 && *id != b->next_id) b->norepeat = 1;
+    b->next_id = *id + 1;
+    if (b->logging) {
+        if (b->ntm == b->tmcap) {
+            int32_t nc = b->tmcap ? 2 * b->tmcap : 64;
+            kv_gop *q = realloc(b->tm, (size_t)nc * sizeof *q);
+            if (!q) return KV_ENOMEM;
+            b->tm = q, b->tmcap = nc;
+        }
+        b->tm[b->ntm++] = *o;
+    }
+    return KV_OK;
+}
+
+/* Reads and writes of the state arrays by decode_one: logged while a layer is built op by op, so
+ * that kv_graph_build can tell whether the next layer repeats it. A read of an entry the same
+ * layer wrote makes the layer no template (its copy would read its own writes). */
+static void st_log(bld *b, int a, int64_t i, int32_t v, int w) {
+    if (!b->logging) return;
+    uint32_t *sp = &b->stamp[a][i], r = 2 * b->serial;
+    if (!w) {
+        if (*sp == r + 1) b->lbad = 1;
+        if (*sp == r || *sp == r + 1) return; /* the first read of an entry is the one that counts */
+        *sp = r;
+    } else
+        *sp = r + 1;
+    if (b->nlg == b->lgcap) {
+        int32_t nc = b->lgcap ? 2 * b->lgcap : 256;
+        st_entry *q = realloc(b->lg, (size_t)nc * sizeof *q);
+        if (!q) {
+            b->lbad = 1;
+            return;
+        }
+        b->lg = q, b->lgcap = nc;
+    }
+    b->lg[b->nlg++] = (st_entry){(uint8_t)a, (uint8_t)w, (int32_t)i, v};
+}
+static int32_t rd(bld *b, int a, int64_t i) {
+    int32_t v = b->arr[a][i];
+    st_log(b, a, i, v, 0);
+    return v;
+}
+static void wr(bld *b, int a, int64_t i, int32_t v) {
+    b->arr[a][i] = v;
+    st_log(b, a, i, v, 1);
 }
 
 #define EMIT(o, id)                              \
@@ -239,7 +307,7 @@ static kv_status weight_load(bld *b, kv_op op, int step, int j, int k, double by
     op_init(&o, op, KV_Q_WEIGHT, step, j, k);
     o.slot = (int32_t)(b->g % b->ly->D);
     o.bytes = bytes_st;
-    dep(&o, b->w_user[b->g % b->ly->D]);
+    dep(&o, rd(b, ST_WUSER, b->g % b->ly->D));
     EMIT(o, id);
     *ready = id;
     if (b->ly->comp_w) {
@@ -425,14 +493,14 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
             op_init(&o, KV_OP_ACT_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
             split_fields(&b->sk, &o, l, l);
-            dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
+            dep(&o, rd(b, ST_SLOTFFN, slot)), dep(&o, rd(b, ST_SLOTWB, slot)), dep(&o, rd(b, ST_CACHEWB, c));
             EMIT(o, act);
         }
         if (s - l > 0) {
             op_init(&o, KV_OP_KV_H2D, KV_Q_CACHE, t, j, k);
             o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.slot = slot;
             split_fields(&b->sk, &o, l, l);
-            dep(&o, b->slot_ffn[slot]), dep(&o, b->slot_wb[slot]), dep(&o, b->cache_wb[c]);
+            dep(&o, rd(b, ST_SLOTFFN, slot)), dep(&o, rd(b, ST_SLOTWB, slot)), dep(&o, rd(b, ST_CACHEWB, c));
             EMIT(o, kv);
         }
     }
@@ -440,7 +508,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
         op_init(&o, KV_OP_HID_H2D, KV_Q_HIDDEN, t, j, k);
         o.nseq = B, o.row0 = s, o.row1 = s + 1;
         o.bytes = (double)B * b->actb;
-        dep(&o, j == 0 ? b->head[k] : b->hid[k]);
+        dep(&o, j == 0 ? rd(b, ST_HEAD, k) : rd(b, ST_HID, k));
         EMIT(o, hin);
     }
     op_init(&o, KV_OP_QKV, KV_Q_COMPUTE, t, j, k);
@@ -448,7 +516,7 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     o.flops = 2.0 * B * h * (qd + 2 * kvd);
     o.bytes = gemm_bytes(m, h * (qd + 2 * kvd), B, h, qd + 2 * kvd);
     dep(&o, w), dep(&o, wkv), dep(&o, hin);
-    if (ly->streams_kv) dep(&o, b->slot_wb[slot]); /* row s of the slot: its last write-back must have read it */
+    if (ly->streams_kv) dep(&o, rd(b, ST_SLOTWB, slot)); /* row s of the slot: its last write-back must have read it */
     EMIT(o, qkv);
     int32_t newkv = qkv; /* what the new K/V's write-back (or trip to the CPU) reads */
     if (ly->comp_kv) {
@@ -521,44 +589,129 @@ static kv_status decode_one(bld *b, int t, int j, int k) {
     dep(&o, attn), dep(&o, oh);
     EMIT(o, ffn);
     if (ly->streams_kv) {
-        b->slot_ffn[slot] = ffn;
+        wr(b, ST_SLOTFFN, slot, ffn);
         op_init(&o, KV_OP_KV_D2H, KV_Q_STORE, t, j, k);
         o.seq0 = ly->b_gpu, o.nseq = ly->b_cpu, o.row0 = s, o.row1 = s + 1, o.slot = slot;
         o.bytes = (double)ly->b_cpu * (b->kvs + (pl->keep_act ? b->acts : 0));
         dep(&o, newkv);
         EMIT(o, id);
-        b->cache_wb[c] = b->slot_wb[slot] = id;
+        wr(b, ST_CACHEWB, c, id), wr(b, ST_SLOTWB, slot, id);
     }
     if (ly->hidden_cpu) {
         op_init(&o, KV_OP_HID_D2H, KV_Q_STORE, t, j, k);
         o.nseq = B, o.row0 = s, o.row1 = s + 1;
         o.bytes = (double)B * b->actb;
         dep(&o, ffn);
-        EMIT(o, b->hid[k]);
-    } else b->hid[k] = ffn;
-    if (k == ly->nb - 1) b->w_user[b->g % D] = ffn;
+        EMIT(o, id);
+        wr(b, ST_HID, k, id);
+    } else wr(b, ST_HID, k, ffn);
+    if (k == ly->nb - 1) wr(b, ST_WUSER, b->g % D, ffn);
     if (j == ly->L - 1) {
         op_init(&o, KV_OP_HEAD, KV_Q_COMPUTE, t, ly->L, k);
         o.nseq = B, o.ctx = 1;
         o.flops = 2.0 * B * h * m->vocab;
         o.bytes = gemm_bytes(m, h * (double)m->vocab, B, h, m->vocab);
         dep(&o, ffn);
-        EMIT(o, b->head[k]);
+        EMIT(o, id);
+        wr(b, ST_HEAD, k, id);
     }
     return KV_OK;
 }
 
+/* Where a state entry's counterpart lies one layer on: weight slots advance by one, K/V slots
+ * and host caches by a layer's micro-batches; hidden states and heads are per micro-batch. */
+static inline int64_t st_next(const bld *b, int a, int64_t i) {
+    int64_t x = i + b->nadd[a];
+    return x < b->nmod[a] ? x : x - b->nmod[a];
+}
+
+/* Layer j of step t repeats the template (layer j - 1, built op by op or repeated): decode_one
+ * depends on the layer only through j == 0 and j == L - 1, the layer field, the buffer slots
+ * (counters) and the state it reads, so if every entry the template read holds, at its
+ * counterpart, the template's value shifted by the template's op count (or both are -1), layer j's
+ * ops are the template's shifted, and so are its writes. */
+static int layer_repeats(const bld *b, int t, int j) {
+    if (b->tm_step != t || b->tm_layer != j - 1 || j > b->ly->L - 2 || b->norepeat || b->ntm == 0) return 0;
+    int32_t Q = b->ntm;
+    for (int32_t i = 0; i < b->nlg; i++) {
+        const st_entry *e = &b->lg[i];
+        if (e->w) continue;
+        int32_t cur = b->arr[e->a][st_next(b, e->a, e->i)];
+        if (e->v < 0 ? cur >= 0 : cur != e->v + Q) return 0;
+    }
+    return 1;
+}
+
+static int is_wslot(int op) { return op == KV_OP_W_H2D || op == KV_OP_WKV_H2D; }
+
+/* Emits the template one layer on and makes its writes there; the log becomes the new layer's. */
+static kv_status repeat_layer(bld *b) {
+    int32_t Q = b->ntm;
+    int D = b->ly->D;
+    int64_t ns = (int64_t)D * b->ly->nb;
+    for (int32_t i = 0; i < Q; i++) {
+        kv_gop *o = &b->tm[i];
+        o->layer++;
+        /* the slots decode_one gives: weights g % D, K/V and activations v % (D nb) */
+        if (o->slot >= 0) {
+            int64_t x = o->slot + (is_wslot(o->op) ? 1 : b->ly->nb), m = is_wslot(o->op) ? D : ns;
+            o->slot = (int32_t)(x < m ? x : x - m);
+        }
+        /* every slot of the array (those past ndeps are unused): a fixed-length loop the compiler
+         * turns into a few vector adds; unsigned, so that unused slots cannot overflow */
+        for (int d = 0; d < KV_GRAPH_MAXDEP; d++) o->deps[d] = (int32_t)((uint32_t)o->deps[d] + (uint32_t)Q);
+    }
+    int32_t id0 = b->next_id;
+    if (b->sink->repeat) {
+        int32_t id = b->sink->repeat(b->sink->ctx, b->tm, Q);
+        if (id < 0) return KV_ENOMEM;
+        if (id != id0) return kv_errorf(KV_EINVAL, "graph: the sink numbered a repeated layer out of order");
+    } else
+        for (int32_t i = 0; i < Q; i++) {
+            int32_t id = b->sink->emit(b->sink->ctx, &b->tm[i]);
+            if (id < 0) return KV_ENOMEM;
+            if (id != id0 + i) return kv_errorf(KV_EINVAL, "graph: the sink numbered a repeated layer out of order");
+        }
+    b->next_id = id0 + Q;
+    for (int32_t i = 0; i < b->nlg; i++) {
+        st_entry *e = &b->lg[i];
+        e->i = (int32_t)st_next(b, e->a, e->i);
+        if (e->w) b->arr[e->a][e->i] = e->v += Q;
+        else if (e->v >= 0) e->v += Q;
+    }
+    b->tm_layer++;
+    b->sink->repeated++;
+    return KV_OK;
+}
+
 kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink) {
-    bld b = {m, pl, ly, sink, NULL, NULL, NULL, NULL, NULL, NULL, -1, -1, 0, 0, 0, 0, 0, 0, 0, {0}};
+    bld b;
+    memset(&b, 0, sizeof b);
+    b.m = m, b.pl = pl, b.ly = ly, b.sink = sink;
+    b.pf_store = b.pf_head = -1;
+    b.tm_step = b.tm_layer = -1, b.next_id = -1;
+    sink->repeated = 0;
     int64_t nslots = (int64_t)ly->D * ly->nb, ncache = (int64_t)ly->L * ly->nb;
     if (nslots > (1 << 24) || ncache > (1 << 28))
         return kv_errorf(KV_EOVERFLOW, "graph: %lld layer x micro-batch caches is too many", (long long)ncache);
     size_t n = (size_t)(ly->D + 2 * nslots + ncache + 2 * ly->nb);
     int32_t *mem = malloc(n * sizeof *mem);
-    if (!mem) return kv_errorf(KV_ENOMEM, "graph: out of memory");
+    uint32_t *stamps = calloc(n, sizeof *stamps);
+    if (!mem || !stamps) {
+        free(mem), free(stamps);
+        return kv_errorf(KV_ENOMEM, "graph: out of memory");
+    }
     for (size_t i = 0; i < n; i++) mem[i] = -1;
     b.w_user = mem, b.slot_ffn = b.w_user + ly->D, b.slot_wb = b.slot_ffn + nslots, b.cache_wb = b.slot_wb + nslots;
     b.hid = b.cache_wb + ncache, b.head = b.hid + ly->nb;
+    b.arr[ST_WUSER] = b.w_user, b.arr[ST_SLOTFFN] = b.slot_ffn, b.arr[ST_SLOTWB] = b.slot_wb;
+    b.arr[ST_CACHEWB] = b.cache_wb, b.arr[ST_HID] = b.hid, b.arr[ST_HEAD] = b.head;
+    for (int a = 0; a < ST_N; a++) b.stamp[a] = stamps + (b.arr[a] - mem), b.nadd[a] = 0, b.nmod[a] = INT64_MAX;
+    /* weight slots advance by one (of D), K/V slots by a layer's micro-batches (of D nb), host caches
+     * by a layer's micro-batches; hidden states and heads are per micro-batch */
+    b.nadd[ST_WUSER] = 1, b.nmod[ST_WUSER] = ly->D;
+    b.nadd[ST_SLOTFFN] = b.nadd[ST_SLOTWB] = ly->nb, b.nmod[ST_SLOTFFN] = b.nmod[ST_SLOTWB] = nslots;
+    b.nadd[ST_CACHEWB] = ly->nb;
     b.kvb = (double)kv_model_kv_bytes_token_layer(m), b.actb = (double)kv_model_act_bytes_token(m);
     b.pe = kv_dtype_bytes(m->dtype);
     b.kvs = ly->kv_st, b.acts = ly->act_st;
@@ -569,9 +722,27 @@ kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *
             for (int k = 0; k < ly->nb && !st; k++) st = prefill_one(&b, j, k);
     int T = kv_plan_steps(pl);
     for (int t = 0; t < T && !st; t++)
-        for (int j = 0; j < ly->L && !st; j++, b.g++)
+        for (int j = 0; j < ly->L && !st; j++, b.g++) {
+            if (layer_repeats(&b, t, j)) {
+                st = repeat_layer(&b);
+                b.v += ly->nb;
+                continue;
+            }
+            /* a layer that can be a template is built with its state reads and writes logged */
+            b.logging = !sink->exact && !b.norepeat && j >= 1 && j <= ly->L - 3;
+            if (b.logging) {
+                if (++b.serial == (1u << 31)) { /* stamps from 2^31 layers ago would look current */
+                    memset(stamps, 0, n * sizeof *stamps);
+                    b.serial = 1;
+                }
+                b.nlg = b.ntm = 0, b.lbad = 0;
+            }
             for (int k = 0; k < ly->nb && !st; k++, b.v++) st = decode_one(&b, t, j, k);
-    free(mem);
+            int ok = b.logging && !b.lbad;
+            b.logging = 0;
+            b.tm_step = ok ? t : -1, b.tm_layer = ok ? j : -1;
+        }
+    free(mem), free(stamps), free(b.lg), free(b.tm);
     if (st == KV_ENOMEM) return kv_errorf(KV_ENOMEM, "graph: out of memory for ops");
     return st;
 }

@@ -94,8 +94,15 @@ typedef struct {
 
 typedef struct {
     void *ctx;
-    /* Adds an op; returns its id (0, 1, 2, ... in emission order) or -1 with kv_errorf set. */
+    /* Adds an op; returns its id (consecutive ids in emission order: 0, 1, 2, ... or from any
+     * start) or -1 with kv_errorf set. */
     int32_t (*emit)(void *ctx, const kv_gop *op);
+    /* Optional: adds ops[0..n) at once, each a copy of the op emitted n before it except for its
+     * layer (one higher), its buffer slot (the next layer's) and its dependencies (each n higher);
+     * returns the first one's id or -1. Without it such ops come one by one through emit. */
+    int32_t (*repeat)(void *ctx, const kv_gop *ops, int32_t n);
+    int exact;        /* build every layer op by op (no repeated layers: tests compare the two) */
+    int64_t repeated; /* out: decode layers that were repeated rather than built */
 } kv_graph_sink;
 
 /* The ops whose fields depend on the split l (decode: act_h2d, kv_h2d, recompute and their
@@ -114,7 +121,12 @@ typedef struct {
 void kv_graph_split_init(kv_split_k *c, const kv_model *m, const kv_plan *pl, const kv_layout *ly);
 void kv_graph_split_apply(const kv_split_k *c, kv_gop *o, int l);
 
-/* Emits the whole run: the prompt pass unless pl->no_prefill, then gen - 1 decode steps. */
+/* Emits the whole run: the prompt pass unless pl->no_prefill, then gen - 1 decode steps. A decode
+ * layer whose ops would be the previous layer's shifted by one layer (the same ops, each
+ * depending on what the previous layer's counterpart depended on, one layer on) is not built op
+ * by op: the previous layer's ops are shifted and emitted again (sink->repeat when the sink has
+ * it). The builder tells such a layer from the state it reads (logged while the previous layer
+ * was built), so the ops are the same either way (sink->exact builds every layer: tests compare). */
 kv_status kv_graph_build(const kv_model *m, const kv_plan *pl, const kv_layout *ly, kv_graph_sink *sink);
 
 /* A sink that keeps every op (tests, the engine's op list check). */

@@ -333,6 +333,31 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
     return id;
 }
 
+int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out) {
+    if (src < d->off || src >= d->n || TK(d, src)->rep != d->rep) return -1;
+    sim_queue *r = &d->q[d->rep * KV_Q_COUNT + TK(d, src)->queue];
+    if (d->stream) compact(r);
+    if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
+        return -1;
+    sim_task *t = TK(d, d->n);
+    *t = *TK(d, src); /* the ring may have moved: read after growing */
+    /* what running and dependencies set, as sim_des_task leaves it */
+    t->layer = layer;
+    t->deps_left = 0;
+    t->succ_head = t->succ_tail = -1;
+    t->nsucc_in = 0, t->ndeps0 = 0;
+    t->crit = t->cpar = t->cnode = -1;
+    t->fin = 0;
+    t->ver = 0;
+    t->start = t->end = -1;
+    r->seq[r->n++] = d->n;
+    int32_t id = d->n++;
+    for (int i = 0; i < ndeps; i++)
+        if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
+    *out = t;
+    return id;
+}
+
 const sim_task *sim_des_tasks(const sim_des *d) { return d->off == 0 && d->n <= d->cap ? d->t : NULL; }
 sim_task *sim_des_get(sim_des *d, int32_t id) { return id >= d->off && id < d->n ? TK(d, id) : NULL; }
 int32_t sim_des_count(const sim_des *d) { return d->n; }

@@ -65,6 +65,9 @@ void sim_des_rewind(sim_des *d, const int32_t *deps);
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
 /* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out);
+/* A copy of task src (kind, queue, step, micro-batch, bytes, FLOPs, costs) at another layer, with
+ * its own dependencies; src must be kept (not retired). */
+int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out);
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
 const sim_task *sim_des_task_at(const sim_des *d, int32_t id); /* read only; NULL if gone */

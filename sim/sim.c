@@ -187,6 +187,9 @@ static void ff_declare(sink_ctx *sc, int32_t b) {
     sc->ff_step = -1, sc->ff_q1 = sc->ff_q2 = -1;
 }
 
+static int32_t emit_rest(sink_ctx *sc, const kv_gop *o, int32_t id);
+static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id);
+
 static int32_t sim_emit(void *ctx, const kv_gop *o) {
     sink_ctx *sc = ctx;
     sim_task *t;
@@ -194,28 +197,62 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
         ff_declare(sc, sim_des_count(sc->d));
         sc->ff_step = o->step, sc->ff_first = sim_des_count(sc->d);
     }
-    if (o->step >= 0 && o->op == KV_OP_QKV && o->mb == 0) {
-        if (o->layer == 1) sc->ff_q1 = sim_des_count(sc->d);
-        else if (o->layer == 2) sc->ff_q2 = sim_des_count(sc->d);
-    }
     int32_t id = sim_des_add(sc->d, (kv_op)o->op, (kv_queue)o->queue, o->step, o->layer, o->mb, o->deps, o->ndeps, &t);
     if (id < 0) return -1;
     t->bytes = o->bytes;
     t->flops = o->flops;
     op_cost(&sc->cost, o, &t->fixed_s, &t->work);
     if (o->step < 0 && o->op == KV_OP_HEAD) sim_des_mark(sc->d, sc->first_token = id);
-    if (sc->keep && kv_graph_split_op(o)) {
-        sim_ctx *k = sc->keep;
-        if (k->nsop == k->sopcap) {
-            int32_t nc = k->sopcap ? 2 * k->sopcap : 1024;
-            int32_t *a = realloc(k->sid, sizeof *a * (size_t)nc);
-            if (a) k->sid = a;
-            kv_gop *b = a ? realloc(k->sop, sizeof *b * (size_t)nc) : NULL;
-            if (b) k->sop = b, k->sopcap = nc;
-            else sc->keep = NULL; /* not kept: the next run builds again */
+    return emit_rest(sc, o, id);
+}
+
+/* A repeated layer (sched/graph.h): each op is the copy of the task n before it, whose costs it
+ * takes (a cost depends on the op's fields, which are the same). A repeated layer is never a
+ * step's first nor holds its LM head, so of sim_emit's bookkeeping only the anchors, the kept ops
+ * and pumping apply. */
+static int32_t sim_repeat(void *ctx, const kv_gop *ops, int32_t n) {
+    sink_ctx *sc = ctx;
+    int32_t first = sim_des_count(sc->d);
+    int anchors = ops[0].layer <= 2;
+    for (int32_t i = 0; i < n; i++) {
+        const kv_gop *o = &ops[i];
+        sim_task *t;
+        int32_t id = sim_des_add_copy(sc->d, first + i - n, o->layer, o->deps, o->ndeps, &t);
+        if (id < 0) {
+            /* a streamed run with a window shorter than a layer may have retired the copied task */
+            if (sim_des_task_at(sc->d, first + i - n) || sim_emit(ctx, o) < 0) return -1;
+            continue;
         }
-        if (sc->keep) k->sid[k->nsop] = id, k->sop[k->nsop++] = *o;
+        if (anchors && o->op == KV_OP_QKV && o->mb == 0 && o->layer == 2) sc->ff_q2 = id;
+        if (sc->keep) keep_op(sc, o, id);
+        if (sc->stream && (id & 15) == 15) sim_des_pump(sc->d);
     }
+    return first;
+}
+
+/* A whole-graph run keeps its split-dependent ops (sim_run re-costs them for another split). */
+static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id) {
+    if (!kv_graph_split_op(o)) return;
+    sim_ctx *k = sc->keep;
+    if (k->nsop == k->sopcap) {
+        int32_t nc = k->sopcap ? 2 * k->sopcap : 1024;
+        int32_t *a = realloc(k->sid, sizeof *a * (size_t)nc);
+        if (a) k->sid = a;
+        kv_gop *b = a ? realloc(k->sop, sizeof *b * (size_t)nc) : NULL;
+        if (b) k->sop = b, k->sopcap = nc;
+        else sc->keep = NULL; /* not kept: the next run builds again */
+    }
+    if (sc->keep) k->sid[k->nsop] = id, k->sop[k->nsop++] = *o;
+}
+
+/* What sim_emit does after adding the task: the fast-forward anchors, the kept
+ * split-dependent ops, the streaming window and pumping. */
+static int32_t emit_rest(sink_ctx *sc, const kv_gop *o, int32_t id) {
+    if (o->step >= 0 && o->op == KV_OP_QKV && o->mb == 0) {
+        if (o->layer == 1) sc->ff_q1 = id;
+        else if (o->layer == 2) sc->ff_q2 = id;
+    }
+    if (sc->keep) keep_op(sc, o, id);
     if (sc->stream) {
         /* the window: a decode step's tasks and a half (a task's successors come at most about a
          * step later), known once the first step has been emitted; until then nothing runs */
@@ -291,7 +328,7 @@ kv_status sim_build(sim_des *d, const kv_model *m, const hw_profile *p, const kv
     memset(&sc, 0, sizeof sc);
     sc.d = d, sc.cost.m = m, sc.cost.p = p, sc.cost.paper = pl->paper_model, sc.first_token = -1;
     sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
-    kv_graph_sink sink = {&sc, sim_emit};
+    kv_graph_sink sink = {.ctx = &sc, .emit = sim_emit, .repeat = sim_repeat};
     kv_status st = kv_graph_build(m, pl, ly, &sink);
     if (!st) ff_declare(&sc, sim_des_count(d));
     *first_token = sc.first_token;
@@ -387,7 +424,7 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
         sc.win_fixed = sx->window, sc.step0_first = -1, sc.t0 = -1;
         sc.ff_step = sc.ff_q1 = sc.ff_q2 = -1;
         if (stream) sim_des_stream(d, sx->window > 0 ? sx->window : INT32_MAX / 2, sim_retire, &sc);
-        kv_graph_sink sink = {&sc, sim_emit};
+        kv_graph_sink sink = {.ctx = &sc, .emit = sim_emit, .repeat = sim_repeat};
         sx->have_graph = 0, sx->nsop = 0;
         if (!stream && !pl->split_steps) sc.keep = sx;
         if ((st = kv_graph_build(m, pl, ly, &sink))) return st == KV_ENOMEM ? kv_errorf(KV_ENOMEM, "sim: out of memory for tasks") : st;
@@ -563,7 +600,7 @@ static kv_status bound_build(bound_ctx *b, sim_ctx *s, const kv_model *m, const 
     if ((st = kv_layout_resolve(m, pl, &ly))) return st;
     memset(b, 0, sizeof *b);
     b->s = s, b->cost.m = m, b->cost.p = p, b->cost.paper = pl->paper_model, b->cost.comp_kv = ly.comp_kv, b->gather = gather;
-    kv_graph_sink sink = {b, bound_emit};
+    kv_graph_sink sink = {.ctx = b, .emit = bound_emit};
     if ((st = kv_graph_build(m, pl, &ly, &sink))) {
         free(b->g);
         if (b->bad) return kv_errorf(KV_EINVAL, "simulated time out of range: an op would take longer than %g s (the profile's values are absurd)", SIM_MAX_S);

@@ -24,7 +24,7 @@ static int count_op(const kv_graph_list *g, kv_op op, int step) {
 static void build(const kv_model *m, const kv_plan *pl, kv_layout *ly, kv_graph_list *g) {
     memset(g, 0, sizeof *g);
     if (kv_layout_resolve(m, pl, ly)) fail_msg("%s", kv_errmsg());
-    kv_graph_sink sink = {g, kv_graph_list_emit};
+    kv_graph_sink sink = {.ctx = g, .emit = kv_graph_list_emit};
     if (kv_graph_build(m, pl, ly, &sink)) fail_msg("%s", kv_errmsg());
 }
 
@@ -151,6 +151,101 @@ static void t_graph_shape(void **s) {
                 assert_int_equal(count_op(&g, KV_OP_HEAD, -1), pl.nb);
                 kv_graph_list_free(&g);
             }
+}
+
+static int gop_eq(const kv_gop *a, const kv_gop *b) {
+    if (a->op != b->op || a->queue != b->queue || a->ndeps != b->ndeps || a->step != b->step || a->layer != b->layer || a->mb != b->mb ||
+        a->seq0 != b->seq0 || a->nseq != b->nseq || a->row0 != b->row0 || a->row1 != b->row1 || a->ctx != b->ctx || a->slot != b->slot ||
+        memcmp(&a->bytes, &b->bytes, sizeof a->bytes) || memcmp(&a->flops, &b->flops, sizeof a->flops))
+        return 0;
+    for (int k = 0; k < a->ndeps; k++)
+        if (a->deps[k] != b->deps[k]) return 0;
+    return 1;
+}
+
+/* A sink with repeat: checks the promise (each op the one n before, one layer on, its
+ * dependencies n higher) and keeps the ops. */
+typedef struct {
+    kv_graph_list g;
+    int calls, broken;
+} rep_list;
+static int32_t rep_emit(void *ctx, const kv_gop *o) { return kv_graph_list_emit(&((rep_list *)ctx)->g, o); }
+static int32_t rep_repeat(void *ctx, const kv_gop *ops, int32_t n) {
+    rep_list *r = ctx;
+    int32_t first = r->g.n;
+    r->calls++;
+    for (int32_t i = 0; i < n; i++) {
+        if (r->g.n < n) return -1;
+        kv_gop x = r->g.ops[r->g.n - n];
+        x.layer++, x.slot = ops[i].slot;
+        for (int k = 0; k < x.ndeps; k++) x.deps[k] += n;
+        if (!gop_eq(&x, &ops[i])) r->broken++;
+        if (kv_graph_list_emit(&r->g, &ops[i]) < 0) return -1;
+    }
+    return first;
+}
+
+/* Repeated layers: the builder emits a layer as the previous one shifted when the state it reads
+ * says so; the ops must be exactly those built op by op, over policies, modes, presets,
+ * compression, prefetch depths, per-step splits (which change a layer's ops between steps), the
+ * new token's activation, W_K/W_V first and no prompt pass. A sink with repeat gets the same
+ * ops, each the copy it promises. */
+static void t_graph_repeat(void **s) {
+    (void)s;
+    const char *models[] = {"OPT-1.3B", "Llama-3-8B"};
+    kv_preset presets[] = {KV_PRESET_NONE, KV_PRESET_HF_OFFLOAD, KV_PRESET_ACCELERATE, KV_PRESET_ZERO, KV_PRESET_FLEXGEN, KV_PRESET_KVPR};
+    int64_t total = 0, plans = 0;
+    for (size_t mi = 0; mi < 2; mi++)
+        for (int pol = 0; pol < KV_POL_COUNT; pol++)
+            for (size_t ps = 0; ps < sizeof presets / sizeof presets[0]; ps++)
+                for (int v = 0; v < 12; v++) {
+                    kv_model m = mdl(models[mi]);
+                    kv_plan pl = plan(4, 24, 5);
+                    int steps[4] = {0, 7, 24, 3};
+                    pl.layers = 9, pl.split = 10;
+                    kv_plan_preset(&pl, presets[ps]);
+                    if (!presets[ps]) pl.policy = (kv_policy)pol, pl.mode = (kv_mode)(v & 1);
+                    else if (pol) continue;
+                    if (pl.mode == KV_MODE_THROUGHPUT) pl.nb = 1 + v % 3;
+                    pl.prefetch = 1 + v % 3;
+                    pl.compress = (v / 2) % 4;
+                    pl.keep_act = v % 5 == 1;
+                    pl.wkv_first = v % 4 == 3;
+                    pl.no_prefill = v == 6;
+                    if (pl.policy == KV_POL_KVPR && v % 3 == 2) pl.split_steps = steps;
+                    if (pl.policy != KV_POL_KVPR) pl.split = -1;
+                    if (kv_plan_validate(&pl, &m)) continue;
+                    kv_layout ly;
+                    if (kv_layout_resolve(&m, &pl, &ly)) continue;
+                    kv_graph_list a = {0};
+                    rep_list b = {0};
+                    kv_graph_sink se = {.ctx = &a, .emit = kv_graph_list_emit, .exact = 1};
+                    kv_graph_sink sr = {.ctx = &b, .emit = rep_emit, .repeat = rep_repeat};
+                    kv_graph_list c = {0};
+                    kv_graph_sink sd = {.ctx = &c, .emit = kv_graph_list_emit};
+                    assert_int_equal(kv_graph_build(&m, &pl, &ly, &se), KV_OK);
+                    assert_int_equal(kv_graph_build(&m, &pl, &ly, &sr), KV_OK);
+                    assert_int_equal(kv_graph_build(&m, &pl, &ly, &sd), KV_OK);
+                    assert_int_equal(se.repeated, 0);
+                    assert_int_equal(sr.repeated, b.calls);
+                    assert_int_equal(sd.repeated, sr.repeated);
+                    assert_int_equal(b.broken, 0);
+                    assert_int_equal(a.n, b.g.n);
+                    assert_int_equal(a.n, c.n);
+                    for (int32_t i = 0; i < a.n; i++)
+                        if (!gop_eq(&a.ops[i], &b.g.ops[i]) || !gop_eq(&a.ops[i], &c.ops[i]))
+                            fail_msg("%s %s policy %d v %d: op %d differs (step %d layer %d)", models[mi], kv_preset_name(presets[ps]), pol, v, i,
+                                     a.ops[i].step, a.ops[i].layer);
+                    /* without per-step splits, layers D + 1 .. L - 2 repeat (the earlier ones read
+                     * the previous step's last layer, whose LM heads shift its ops) in every step
+                     * but the first one or two (they read the prompt pass's stores or a first step
+                     * with other ops, as recompute's) */
+                    if (!pl.split_steps) assert_true(sr.repeated >= (int64_t)(kv_plan_steps(&pl) - 2) * (ly.L - 3 - ly.D));
+                    total += sr.repeated, plans++;
+                    kv_graph_list_free(&a), kv_graph_list_free(&b.g), kv_graph_list_free(&c);
+                }
+    assert_true(plans > 100);
+    assert_true(total > 0);
 }
 
 /* The presets set what the systems do (offloading.md section 1). */
@@ -420,7 +515,7 @@ static void t_engine_layouts_equal_offload(void **s) {
 
 void group_graph(tcount *c) {
     const struct CMUnitTest t[] = {
-        cmocka_unit_test(t_midpoint_rule),   cmocka_unit_test(t_kv_split),   cmocka_unit_test(t_graph_shape),
+        cmocka_unit_test(t_midpoint_rule),   cmocka_unit_test(t_kv_split),   cmocka_unit_test(t_graph_shape), cmocka_unit_test(t_graph_repeat),
         cmocka_unit_test(t_presets),         cmocka_unit_test(t_prefill_by_hand), cmocka_unit_test(t_link_sharing),
         cmocka_unit_test(t_streams_not_links), cmocka_unit_test(t_engine_runs_graph), cmocka_unit_test(t_engine_layouts_equal_offload),
     };

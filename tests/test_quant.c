@@ -133,7 +133,7 @@ static void t_ref_and_host(void **s) {
 static void build(const kv_model *m, const kv_plan *pl, kv_layout *ly, kv_graph_list *g) {
     memset(g, 0, sizeof *g);
     if (kv_layout_resolve(m, pl, ly)) fail_msg("%s", kv_errmsg());
-    kv_graph_sink sink = {g, kv_graph_list_emit};
+    kv_graph_sink sink = {.ctx = g, .emit = kv_graph_list_emit};
     if (kv_graph_build(m, pl, ly, &sink)) fail_msg("%s", kv_errmsg());
 }
 
