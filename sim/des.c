@@ -133,6 +133,9 @@ struct sim_des {
     uint8_t *ff_need;     /* a streamed replay's scratch: residues mod Q some start names as its cause */
     int32_t ff_needcap;
     int ff_broken;        /* a replay found the queues not as the region promised (a bug): the run fails */
+    /* copies (sim_des_add_copy): the last run [cl_a, cl_b) of consecutive tasks each the copy of the
+     * task cl_q before it, and the longest dependency edge from a task at or above efloor */
+    int32_t cl_a, cl_b, cl_q, efloor, elen;
     sim_queue q[SIM_MAX_REP * KV_Q_COUNT]; /* last: one GPU uses the first KV_Q_COUNT */
 };
 
@@ -233,6 +236,7 @@ void sim_des_reset(sim_des *d) {
     d->mark = -1;
     d->nrg = 0, d->rgi = 0, d->ff_cursor = INT32_MAX, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
+    d->cl_a = d->cl_b = d->cl_q = 0, d->efloor = 0, d->elen = 0;
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps) {
@@ -286,7 +290,7 @@ int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, 
 
 /* from -> to: appended to from's successor list. A dependency on a task that has finished (a
  * streamed run) is already met: nothing to wait for. */
-static int add_succ(sim_des *d, sim_task *f, int32_t to) {
+static inline int add_succ(sim_des *d, sim_task *f, int32_t to) {
     if (f->nsucc_in < SIM_SUCC_IN) {
         f->succ_in[f->nsucc_in++] = to;
         return 0;
@@ -305,8 +309,9 @@ static int add_succ(sim_des *d, sim_task *f, int32_t to) {
 }
 
 /* ... and t (task `to`) counts it; t is passed in: sim_des_add has the new record at hand. */
-static int add_edge(sim_des *d, int32_t from, int32_t to, sim_task *t) {
+static inline int add_edge(sim_des *d, int32_t from, int32_t to, sim_task *t) {
     if (t->ndeps0 < 255) t->ndeps0++;
+    if (from >= d->efloor && to - from > d->elen) d->elen = to - from;
     if (from < d->base) return 0;
     sim_task *f = TK(d, from);
     if (f->fin) return 0;
@@ -355,8 +360,12 @@ int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps
     for (int i = 0; i < ndeps; i++)
         if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
     *out = t;
+    if (id == d->cl_b && id - src == d->cl_q) d->cl_b = id + 1;
+    else d->cl_a = id, d->cl_b = id + 1, d->cl_q = id - src;
     return id;
 }
+
+void sim_des_edge_floor(sim_des *d, int32_t id) { d->efloor = id, d->elen = 0; }
 
 const sim_task *sim_des_tasks(const sim_des *d) { return d->off == 0 && d->n <= d->cap ? d->t : NULL; }
 sim_task *sim_des_get(sim_des *d, int32_t id) { return id >= d->off && id < d->n ? TK(d, id) : NULL; }
@@ -697,8 +706,25 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
     if (Q <= 0 || b - a < 4 * Q || anchor0 < a || anchor0 >= b || b > d->n) return;
     if (d->nrg > 0 && a < d->rg[d->nrg - 1].b) return; /* out of order */
     if (a < d->off) a = d->off; /* tasks that have left (a streamed run's short window) ran: no copy */
+    /* Copies need no check where it follows from how they were made: task x of the last run of
+     * copies [c0, c1) made with period Q is x - Q's copy in kind, queue, costs and dependencies
+     * (each Q higher), so its successors are x - Q's shifted wherever every successor of either
+     * is itself such a copy: edges from the region's tasks reach at most elen ahead, so that holds
+     * for x in [c0, c1 - elen), provided no task of the region has run (every dependency on x - Q
+     * was then recorded as an edge, as on x). */
+    int32_t s0 = INT32_MAX, s1 = INT32_MAX;
+    if (d->cl_q == Q && d->efloor <= a && (!d->started || (d->ff_on && d->ff_hi < a))) {
+        s0 = d->cl_a > a + Q ? d->cl_a : a + Q;
+        s1 = d->cl_b - d->elen < b ? d->cl_b - d->elen : b;
+        if (s1 <= s0) s0 = s1 = INT32_MAX;
+    }
     int32_t best_s = 0, best_e = 0, run_s = -1;
     for (int32_t i = a + Q; i <= b; i++) {
+        if (i == s0) {
+            if (run_s < 0) run_s = i;
+            i = s1 - 1;
+            continue;
+        }
         int ok = i < b && ff_copy(d, i, Q);
         if (ok && run_s < 0) run_s = i;
         if (!ok && run_s >= 0) {

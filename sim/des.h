@@ -68,6 +68,9 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
 /* A copy of task src (kind, queue, step, micro-batch, bytes, FLOPs, costs) at another layer, with
  * its own dependencies; src must be kept (not retired). */
 int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out);
+/* Dependency edges from tasks at or above id are measured from now on (the longest lets
+ * sim_des_periodic skip checking copies made by sim_des_add_copy; call it as a step begins). */
+void sim_des_edge_floor(sim_des *d, int32_t id);
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
 const sim_task *sim_des_task_at(const sim_des *d, int32_t id); /* read only; NULL if gone */

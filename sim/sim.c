@@ -196,6 +196,7 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     if (o->step >= 0 && o->step != sc->ff_step) {
         ff_declare(sc, sim_des_count(sc->d));
         sc->ff_step = o->step, sc->ff_first = sim_des_count(sc->d);
+        sim_des_edge_floor(sc->d, sc->ff_first);
     }
     int32_t id = sim_des_add(sc->d, (kv_op)o->op, (kv_queue)o->queue, o->step, o->layer, o->mb, o->deps, o->ndeps, &t);
     if (id < 0) return -1;
