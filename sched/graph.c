@@ -241,7 +241,10 @@ static kv_status emit(bld *b, const kv_gop *o, int32_t *id) {
             if (!q) return KV_ENOMEM;
             b->tm = q, b->tmcap = nc;
         }
-        b->tm[b->ntm++] = *o;
+        kv_gop *c = &b->tm[b->ntm++];
+        *c = *o;
+        /* the unused dependency slots defined: repeat_layer shifts all of them */
+        for (int d = c->ndeps; d < KV_GRAPH_MAXDEP; d++) c->deps[d] = 0;
     }
     return KV_OK;
 }

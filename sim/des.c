@@ -187,7 +187,7 @@ static int grow_tasks(sim_des *d) {
 
 /* Streaming: drop started tasks from the front of a queue's program order, once they are at
  * least half of it (amortised O(1)). */
-static void compact(sim_queue *r) {
+static inline void compact(sim_queue *r) {
     if (r->head >= 4096 && r->head >= r->n - r->head) {
         memmove(r->seq, r->seq + r->head, (size_t)(r->n - r->head) * sizeof *r->seq);
         r->n -= r->head, r->head = 0;
@@ -346,6 +346,7 @@ int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps
         return -1;
     sim_task *t = TK(d, d->n);
     *t = *TK(d, src); /* the ring may have moved: read after growing */
+    int same = t->ndeps0 == ndeps; /* (a cheap part of the promise sim_des_periodic relies on) */
     /* what running and dependencies set, as sim_des_task leaves it */
     t->layer = layer;
     t->deps_left = 0;
@@ -360,7 +361,8 @@ int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps
     for (int i = 0; i < ndeps; i++)
         if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
     *out = t;
-    if (id == d->cl_b && id - src == d->cl_q) d->cl_b = id + 1;
+    if (!same) d->cl_a = d->cl_b = d->cl_q = 0; /* not a copy: no run of copies continues through it */
+    else if (id == d->cl_b && id - src == d->cl_q) d->cl_b = id + 1;
     else d->cl_a = id, d->cl_b = id + 1, d->cl_q = id - src;
     return id;
 }

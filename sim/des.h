@@ -65,8 +65,10 @@ void sim_des_rewind(sim_des *d, const int32_t *deps);
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
 /* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out);
-/* A copy of task src (kind, queue, step, micro-batch, bytes, FLOPs, costs) at another layer, with
- * its own dependencies; src must be kept (not retired). */
+/* A copy of task src (kind, queue, step, micro-batch, bytes, FLOPs, costs) at another layer; src
+ * must be kept (not retired). deps must be src's dependencies each shifted by the new id - src, in
+ * the same order: sim_des_periodic takes a run of such copies as periodic without checking it
+ * (only the count is checked here; a copy with another count breaks the run). */
 int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out);
 /* Dependency edges from tasks at or above id are measured from now on (the longest lets
  * sim_des_periodic skip checking copies made by sim_des_add_copy; call it as a step begins). */

@@ -244,7 +244,7 @@ static void t_graph_repeat(void **s) {
                     total += sr.repeated, plans++;
                     kv_graph_list_free(&a), kv_graph_list_free(&b.g), kv_graph_list_free(&c);
                 }
-    assert_true(plans > 100);
+    assert_true(plans >= 200); /* 240 valid plans, about 4,400 repeated layers */
     assert_true(total > 0);
 }
 
