@@ -122,8 +122,15 @@ struct sim_des {
     int32_t ff_hi;        /* highest task id started */
     int32_t ff_anchor;    /* an anchor started during the event being run (-1: none) */
     int32_t ff_prev;      /* anchor of the last checkpoint (-1: none) */
-    int64_t *sig[2];      /* signatures: the last checkpoint's, the current one */
-    int32_t nsig[2], sigcap[2];
+    /* the checkpoint before it (a state may repeat every two layers, e.g. two weight buffers):
+     * its anchor, events, busy times and time; the log keeps the entries since it, those since the
+     * last checkpoint from log_mid on */
+    int32_t ff_prev2, log0, log_mid; /* the log's entries since it: [log0, nlog) */
+    int ff_logbad2;
+    uint64_t ff_ev02;
+    sim_time ff_busy02[KV_RES_COUNT], ff_t02;
+    int64_t *sig[3];      /* signatures: the last checkpoint's, the current one, the one before the last */
+    int32_t nsig[3], sigcap[3];
     sim_tr *log;          /* transitions since the last checkpoint */
     int32_t nlog, logcap;
     int ff_logbad;        /* the log could not keep up (out of memory): no fast-forward from it */
@@ -209,7 +216,7 @@ void sim_des_free(sim_des *d) {
     free(d->heap);
     free(d->ns);
     free(d->rg);
-    free(d->sig[0]), free(d->sig[1]);
+    free(d->sig[0]), free(d->sig[1]), free(d->sig[2]);
     free(d->log);
     free(d->ff_need);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
@@ -235,7 +242,7 @@ void sim_des_reset(sim_des *d) {
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
     d->nrg = 0, d->rgi = 0, d->ff_cursor = INT32_MAX, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     d->cl_a = d->cl_b = d->cl_q = 0, d->efloor = 0, d->elen = 0;
 }
 
@@ -250,7 +257,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->dir[0].n = d->dir[1].n = 0;
     d->ncn = 0, d->cnfree = -1;
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     for (int32_t i = 0; i < d->n; i++) {
         sim_task *t = TK(d, i);
         t->deps_left = deps[i];
@@ -858,8 +865,12 @@ static int32_t ff_next_anchor(const sim_des *d, int32_t id) {
 
 static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end, int qi) {
     if (d->ff_prev < 0 || d->ff_logbad) return;
+    if (d->nlog == d->logcap && d->log0 >= d->nlog / 2) { /* entries before log0 are dropped */
+        memmove(d->log, d->log + d->log0, (size_t)(d->nlog - d->log0) * sizeof *d->log);
+        d->nlog -= d->log0, d->log_mid -= d->log0, d->log0 = 0;
+    }
     if (d->nlog == d->logcap && grow((void **)&d->log, &d->logcap, d->nlog + 1, sizeof *d->log)) {
-        d->ff_logbad = 1;
+        d->ff_logbad = d->ff_logbad2 = 1;
         return;
     }
     d->log[d->nlog++] = (sim_tr){t, id, why, (uint8_t)end, (uint8_t)qi, 0};
@@ -874,14 +885,19 @@ static void ff_busy_now(const sim_des *d, sim_time now, sim_time *b) {
         if (d->dir[r].n > 0) b[r == 0 ? KV_RES_H2D : KV_RES_D2H] += now - d->dir[r].since;
 }
 
-/* Starts a new period at anchor A: its signature becomes the one to compare with. */
+/* Starts a new period at anchor A: its signature becomes the one to compare with, and the last
+ * checkpoint the one before it (the log drops what came before that). */
 static void ff_begin(sim_des *d, int32_t A, sim_time now) {
-    int64_t *x = d->sig[0];
-    int32_t c = d->sigcap[0];
+    int64_t *x = d->sig[2];
+    int32_t c = d->sigcap[2];
+    d->sig[2] = d->sig[0], d->sigcap[2] = d->sigcap[0], d->nsig[2] = d->nsig[0];
     d->sig[0] = d->sig[1], d->sigcap[0] = d->sigcap[1], d->nsig[0] = d->nsig[1];
     d->sig[1] = x, d->sigcap[1] = c, d->nsig[1] = 0;
+    d->ff_prev2 = d->ff_prev, d->ff_logbad2 = d->ff_logbad, d->ff_ev02 = d->ff_ev0, d->ff_t02 = d->ff_t0;
+    memcpy(d->ff_busy02, d->ff_busy0, sizeof d->ff_busy02);
+    d->log0 = d->log_mid, d->log_mid = d->nlog;
     d->ff_prev = A;
-    d->nlog = 0, d->ff_logbad = 0;
+    d->ff_logbad = 0;
     d->ff_ev0 = d->st.events;
     ff_busy_now(d, now, d->ff_busy0);
     d->ff_t0 = now;
@@ -925,26 +941,35 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     if (d->lo < d->base) d->lo = d->base; /* retired tasks (a streamed run) have finished */
     while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
     if (!g || d->hn > 4096 || d->ff_hi - d->lo > 16 * g->Q + 64) {
-        d->ff_prev = -1;
+        d->ff_prev = d->ff_prev2 = -1;
         return;
     }
     sim_event live[4096];
     int32_t nlive = ff_live(d, live);
     if (ff_sig(d, 1, A, now, live, nlive)) {
-        d->ff_prev = -1;
+        d->ff_prev = d->ff_prev2 = -1;
         return;
     }
+    /* the state repeats the last checkpoint's (a period of one layer), or the one before it (two
+     * layers: then the period is both layers, and the log holds both) */
     int same = d->ff_prev == A - g->Q && !d->ff_logbad && d->nsig[0] == d->nsig[1] &&
                !memcmp(d->sig[0], d->sig[1], sizeof(int64_t) * (size_t)d->nsig[1]);
-    if (!same) {
+    int same2 = !same && d->ff_prev2 == A - 2 * g->Q && !d->ff_logbad2 && d->nsig[2] == d->nsig[1] &&
+                !memcmp(d->sig[2], d->sig[1], sizeof(int64_t) * (size_t)d->nsig[1]);
+    if (!same && !same2) {
         ff_begin(d, A, now);
         return;
     }
-    sim_time D = now - d->ff_t0;
-    int32_t Q = g->Q, maxid = d->ff_hi;
+    /* the period's log: from the last checkpoint on (one layer) or from the one before */
+    sim_tr *lg = d->log + (same ? d->log_mid : d->log0);
+    const int32_t nl = d->nlog - (int32_t)(lg - d->log);
+    const sim_time t0 = same ? d->ff_t0 : d->ff_t02, *busy0 = same ? d->ff_busy0 : d->ff_busy02;
+    const uint64_t ev0 = same ? d->ff_ev0 : d->ff_ev02;
+    sim_time D = now - t0;
+    int32_t Q = same ? g->Q : 2 * g->Q, maxid = d->ff_hi;
     int ok = D > 0 && d->lo >= g->a;
-    for (int32_t i = 0; ok && i < d->nlog; i++) {
-        const sim_tr *r = &d->log[i];
+    for (int32_t i = 0; ok && i < nl; i++) {
+        const sim_tr *r = &lg[i];
         if (r->id < g->a || r->id >= g->b || (!r->end && (r->why < g->a || r->why >= g->b))) ok = 0;
         if (r->id > maxid) maxid = r->id;
     }
@@ -969,18 +994,18 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
      * the skip (hi + k Q) has either started, or lies in the compared window and takes its count
      * from the signature (the state repeats); only tasks beyond are decremented as ends go by. */
     sim_des_stats *st = &d->st;
-    uint64_t ev = st->events - d->ff_ev0;
+    uint64_t ev = st->events - ev0;
     int32_t hi_end = (int32_t)(d->ff_hi + k * Q);
     if (!d->stream) {
         /* a whole graph keeps no nodes: ends come in time order at or after every earlier end, so
          * the last one of the last pass is the task that ended last */
         int32_t nend = 0, lastend = -1;
-        for (int32_t i = 0; i < d->nlog; i++)
-            if (d->log[i].end) nend++, lastend = i;
+        for (int32_t i = 0; i < nl; i++)
+            if (lg[i].end) nend++, lastend = i;
         for (int64_t m = 1; m <= k; m++) {
             int32_t sh = (int32_t)(m * Q);
             sim_time dt = (sim_time)m * D;
-            for (const sim_tr *r = d->log, *re = d->log + d->nlog; r < re; r++) {
+            for (const sim_tr *r = lg, *re = lg + nl; r < re; r++) {
                 sim_task *t = TK(d, r->id + sh);
                 if (!r->end) {
                     if (ff_start(d, t, r, sh, dt)) return;
@@ -993,8 +1018,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         }
         d->done += (int32_t)(k * nend);
         if (lastend >= 0) {
-            st->last = d->log[lastend].id + (int32_t)(k * Q);
-            d->last_end = d->log[lastend].t + (sim_time)k * D;
+            st->last = lg[lastend].id + (int32_t)(k * Q);
+            d->last_end = lg[lastend].t + (sim_time)k * D;
             d->last_node = -1;
         }
     }
@@ -1015,13 +1040,13 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         }
         memset(d->ff_need, 0, (size_t)Q);
         int32_t lastend = -1;
-        for (int32_t i = 0; i < d->nlog; i++) {
-            const sim_tr *r = &d->log[i];
+        for (int32_t i = 0; i < nl; i++) {
+            const sim_tr *r = &lg[i];
             if (r->end) lastend = i;
             else if (r->why >= 0) d->ff_need[r->why % Q] = 1;
         }
-        for (int32_t i = 0; i < d->nlog; i++)
-            if (d->log[i].end) d->log[i].need = d->ff_need[d->log[i].id % Q];
+        for (int32_t i = 0; i < nl; i++)
+            if (lg[i].end) lg[i].need = d->ff_need[lg[i].id % Q];
         /* the last end before the one being replayed: a node (>= 0), or none (-1), or virtual (-2,
          * its parent in pcpar) */
         int32_t pend = -3, pcpar = -1, lcpar = -1;
@@ -1029,8 +1054,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         for (int64_t m = 1; m <= k; m++) {
             int32_t sh = (int32_t)(m * Q);
             sim_time dt = (sim_time)m * D;
-            for (int32_t i = 0; i < d->nlog; i++) {
-                const sim_tr *r = &d->log[i];
+            for (int32_t i = 0; i < nl; i++) {
+                const sim_tr *r = &lg[i];
                 int32_t id = r->id + sh;
                 sim_task *t = TK(d, id);
                 if (!r->end) {
@@ -1080,7 +1105,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
      * k D, and shifting its start takes back nothing it had) */
     sim_time bnow[KV_RES_COUNT];
     ff_busy_now(d, now, bnow);
-    for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (bnow[r] - d->ff_busy0[r]);
+    for (int r = 0; r < KV_RES_COUNT; r++) st->busy[r] += (sim_time)k * (bnow[r] - busy0[r]);
     for (int r = 0; r < 2; r++) {
         sim_dir *L = &d->dir[r];
         if (L->n > 0) L->since += dt;
@@ -1102,12 +1127,19 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         }
     d->now = now + dt;
     d->ff_hi += sh;
-    d->ff_periods += (uint64_t)k;
+    d->ff_periods += (uint64_t)k * (uint64_t)(Q / g->Q);
     d->lo += sh; /* the oldest unfinished task, shifted like the rest of the state */
-    /* the state is the last checkpoint's, shifted: the next period compares with it again */
+    /* the state is the current checkpoint's, shifted: the next period compares with it again */
+    if (same2) { /* its signature (equal to the one before the last) becomes the last */
+        int64_t *x = d->sig[0];
+        int32_t c = d->sigcap[0];
+        d->sig[0] = d->sig[2], d->sigcap[0] = d->sigcap[2], d->nsig[0] = d->nsig[2];
+        d->sig[2] = x, d->sigcap[2] = c;
+    }
     d->ff_prev = A + sh;
+    d->ff_prev2 = -1;
     d->ff_cursor = ff_next_anchor(d, A + sh + 1); /* the anchors up to A + sh started in the replay */
-    d->nlog = 0;
+    d->nlog = d->log0 = d->log_mid = 0, d->ff_logbad = 0;
     d->ff_ev0 = st->events;
     ff_busy_now(d, d->now, d->ff_busy0);
     d->ff_t0 = d->now;

@@ -683,6 +683,44 @@ static void t_fast_forward_same(void **s) {
 }
 
 
+/* A state that repeats every two layers (OPT-13B on an L4 in throughput mode at split 192: the
+ * signature alternates between two values) is fast-forwarded in periods of two layers: the
+ * same tasks' times as without fast-forward, whole and streamed, and most layers skipped (256 of
+ * 600 when only one-layer periods were compared). */
+static void t_fast_forward_two_layers(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-13B");
+    hw_profile p = hwp("l4");
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.mode = KV_MODE_THROUGHPUT, pl.batch = 16, pl.nb = 8, pl.prompt = 512, pl.gen = 16;
+    int splits[] = {192, 256, 200};
+    sim_ctx *off = sim_new(), *on = sim_new(), *str = sim_new();
+    sim_stream(str, SIM_STREAM_ALWAYS, 0);
+    for (int i = 0; i < 3; i++) {
+        pl.split = splits[i];
+        sim_result a, b;
+        setenv("KVPR_SIM_FF", "0", 1);
+        assert_int_equal(sim_run(off, &m, &p, &pl, &a), KV_OK);
+        unsetenv("KVPR_SIM_FF");
+        static double steps[64];
+        memcpy(steps, a.step_s, sizeof(double) * (size_t)a.nsteps);
+        a.step_s = steps;
+        assert_int_equal(sim_run(on, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
+        sim_des *x = sim_last_des(off), *y = sim_last_des(on);
+        for (int32_t t = 0; t < sim_des_count(x); t++) {
+            const sim_task *u = sim_des_get(x, t), *v = sim_des_get(y, t);
+            if (u->start != v->start || u->end != v->end || u->crit != v->crit) fail_msg("split %d task %d differs with fast-forward", pl.split, t);
+        }
+        if (i == 0) assert_true(sim_des_ff_periods(y) >= 440);
+        assert_int_equal(sim_run(str, &m, &p, &pl, &b), KV_OK);
+        same_result(&a, &b);
+        if (i == 0) assert_true(sim_des_ff_periods(sim_graph_des(str)) >= 440);
+    }
+    sim_free(off), sim_free(on), sim_free(str);
+}
+
 /* Another split of the same plan re-costs the kept graph instead of building it: a sequence of
  * splits (interior, the same again, 0, the prompt, interior) on one context gives every result
  * and every task's timeline as a fresh context does, and the kept graph was used. */
@@ -868,6 +906,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_fast_forward_two_layers), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core)};
     RUN_GROUP(c, "sim", t);
 }
