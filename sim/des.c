@@ -131,7 +131,7 @@ struct sim_des {
     sim_time ff_busy02[KV_RES_COUNT], ff_t02;
     int64_t *sig[3];      /* signatures: the last checkpoint's, the current one, the one before the last */
     int32_t nsig[3], sigcap[3];
-    sim_tr *log;          /* transitions since the last checkpoint */
+    sim_tr *log;          /* transitions: since the checkpoint before the last from log0, since the last from log_mid */
     int32_t nlog, logcap;
     int ff_logbad;        /* the log could not keep up (out of memory): no fast-forward from it */
     uint64_t ff_ev0;
@@ -865,7 +865,7 @@ static int32_t ff_next_anchor(const sim_des *d, int32_t id) {
 
 static void ff_log(sim_des *d, int32_t id, int32_t why, sim_time t, int end, int qi) {
     if (d->ff_prev < 0 || d->ff_logbad) return;
-    if (d->nlog == d->logcap && d->log0 >= d->nlog / 2) { /* entries before log0 are dropped */
+    if (d->nlog == d->logcap && d->log0 > 0 && d->log0 >= d->nlog / 2) { /* entries before log0 are dropped */
         memmove(d->log, d->log + d->log0, (size_t)(d->nlog - d->log0) * sizeof *d->log);
         d->nlog -= d->log0, d->log_mid -= d->log0, d->log0 = 0;
     }

@@ -116,7 +116,7 @@ void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
  * repeats (see des.c). The results are the full run's to the bit. Ignored with a host network, and
  * for a region whose anchors are not on the queue of the first region's anchors. */
 void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t anchor0);
-/* Periods the last run fast-forwarded over. */
+/* Layers (periods of a region's Q tasks) the last run fast-forwarded over. */
 uint64_t sim_des_ff_periods(const sim_des *d);
 
 /* Several GPUs on one host: every replica has its own queues; copies and CPU attention become
