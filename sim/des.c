@@ -269,30 +269,46 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
 
 void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
 
-int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, int mb) {
-    if ((unsigned)queue >= KV_Q_COUNT) return -1;
-    sim_queue *r = &d->q[d->rep * KV_Q_COUNT + queue];
+/* Room for task d->n at the end of queue r's program order (its record not yet written); NULL
+ * when out of memory. */
+static inline sim_task *task_room(sim_des *d, sim_queue *r) {
     if (d->stream) compact(r);
     if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
-        return -1;
-    sim_task *t = TK(d, d->n);
-    /* every field by hand: a memset of the whole record was a tenth of a sweep's time */
-    t->bytes = t->flops = t->fixed_s = t->work = 0;
+        return NULL;
+    return TK(d, d->n);
+}
+
+/* What running and dependencies set, as a new task has it (every field by hand: a memset of the
+ * whole record was a tenth of a sweep's time). */
+static inline void task_fresh(sim_task *t) {
     t->deps_left = 0;
     t->succ_head = t->succ_tail = -1;
     t->nsucc_in = 0, t->ndeps0 = 0;
-    t->cpar = t->cnode = -1;
+    t->crit = t->cpar = t->cnode = -1;
     t->fin = 0;
     t->ver = 0;
+    t->start = t->end = -1;
+}
+
+/* The task written at task_room joins its queue; its id. */
+static inline int32_t task_commit(sim_des *d, sim_queue *r) {
+    r->seq[r->n++] = d->n;
+    return d->n++;
+}
+
+int32_t sim_des_task(sim_des *d, kv_op op, kv_queue queue, int step, int layer, int mb) {
+    if ((unsigned)queue >= KV_Q_COUNT) return -1;
+    sim_queue *r = &d->q[d->rep * KV_Q_COUNT + queue];
+    sim_task *t = task_room(d, r);
+    if (!t) return -1;
+    task_fresh(t);
+    t->bytes = t->flops = t->fixed_s = t->work = 0;
     t->op = (uint8_t)op;
     t->queue = (uint8_t)queue;
     t->rep = (uint8_t)d->rep;
     t->res = (uint8_t)kv_queue_res(queue);
     t->step = step, t->layer = layer, t->mb = mb;
-    t->crit = -1;
-    t->start = t->end = -1;
-    r->seq[r->n++] = d->n;
-    return d->n++;
+    return task_commit(d, r);
 }
 
 /* from -> to: appended to from's successor list. A dependency on a task that has finished (a
@@ -335,12 +351,18 @@ static void check_late(sim_des *d, int32_t id) {
     if (d->started && t->deps_left == 0 && q->running < 0 && q->seq[q->head] == id) d->overrun = 1;
 }
 
+/* Task id (record t) waits for deps, all earlier tasks. */
+static inline int add_deps(sim_des *d, int32_t id, sim_task *t, const int32_t *deps, int ndeps) {
+    for (int i = 0; i < ndeps; i++)
+        if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
+    return 0;
+}
+
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out) {
     int32_t id = sim_des_task(d, op, q, step, layer, mb);
     if (id < 0) return -1;
     sim_task *t = TK(d, id);
-    for (int i = 0; i < ndeps; i++)
-        if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
+    if (add_deps(d, id, t, deps, ndeps)) return -1;
     *out = t;
     return id;
 }
@@ -348,25 +370,14 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
 int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out) {
     if (src < d->off || src >= d->n || TK(d, src)->rep != d->rep) return -1;
     sim_queue *r = &d->q[d->rep * KV_Q_COUNT + TK(d, src)->queue];
-    if (d->stream) compact(r);
-    if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
-        return -1;
-    sim_task *t = TK(d, d->n);
+    sim_task *t = task_room(d, r);
+    if (!t) return -1;
     *t = *TK(d, src); /* the ring may have moved: read after growing */
     int same = t->ndeps0 == ndeps; /* (a cheap part of the promise sim_des_periodic relies on) */
-    /* what running and dependencies set, as sim_des_task leaves it */
+    task_fresh(t);
     t->layer = layer;
-    t->deps_left = 0;
-    t->succ_head = t->succ_tail = -1;
-    t->nsucc_in = 0, t->ndeps0 = 0;
-    t->crit = t->cpar = t->cnode = -1;
-    t->fin = 0;
-    t->ver = 0;
-    t->start = t->end = -1;
-    r->seq[r->n++] = d->n;
-    int32_t id = d->n++;
-    for (int i = 0; i < ndeps; i++)
-        if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
+    int32_t id = task_commit(d, r);
+    if (add_deps(d, id, t, deps, ndeps)) return -1;
     *out = t;
     if (!same) d->cl_a = d->cl_b = d->cl_q = 0; /* not a copy: no run of copies continues through it */
     else if (id == d->cl_b && id - src == d->cl_q) d->cl_b = id + 1;
@@ -885,14 +896,18 @@ static void ff_busy_now(const sim_des *d, sim_time now, sim_time *b) {
         if (d->dir[r].n > 0) b[r == 0 ? KV_RES_H2D : KV_RES_D2H] += now - d->dir[r].since;
 }
 
+static void sig_swap(sim_des *d, int i, int j) {
+    int64_t *x = d->sig[i];
+    int32_t c = d->sigcap[i], n = d->nsig[i];
+    d->sig[i] = d->sig[j], d->sigcap[i] = d->sigcap[j], d->nsig[i] = d->nsig[j];
+    d->sig[j] = x, d->sigcap[j] = c, d->nsig[j] = n;
+}
+
 /* Starts a new period at anchor A: its signature becomes the one to compare with, and the last
  * checkpoint the one before it (the log drops what came before that). */
 static void ff_begin(sim_des *d, int32_t A, sim_time now) {
-    int64_t *x = d->sig[2];
-    int32_t c = d->sigcap[2];
-    d->sig[2] = d->sig[0], d->sigcap[2] = d->sigcap[0], d->nsig[2] = d->nsig[0];
-    d->sig[0] = d->sig[1], d->sigcap[0] = d->sigcap[1], d->nsig[0] = d->nsig[1];
-    d->sig[1] = x, d->sigcap[1] = c, d->nsig[1] = 0;
+    sig_swap(d, 2, 0), sig_swap(d, 0, 1); /* last -> before the last, current -> last */
+    d->nsig[1] = 0;
     d->ff_prev2 = d->ff_prev, d->ff_logbad2 = d->ff_logbad, d->ff_ev02 = d->ff_ev0, d->ff_t02 = d->ff_t0;
     memcpy(d->ff_busy02, d->ff_busy0, sizeof d->ff_busy02);
     d->log0 = d->log_mid, d->log_mid = d->nlog;
@@ -1130,12 +1145,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     d->ff_periods += (uint64_t)k * (uint64_t)(Q / g->Q);
     d->lo += sh; /* the oldest unfinished task, shifted like the rest of the state */
     /* the state is the current checkpoint's, shifted: the next period compares with it again */
-    if (same2) { /* its signature (equal to the one before the last) becomes the last */
-        int64_t *x = d->sig[0];
-        int32_t c = d->sigcap[0];
-        d->sig[0] = d->sig[2], d->sigcap[0] = d->sigcap[2], d->nsig[0] = d->nsig[2];
-        d->sig[2] = x, d->sigcap[2] = c;
-    }
+    if (same2) sig_swap(d, 0, 2); /* its signature (equal to the one before the last) becomes the last */
     d->ff_prev = A + sh;
     d->ff_prev2 = -1;
     d->ff_cursor = ff_next_anchor(d, A + sh + 1); /* the anchors up to A + sh started in the replay */

@@ -187,8 +187,15 @@ static void ff_declare(sink_ctx *sc, int32_t b) {
     sc->ff_step = -1, sc->ff_q1 = sc->ff_q2 = -1;
 }
 
-static int32_t emit_rest(sink_ctx *sc, const kv_gop *o, int32_t id);
 static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id);
+
+/* The anchors of the step being emitted: layer 1's and layer 2's first compute task. */
+static inline void note_anchor(sink_ctx *sc, const kv_gop *o, int32_t id) {
+    if (o->layer <= 2 && o->op == KV_OP_QKV && o->mb == 0 && o->step >= 0) {
+        if (o->layer == 1) sc->ff_q1 = id;
+        else if (o->layer == 2) sc->ff_q2 = id;
+    }
+}
 
 static int32_t sim_emit(void *ctx, const kv_gop *o) {
     sink_ctx *sc = ctx;
@@ -204,7 +211,22 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
     t->flops = o->flops;
     op_cost(&sc->cost, o, &t->fixed_s, &t->work);
     if (o->step < 0 && o->op == KV_OP_HEAD) sim_des_mark(sc->d, sc->first_token = id);
-    return emit_rest(sc, o, id);
+    note_anchor(sc, o, id);
+    if (sc->keep) keep_op(sc, o, id);
+    if (sc->stream) {
+        /* the window: a decode step's tasks and a half (a task's successors come at most about a
+         * step later), known once the first step has been emitted; until then nothing runs */
+        if (o->step == 0 && sc->step0_first < 0) sc->step0_first = id;
+        if (o->step == 1 && sc->win_fixed == 0) {
+            int32_t per = id - sc->step0_first;
+            sim_des_window(sc->d, per + per / 2 + 256);
+            sc->win_fixed = -1;
+        }
+        /* every 16 tasks: running events later than they could never changes the timeline
+         * (emission pushes no events), and each pump has its fixed cost */
+        if ((id & 15) == 15) sim_des_pump(sc->d);
+    }
+    return id;
 }
 
 /* A repeated layer (sched/graph.h): each op is the copy of the task n before it, whose costs it
@@ -214,7 +236,6 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
 static int32_t sim_repeat(void *ctx, const kv_gop *ops, int32_t n) {
     sink_ctx *sc = ctx;
     int32_t first = sim_des_count(sc->d);
-    int anchors = ops[0].layer <= 2;
     for (int32_t i = 0; i < n; i++) {
         const kv_gop *o = &ops[i];
         sim_task *t;
@@ -224,7 +245,7 @@ static int32_t sim_repeat(void *ctx, const kv_gop *ops, int32_t n) {
             if (sim_des_task_at(sc->d, first + i - n) || sim_emit(ctx, o) < 0) return -1;
             continue;
         }
-        if (anchors && o->op == KV_OP_QKV && o->mb == 0 && o->layer == 2) sc->ff_q2 = id;
+        note_anchor(sc, o, id);
         if (sc->keep) keep_op(sc, o, id);
         if (sc->stream && (id & 15) == 15) sim_des_pump(sc->d);
     }
@@ -244,30 +265,6 @@ static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id) {
         else sc->keep = NULL; /* not kept: the next run builds again */
     }
     if (sc->keep) k->sid[k->nsop] = id, k->sop[k->nsop++] = *o;
-}
-
-/* What sim_emit does after adding the task: the fast-forward anchors, the kept
- * split-dependent ops, the streaming window and pumping. */
-static int32_t emit_rest(sink_ctx *sc, const kv_gop *o, int32_t id) {
-    if (o->step >= 0 && o->op == KV_OP_QKV && o->mb == 0) {
-        if (o->layer == 1) sc->ff_q1 = id;
-        else if (o->layer == 2) sc->ff_q2 = id;
-    }
-    if (sc->keep) keep_op(sc, o, id);
-    if (sc->stream) {
-        /* the window: a decode step's tasks and a half (a task's successors come at most about a
-         * step later), known once the first step has been emitted; until then nothing runs */
-        if (o->step == 0 && sc->step0_first < 0) sc->step0_first = id;
-        if (o->step == 1 && sc->win_fixed == 0) {
-            int32_t per = id - sc->step0_first;
-            sim_des_window(sc->d, per + per / 2 + 256);
-            sc->win_fixed = -1;
-        }
-        /* every 16 tasks: running events later than they could never changes the timeline
-         * (emission pushes no events), and each pump has its fixed cost */
-        if ((id & 15) == 15) sim_des_pump(sc->d);
-    }
-    return id;
 }
 
 /* Finished tasks' shares of the per-kind busy times and of their steps' ends, in task order (the
@@ -300,7 +297,7 @@ static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, in
         /* decode busy time after the first token, as utilisation counts it (a load may start early) */
         if (f > t0) {
             sim_time dur = f - (a > t0 ? a : t0);
-            out->op_s[x->op] += dur <= INT64_MAX ? (double)(int64_t)dur / SIM_FS_PER_S : sim_to_s(dur);
+            out->op_s[x->op] += sim_to_s(dur);
         }
     }
 }
