@@ -140,7 +140,7 @@ struct sim_des {
     uint8_t *ff_need;     /* a streamed replay's scratch: residues mod Q some start names as its cause */
     int32_t ff_needcap;
     int ff_broken;        /* a replay found the queues not as the region promised (a bug): the run fails */
-    /* copies (sim_des_add_copy): the last run [cl_a, cl_b) of consecutive tasks each the copy of the
+    /* copies (sim_des_add_copies): the last run [cl_a, cl_b) of consecutive tasks each the copy of the
      * task cl_q before it, and the longest dependency edge from a task at or above efloor */
     int32_t cl_a, cl_b, cl_q, efloor, elen;
     sim_queue q[SIM_MAX_REP * KV_Q_COUNT]; /* last: one GPU uses the first KV_Q_COUNT */
@@ -159,12 +159,12 @@ static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
 
 #define TK(d, id) (&(d)->t[(id) & (d)->tmask])
 
-/* Room for one more task in the ring (a power of two at least the tasks kept): the kept ids move
+/* Room for `more` more tasks in the ring (a power of two at least the tasks kept): the kept ids move
  * to their places under the larger mask. A streamed run's retired tasks leave the ring by
  * advancing off, so nothing is moved while it runs (a whole graph has off 0: the ring is an
  * array). */
-static int grow_tasks(sim_des *d) {
-    int32_t need = d->n - d->off + 1;
+static int grow_tasks(sim_des *d, int32_t more) {
+    int32_t need = d->n - d->off + more;
     if (need <= d->cap) return 0;
     int32_t nc = d->cap ? d->cap : 256;
     while (nc < need) {
@@ -273,7 +273,7 @@ void sim_des_mark(sim_des *d, int32_t id) { d->mark = id; }
  * when out of memory. */
 static inline sim_task *task_room(sim_des *d, sim_queue *r) {
     if (d->stream) compact(r);
-    if ((d->n - d->off >= d->cap && grow_tasks(d)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
+    if ((d->n - d->off >= d->cap && grow_tasks(d, 1)) || (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)))
         return NULL;
     return TK(d, d->n);
 }
@@ -331,9 +331,9 @@ static inline int add_succ(sim_des *d, sim_task *f, int32_t to) {
     return 0;
 }
 
-/* ... and t (task `to`) counts it; t is passed in: sim_des_add has the new record at hand. */
+/* ... and t (task `to`) waits for it (ndeps0 is the caller's); t is passed in: sim_des_add has the
+ * new record at hand. */
 static inline int add_edge(sim_des *d, int32_t from, int32_t to, sim_task *t) {
-    if (t->ndeps0 < 255) t->ndeps0++;
     if (from >= d->efloor && to - from > d->elen) d->elen = to - from;
     if (from < d->base) return 0;
     sim_task *f = TK(d, from);
@@ -345,14 +345,16 @@ static inline int add_edge(sim_des *d, int32_t from, int32_t to, sim_task *t) {
 /* A streamed run added a task that, with the whole graph present, would already have started
  * (ready, heading an idle queue, everything it waits for done): the streamed timeline would
  * differ, so the run says so and the caller runs it again with the whole graph. */
-static void check_late(sim_des *d, int32_t id) {
-    sim_task *t = TK(d, id);
+static inline int is_late(const sim_des *d, int32_t id) {
+    const sim_task *t = TK(d, id);
+    if (t->deps_left) return 0;
     const sim_queue *q = &d->q[t->rep * KV_Q_COUNT + t->queue];
-    if (d->started && t->deps_left == 0 && q->running < 0 && q->seq[q->head] == id) d->overrun = 1;
+    return q->running < 0 && q->seq[q->head] == id;
 }
 
-/* Task id (record t) waits for deps, all earlier tasks. */
+/* Task id (record t, just made) waits for deps, all earlier tasks. */
 static inline int add_deps(sim_des *d, int32_t id, sim_task *t, const int32_t *deps, int ndeps) {
+    t->ndeps0 = (uint8_t)(ndeps < 255 ? ndeps : 255);
     for (int i = 0; i < ndeps; i++)
         if (deps[i] < 0 || deps[i] >= id || add_edge(d, deps[i], id, t)) return -1;
     return 0;
@@ -367,22 +369,34 @@ int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int m
     return id;
 }
 
-int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out) {
-    if (src < d->off || src >= d->n || TK(d, src)->rep != d->rep) return -1;
-    sim_queue *r = &d->q[d->rep * KV_Q_COUNT + TK(d, src)->queue];
-    sim_task *t = task_room(d, r);
-    if (!t) return -1;
-    *t = *TK(d, src); /* the ring may have moved: read after growing */
-    int same = t->ndeps0 == ndeps; /* (a cheap part of the promise sim_des_periodic relies on) */
-    task_fresh(t);
-    t->layer = layer;
-    int32_t id = task_commit(d, r);
-    if (add_deps(d, id, t, deps, ndeps)) return -1;
-    *out = t;
-    if (!same) d->cl_a = d->cl_b = d->cl_q = 0; /* not a copy: no run of copies continues through it */
-    else if (id == d->cl_b && id - src == d->cl_q) d->cl_b = id + 1;
-    else d->cl_a = id, d->cl_b = id + 1, d->cl_q = id - src;
-    return id;
+int32_t sim_des_add_copies(sim_des *d, int32_t n, const int32_t *deps, const uint8_t *ndeps, size_t stride) {
+    int32_t first = d->n;
+    if (n <= 0 || first - n < d->off) return -1;
+    if (d->n - d->off + n > d->cap && grow_tasks(d, n)) return -1;
+    if (d->nq > KV_Q_COUNT) /* replicas: every source must be the replica's being added */
+        for (int32_t i = first - n; i < first; i++)
+            if (TK(d, i)->rep != d->rep) return -1;
+    sim_queue *qs = &d->q[d->rep * KV_Q_COUNT];
+    if (d->stream)
+        for (int k = 0; k < KV_Q_COUNT; k++) compact(&qs[k]);
+    int32_t differ = -1; /* the last copy whose dependency count is not its source's */
+    for (int32_t i = 0; i < n; i++, deps = (const int32_t *)((const char *)deps + stride), ndeps += stride) {
+        int32_t id = first + i;
+        sim_task *t = TK(d, id);
+        *t = *TK(d, id - n);
+        sim_queue *r = &qs[t->queue];
+        if (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)) return -1;
+        if (t->ndeps0 != *ndeps) differ = i; /* (a cheap part of the promise sim_des_periodic relies on) */
+        task_fresh(t);
+        t->layer++;
+        task_commit(d, r);
+        if (add_deps(d, id, t, deps, *ndeps)) return -1;
+    }
+    /* the run of copies: as if each had been added alone (a copy with another count breaks it) */
+    if (differ == n - 1) d->cl_a = d->cl_b = d->cl_q = 0;
+    else if (differ < 0 && first == d->cl_b && n == d->cl_q) d->cl_b = first + n;
+    else d->cl_a = first + differ + 1, d->cl_b = first + n, d->cl_q = n;
+    return first;
 }
 
 void sim_des_edge_floor(sim_des *d, int32_t id) { d->efloor = id, d->elen = 0; }
@@ -395,7 +409,9 @@ const sim_task *sim_des_task_at(const sim_des *d, int32_t id) { return id >= d->
 kv_status sim_des_dep(sim_des *d, int32_t from, int32_t to) {
     if (from < d->base || to < d->base || from >= d->n || to >= d->n || from == to)
         return kv_errorf(KV_EINVAL, "sim: bad dependency %d -> %d", from, to);
-    if (add_edge(d, from, to, TK(d, to))) return kv_errorf(KV_ENOMEM, "sim: out of memory for dependencies");
+    sim_task *t = TK(d, to);
+    if (t->ndeps0 < 255) t->ndeps0++;
+    if (add_edge(d, from, to, t)) return kv_errorf(KV_ENOMEM, "sim: out of memory for dependencies");
     return KV_OK;
 }
 
@@ -697,8 +713,8 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
  * declares each step as its successor begins, before any of its tasks has run, and the replay
  * makes and drops its critical-path nodes as the run would. */
 
-static int32_t cnode_new(sim_des *d);
-static void cnode_drop(sim_des *d, int32_t k);
+static inline int32_t cnode_new(sim_des *d);
+static inline void cnode_drop(sim_des *d, int32_t k);
 static void retire(sim_des *d);
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
@@ -1209,7 +1225,7 @@ static int end_flow(sim_des *c, int32_t id, sim_time now) {
 
 /* ---- critical-path nodes ----------------------------------------------------------------- */
 
-static int32_t cnode_new(sim_des *d) {
+static inline int32_t cnode_new(sim_des *d) {
     int32_t k = d->cnfree;
     if (k >= 0) {
         d->cnfree = d->cn[k].parent;
@@ -1220,7 +1236,7 @@ static int32_t cnode_new(sim_des *d) {
 }
 
 /* A node nobody refers to any more goes, and with it the part of its chain only it kept. */
-static void cnode_drop(sim_des *d, int32_t k) {
+static inline void cnode_drop(sim_des *d, int32_t k) {
     while (k >= 0 && d->cn[k].refs == 0 && k != d->last_node) {
         int32_t p = d->cn[k].parent;
         d->cn[k].parent = d->cnfree;
@@ -1243,6 +1259,7 @@ void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, si
 
 int32_t sim_des_crit_last(const sim_des *d) { return d->stream ? d->last_node : d->st.last; }
 sim_time sim_des_mark_end(const sim_des *d) { return d->mark_end; }
+sim_time sim_des_last_end(const sim_des *d) { return d->last_end; }
 
 /* ---- the event loop ------------------------------------------------------------------------ */
 
@@ -1373,7 +1390,14 @@ void sim_des_window(sim_des *d, int32_t window) { d->window = window > 0 ? windo
 
 /* The tasks added since the last look, now with their dependencies. */
 static void check_new(sim_des *d) {
-    for (; d->checked < d->n && !d->overrun; d->checked++) check_late(d, d->checked);
+    int32_t n = d->n;
+    if (d->started && !d->overrun)
+        for (int32_t i = d->checked; i < n; i++)
+            if (is_late(d, i)) {
+                d->overrun = 1;
+                break;
+            }
+    d->checked = n;
 }
 
 void sim_des_pump(sim_des *d) {
@@ -1384,7 +1408,7 @@ void sim_des_pump(sim_des *d) {
     }
     check_new(d);
     /* events whose task is a window behind the newest: its successors and its queues' next tasks
-     * are (almost always) added by then; check_late catches the rest */
+     * are (almost always) added by then; check_new catches the rest */
     while (d->hn > 0 && d->heap[0].task + d->window <= d->n && !d->overrun)
         if (!step_event(d)) break;
     retire(d);

@@ -65,13 +65,16 @@ void sim_des_rewind(sim_des *d, const int32_t *deps);
 int32_t sim_des_task(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb);
 /* The same with its dependencies (earlier tasks) in one call; *out points at the new task. */
 int32_t sim_des_add(sim_des *d, kv_op op, kv_queue q, int step, int layer, int mb, const int32_t *deps, int ndeps, sim_task **out);
-/* A copy of task src (kind, queue, step, micro-batch, bytes, FLOPs, costs) at another layer; src
- * must be kept (not retired). deps must be src's dependencies each shifted by the new id - src, in
+/* n copies at once: task first + i (first, the return, is the count before) is a copy of task
+ * first + i - n (kind, queue, step, micro-batch, bytes, FLOPs, costs) one layer higher, for i in
+ * [0, n); those n tasks must be kept (not retired), else -1 and nothing is added (as on running out
+ * of memory, when some may have been). Copy i's dependencies are the ndeps[0] ids at deps, both
+ * advanced by i * stride bytes (an array of records). They must be its source's shifted by n, in
  * the same order: sim_des_periodic takes a run of such copies as periodic without checking it
  * (only the count is checked here; a copy with another count breaks the run). */
-int32_t sim_des_add_copy(sim_des *d, int32_t src, int layer, const int32_t *deps, int ndeps, sim_task **out);
+int32_t sim_des_add_copies(sim_des *d, int32_t n, const int32_t *deps, const uint8_t *ndeps, size_t stride);
 /* Dependency edges from tasks at or above id are measured from now on (the longest lets
- * sim_des_periodic skip checking copies made by sim_des_add_copy; call it as a step begins). */
+ * sim_des_periodic skip checking copies made by sim_des_add_copies; call it as a step begins). */
 void sim_des_edge_floor(sim_des *d, int32_t id);
 sim_task *sim_des_get(sim_des *d, int32_t id);
 int32_t sim_des_count(const sim_des *d);
@@ -107,6 +110,8 @@ int32_t sim_des_crit_last(const sim_des *d);
 void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, sim_time *end, int32_t *parent);
 /* End of the marked task (-1 if it has not ended). */
 sim_time sim_des_mark_end(const sim_des *d);
+/* The latest end of a finished task so far (0 before any): no finished task's times exceed it. */
+sim_time sim_des_last_end(const sim_des *d);
 void sim_des_links(sim_des *d, sim_link h2d, sim_link d2h);
 
 /* Declares tasks [a, b) a region whose task i + Q repeats task i (a decode step's layers, Q tasks

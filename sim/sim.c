@@ -236,19 +236,19 @@ static int32_t sim_emit(void *ctx, const kv_gop *o) {
 static int32_t sim_repeat(void *ctx, const kv_gop *ops, int32_t n) {
     sink_ctx *sc = ctx;
     int32_t first = sim_des_count(sc->d);
-    for (int32_t i = 0; i < n; i++) {
-        const kv_gop *o = &ops[i];
-        sim_task *t;
-        int32_t id = sim_des_add_copy(sc->d, first + i - n, o->layer, o->deps, o->ndeps, &t);
-        if (id < 0) {
-            /* a streamed run with a window shorter than a layer may have retired the copied task */
-            if (sim_des_task_at(sc->d, first + i - n) || sim_emit(ctx, o) < 0) return -1;
-            continue;
-        }
-        note_anchor(sc, o, id);
-        if (sc->keep) keep_op(sc, o, id);
-        if (sc->stream && (id & 15) == 15) sim_des_pump(sc->d);
+    if (!sim_des_task_at(sc->d, first - n)) {
+        /* a streamed run with a window shorter than a layer may have retired the copied tasks */
+        for (int32_t i = 0; i < n; i++)
+            if (sim_emit(ctx, &ops[i]) < 0) return -1;
+        return first;
     }
+    if (sim_des_add_copies(sc->d, n, ops[0].deps, &ops[0].ndeps, sizeof *ops) < 0) return -1;
+    if (ops[0].layer <= 2)
+        for (int32_t i = 0; i < n; i++) note_anchor(sc, &ops[i], first + i);
+    if (sc->keep)
+        for (int32_t i = 0; i < n && sc->keep; i++) keep_op(sc, &ops[i], first + i);
+    /* pumped once for the layer: events run later than they could never change the timeline */
+    if (sc->stream) sim_des_pump(sc->d);
     return first;
 }
 
@@ -270,7 +270,7 @@ static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id) {
 /* Finished tasks' shares of the per-kind busy times and of their steps' ends, in task order (the
  * whole graph's sums after the run and a streamed run's as tasks retire are the same sums). Decode
  * tasks come after the whole prompt pass, so the first token (t0) has ended by the time they are
- * counted. With fits64 (every time of the run fits 64 bits: runs under 9,223 s) the same sums in
+ * counted. With fits64 (every time summed fits 64 bits: up to 9,223 s of simulated time) the same sums in
  * 64-bit arithmetic (sim_to_s converts such a time as here). */
 static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, int32_t n, sim_time t0, int fits64) {
     const sim_task *e = x + n;
@@ -304,15 +304,17 @@ static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, in
 
 static void sim_retire(void *ctx, const sim_task *x, int32_t n) {
     sink_ctx *sc = ctx;
+    /* every time so far fits 64 bits while the latest end does (t0 and the starts are earlier) */
+    int fits64 = sim_des_last_end(sc->d) <= INT64_MAX;
     /* the first decode task to retire fixes t0 (the prompt pass's tasks all retire before it) */
     int32_t i = 0;
     if (sc->t0 < 0) {
         while (i < n && x[i].step < 0) i++;
-        sum_tasks(sc->out, sc->step_end, x, i, 0, 0);
+        sum_tasks(sc->out, sc->step_end, x, i, 0, fits64);
         if (i == n) return;
         sc->t0 = sc->first_token >= 0 ? sim_des_mark_end(sc->d) : 0;
     }
-    sum_tasks(sc->out, sc->step_end, x + i, n - i, sc->t0, 0);
+    sum_tasks(sc->out, sc->step_end, x + i, n - i, sc->t0, fits64);
 }
 
 /* The links a run copies over: pinned or pageable plateau; the paper's model has no duplex loss. */
