@@ -1,4 +1,4 @@
-/* sim_des: event heap, in-order queues, links shared by their copies, duplex coupling. */
+/* sim_des: pending completions, in-order queues, links shared by their copies, duplex coupling. */
 #include "des.h"
 #include <math.h>
 #include <stdio.h>
@@ -9,7 +9,6 @@ typedef struct {
     sim_time t;
     uint64_t seq; /* insertion order breaks ties: deterministic runs */
     int32_t task;
-    uint32_t ver; /* a re-rated copy leaves its old completion event behind; stale ones are skipped */
 } sim_event;
 
 typedef struct {
@@ -106,10 +105,10 @@ struct sim_des {
     int has_net;
     sim_dir dir[2];
     sim_link link[2];
-    sim_event *heap;
-    int32_t hn, hcap;
-    int32_t hpurge;   /* heap size at which stale events are dropped (set as a run starts) */
-    int32_t hpurge_min; /* ... at least this ($KVPR_SIM_PURGE: tests purge often, or never with 0) */
+    /* pending completions: one per queue at most (ev_push); evmask says which queues hold one */
+    sim_event ev[SIM_MAX_REP * KV_Q_COUNT];
+    uint64_t evmask[2];
+    int32_t nev;
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
@@ -157,6 +156,7 @@ static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
     return 0;
 }
 
+_Static_assert(sizeof(sim_task) == 128, "a task record stays 128 bytes");
 #define TK(d, id) (&(d)->t[(id) & (d)->tmask])
 
 /* Room for `more` more tasks in the ring (a power of two at least the tasks kept): the kept ids move
@@ -213,7 +213,6 @@ void sim_des_free(sim_des *d) {
     free(d->e);
     free(d->scratch);
     free(d->cn);
-    free(d->heap);
     free(d->ns);
     free(d->rg);
     free(d->sig[0]), free(d->sig[1]), free(d->sig[2]);
@@ -224,7 +223,8 @@ void sim_des_free(sim_des *d) {
 }
 
 void sim_des_reset(sim_des *d) {
-    d->n = d->ne = d->hn = 0;
+    d->n = d->ne = 0;
+    d->nev = 0, d->evmask[0] = d->evmask[1] = 0;
     d->off = 0, d->efree = -1;
     d->ncn = 0, d->cnfree = -1;
     d->stream = d->started = d->overrun = 0;
@@ -247,7 +247,7 @@ void sim_des_reset(sim_des *d) {
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps) {
-    d->hn = 0, d->seq = 0;
+    d->nev = 0, d->evmask[0] = d->evmask[1] = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
     d->now = d->last_end = 0, d->mark_end = -1;
@@ -262,7 +262,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
         sim_task *t = TK(d, i);
         t->deps_left = deps[i];
         t->start = t->end = -1;
-        t->fin = 0, t->ver = 0;
+        t->fin = 0;
         t->crit = t->cpar = t->cnode = -1;
     }
 }
@@ -286,7 +286,6 @@ static inline void task_fresh(sim_task *t) {
     t->nsucc_in = 0, t->ndeps0 = 0;
     t->crit = t->cpar = t->cnode = -1;
     t->fin = 0;
-    t->ver = 0;
     t->start = t->end = -1;
 }
 
@@ -474,71 +473,41 @@ void sim_des_hop_stats(const sim_des *d, int i, double *busy_s, double *sat_s, d
     *bytes = d->ns->bytes[i];
 }
 
-/* ---- heap ------------------------------------------------------------------------- */
+/* ---- pending completions ------------------------------------------------------------- */
+
+_Static_assert(SIM_MAX_REP * KV_Q_COUNT <= 128, "evmask holds one bit per queue");
 
 static int ev_less(const sim_event *a, const sim_event *b) { return a->t < b->t || (a->t == b->t && a->seq < b->seq); }
 
-/* An event is stale when its task has left, or is not running, or was re-rated since: for good,
- * as a task runs once and versions only grow (step_event skips such events). */
-static int ev_stale(const sim_des *d, const sim_event *e) {
-    if (e->task < d->base || e->task >= d->n) return 1;
-    const sim_task *t = TK(d, e->task);
-    return d->q[t->rep * KV_Q_COUNT + t->queue].running != e->task || e->ver != t->ver;
-}
-
-/* Re-rated copies leave their old completions behind, most of a busy heap in throughput mode:
- * once the heap has grown past a few times the events it had left, they are dropped and the rest
- * made a heap again. (time, insertion order) is unique, so any heap of the same events pops them
- * in the same order. */
-static void purge(sim_des *d) {
-    int32_t n = 0;
-    for (int32_t i = 0; i < d->hn; i++)
-        if (!ev_stale(d, &d->heap[i])) d->heap[n++] = d->heap[i];
-    d->hn = n;
-    for (int32_t i = n / 2 - 1; i >= 0; i--) {
-        sim_event x = d->heap[i];
-        int32_t j = i;
-        for (;;) {
-            int32_t c = 2 * j + 1;
-            if (c >= n) break;
-            if (c + 1 < n && ev_less(&d->heap[c + 1], &d->heap[c])) c++;
-            if (!ev_less(&d->heap[c], &x)) break;
-            d->heap[j] = d->heap[c];
-            j = c;
-        }
-        d->heap[j] = x;
-    }
-    d->hpurge = 4 * n > d->hpurge_min ? 4 * n : d->hpurge_min;
-}
-
-static int push(sim_des *d, sim_time t, int32_t task, uint32_t ver) {
-    if (d->hn >= d->hpurge) purge(d);
-    if (grow((void **)&d->heap, &d->hcap, d->hn + 1, sizeof *d->heap)) return -1;
-    sim_event e = {t, d->seq++, task, ver};
-    int32_t i = d->hn++;
-    while (i > 0) {
-        int32_t p = (i - 1) / 2;
-        if (!ev_less(&e, &d->heap[p])) break;
-        d->heap[i] = d->heap[p];
-        i = p;
-    }
-    d->heap[i] = e;
+/* Every event is the completion of a running task, and a queue runs one task at a time, so each
+ * queue holds at most one pending completion: a re-rated copy's new completion replaces its old
+ * one (a heap would keep the old one as a stale event: most of a busy heap in throughput mode).
+ * The next event is the earliest (time, insertion order) of the few queues holding one: the order
+ * a heap of the same events, stale ones skipped, pops them in. */
+static int push(sim_des *d, sim_time t, int32_t task) {
+    const sim_task *x = TK(d, task);
+    int qi = x->rep * KV_Q_COUNT + x->queue;
+    uint64_t bit = 1ULL << (qi & 63);
+    if (!(d->evmask[qi >> 6] & bit)) d->evmask[qi >> 6] |= bit, d->nev++;
+    d->ev[qi] = (sim_event){t, d->seq++, task};
     return 0;
 }
 
-static sim_event pop(sim_des *d) {
-    sim_event top = d->heap[0], last = d->heap[--d->hn];
-    int32_t i = 0;
-    for (;;) {
-        int32_t c = 2 * i + 1;
-        if (c >= d->hn) break;
-        if (c + 1 < d->hn && ev_less(&d->heap[c + 1], &d->heap[c])) c++;
-        if (!ev_less(&d->heap[c], &last)) break;
-        d->heap[i] = d->heap[c];
-        i = c;
-    }
-    if (d->hn) d->heap[i] = last;
-    return top;
+/* The queue whose completion comes next; -1 if none is pending. */
+static int ev_next(const sim_des *d) {
+    int best = -1;
+    for (int w = 0; w < 2; w++)
+        for (uint64_t m = d->evmask[w]; m; m &= m - 1) {
+            int qi = w * 64 + __builtin_ctzll(m);
+            if (best < 0 || ev_less(&d->ev[qi], &d->ev[best])) best = qi;
+        }
+    return best;
+}
+
+static sim_event ev_take(sim_des *d, int qi) {
+    d->evmask[qi >> 6] &= ~(1ULL << (qi & 63));
+    d->nev--;
+    return d->ev[qi];
 }
 
 /* ---- run -------------------------------------------------------------------------- */
@@ -555,7 +524,7 @@ static int complete_at(sim_des *c, sim_time base, double dt, int32_t id) {
         c->bad = id;
         return 0;
     }
-    return push(c, base + sim_from_s(dt), id, TK(c, id)->ver);
+    return push(c, base + sim_from_s(dt), id);
 }
 
 /* The copies in flight on one direction changed (or the other direction started or stopped):
@@ -575,7 +544,6 @@ static int rerate(sim_des *c, int dir, sim_time now) {
             f->upd = now;
         }
         f->rate = r;
-        TK(d, f->task)->ver++;
         if (complete_at(c, f->upd, f->rem / r, f->task)) return -1;
     }
     return 0;
@@ -646,7 +614,6 @@ static int net_solve(sim_des *c, sim_time now) {
             f->upd = now;
         }
         f->rate = rate[i];
-        TK(d, f->task)->ver++;
         if (complete_at(c, f->upd, f->rem / f->rate, f->task)) return -1;
     }
     return 0;
@@ -705,7 +672,7 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
  * everything the future depends on: every unfinished task's status and dependency count between
  * the oldest unfinished task and the newest started one, each queue's running task (its start
  * and the task that let it start) and next task, every copy in flight (its remaining work and
- * rate to the bit, the time its rate applies from), and the pending completion events in heap
+ * rate to the bit, the time its rate applies from), and the pending completion events in time
  * order. A skip is taken only when every task it touches stays inside the region, every task
  * before the region has finished (so dependencies from outside are met), and no queue could
  * start a task outside the region. Results are those of the full run to the bit (tests compare
@@ -802,16 +769,12 @@ static int cmp_ev(const void *a, const void *b) {
     return ev_less(x, y) ? -1 : ev_less(y, x) ? 1 : 0;
 }
 
-/* The live completion events (of running tasks, at their current version) in heap order, into
- * d->heap's tail scratch... kept simple: collected into out (size hn at most). */
+/* The pending completions (of running tasks, at their current version) in (time, insertion)
+ * order, into out. */
 static int32_t ff_live(sim_des *d, sim_event *out) {
     int32_t n = 0;
-    for (int32_t i = 0; i < d->hn; i++) {
-        const sim_event *e = &d->heap[i];
-        if (e->task < d->off || e->task >= d->n) continue;
-        const sim_task *t = TK(d, e->task);
-        if (d->q[t->rep * KV_Q_COUNT + t->queue].running == e->task && e->ver == t->ver) out[n++] = *e;
-    }
+    for (int w = 0; w < 2; w++)
+        for (uint64_t m = d->evmask[w]; m; m &= m - 1) out[n++] = d->ev[w * 64 + __builtin_ctzll(m)];
     qsort(out, (size_t)n, sizeof *out, cmp_ev);
     return n;
 }
@@ -971,11 +934,11 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     const sim_region *g = ff_region(d, A);
     if (d->lo < d->base) d->lo = d->base; /* retired tasks (a streamed run) have finished */
     while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
-    if (!g || d->hn > 4096 || d->ff_hi - d->lo > 16 * g->Q + 64) {
+    if (!g || d->ff_hi - d->lo > 16 * g->Q + 64) {
         d->ff_prev = d->ff_prev2 = -1;
         return;
     }
-    sim_event live[4096];
+    sim_event live[SIM_MAX_REP * KV_Q_COUNT];
     int32_t nlive = ff_live(d, live);
     if (ff_sig(d, 1, A, now, live, nlive)) {
         d->ff_prev = d->ff_prev2 = -1;
@@ -1147,12 +1110,12 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         if (q->running < 0) continue;
         const sim_task *x = TK(d, q->running);
         sim_task *y = TK(d, q->running + sh);
-        y->start = x->start + dt, y->crit = x->crit + sh, y->ver = x->ver, y->fin = 0;
+        y->start = x->start + dt, y->crit = x->crit + sh, y->fin = 0;
         q->running += sh;
     }
-    d->hn = 0;
+    d->nev = 0, d->evmask[0] = d->evmask[1] = 0;
     for (int32_t i = 0; i < nlive; i++)
-        if (push(d, live[i].t + dt, live[i].task + sh, live[i].ver)) {
+        if (push(d, live[i].t + dt, live[i].task + sh)) {
             d->nomem = 1;
             return;
         }
@@ -1182,7 +1145,6 @@ static int try_start(sim_des *c, int qi, sim_time now, int32_t why) {
     q->running = id;
     t->start = now;
     t->crit = why;
-    t->ver++;
     if (d->ff_on) {
         if (id > d->ff_hi) d->ff_hi = id;
         ff_log(d, id, why, now, 0, qi);
@@ -1278,10 +1240,8 @@ static int try_start_at(sim_des *c, int qi, sim_time now, int32_t why) {
 
 static void start_run(sim_des *d) {
     d->started = 1;
-    const char *ff = getenv("KVPR_SIM_FF"), *pg = getenv("KVPR_SIM_PURGE");
+    const char *ff = getenv("KVPR_SIM_FF");
     d->ff_on = !d->has_net && !(ff && !strcmp(ff, "0"));
-    long pv = pg && *pg ? strtol(pg, NULL, 10) : 64;
-    d->hpurge = d->hpurge_min = pv <= 0 || pv > (1L << 30) ? INT32_MAX : (int32_t)pv;
     d->rgi = 0;
     d->ff_cursor = ff_next_anchor(d, 0);
     d->checked = d->n;
@@ -1314,15 +1274,12 @@ static void retire(sim_des *d) {
     if (d->stream) d->off = d->base; /* their places in the ring are free */
 }
 
-/* Pops and runs one event; 0 when the heap is empty or the run stopped. */
-static int step_event(sim_des *d) {
-    if (d->hn == 0 || d->bad >= 0 || d->nomem) return 0;
-    sim_event e = pop(d);
-    if (e.task < d->base) return 1; /* stale (a re-rated copy's old completion), its task long gone */
+/* Runs the completion pending on queue qi (the next one: ev_next); 0 if the run stopped. */
+static int step_event_at(sim_des *d, int qi) {
+    if (d->bad >= 0 || d->nomem) return 0;
+    sim_event e = ev_take(d, qi);
     sim_task *t = TK(d, e.task);
-    int qi = t->rep * KV_Q_COUNT + t->queue;
     sim_queue *q = &d->q[qi];
-    if (q->running != e.task || e.ver != t->ver) return 1; /* stale: the copy was re-rated */
     sim_des_stats *st = &d->st;
     st->events++;
     sim_time now = d->now = e.t;
@@ -1409,16 +1366,16 @@ void sim_des_pump(sim_des *d) {
     check_new(d);
     /* events whose task is a window behind the newest: its successors and its queues' next tasks
      * are (almost always) added by then; check_new catches the rest */
-    while (d->hn > 0 && d->heap[0].task + d->window <= d->n && !d->overrun)
-        if (!step_event(d)) break;
+    for (int qi; !d->overrun && (qi = ev_next(d)) >= 0 && d->ev[qi].task + d->window <= d->n;)
+        if (!step_event_at(d, qi)) break;
     retire(d);
 }
 
 kv_status sim_des_run(sim_des *d, sim_des_stats *st) {
     if (!d->started) start_run(d);
     if (d->stream) check_new(d);
-    while (!d->overrun && step_event(d)) {
-    }
+    for (int qi; !d->overrun && (qi = ev_next(d)) >= 0;)
+        if (!step_event_at(d, qi)) break;
     if (d->stream && !d->overrun) retire(d);
     *st = d->st;
     st->makespan = d->now;

@@ -5,7 +5,7 @@
  * bandwidth equally (max-min fair on a single constraint), and while the other direction copies
  * too, each gets the profile's duplex fraction of that. Whenever the set of copies in flight
  * changes, every in-flight copy of the touched directions is re-rated (remaining work updated
- * lazily, completion rescheduled; stale completion events are skipped by version). A copy pays its
+ * lazily, completion rescheduled: a queue's one pending completion replaced). A copy pays its
  * per-copy overhead first and counts as in flight from its start.
  * Time is integer femtoseconds in 128 bits: exact enough that the paper-model check holds to
  * 1e-9, and no overflow however long the generation. */
@@ -35,7 +35,6 @@ typedef struct {
     int32_t succ_head, succ_tail; /* ... and the rest in a list (edges) */
     int32_t crit;     /* the task whose completion let this one start (-1: none) */
     int32_t cpar, cnode; /* critical-path nodes: crit's, and its own once ended (sim_des_crit) */
-    uint32_t ver;     /* completion-event version (copies are re-rated) */
     uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
     uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
     uint8_t fin;      /* has ended */
