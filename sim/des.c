@@ -379,17 +379,20 @@ int32_t sim_des_add_copies(sim_des *d, int32_t n, const int32_t *deps, const uin
     if (d->stream)
         for (int k = 0; k < KV_Q_COUNT; k++) compact(&qs[k]);
     int32_t differ = -1; /* the last copy whose dependency count is not its source's */
-    for (int32_t i = 0; i < n; i++, deps = (const int32_t *)((const char *)deps + stride), ndeps += stride) {
+    for (int32_t i = 0; i < n; i++) {
         int32_t id = first + i;
         sim_task *t = TK(d, id);
+        /* copy i's record: computed, not stepped to, so that no pointer passes the last one */
+        const int32_t *dp = (const int32_t *)((const char *)deps + (size_t)i * stride);
+        int nd = ndeps[(size_t)i * stride];
         *t = *TK(d, id - n);
         sim_queue *r = &qs[t->queue];
         if (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)) return -1;
-        if (t->ndeps0 != *ndeps) differ = i; /* (a cheap part of the promise sim_des_periodic relies on) */
+        if (t->ndeps0 != nd) differ = i; /* (a cheap part of the promise sim_des_periodic relies on) */
         task_fresh(t);
         t->layer++;
         task_commit(d, r);
-        if (add_deps(d, id, t, deps, *ndeps)) return -1;
+        if (add_deps(d, id, t, dp, nd)) return -1;
     }
     /* the run of copies: as if each had been added alone (a copy with another count breaks it) */
     if (differ == n - 1) d->cl_a = d->cl_b = d->cl_q = 0;
