@@ -76,14 +76,15 @@ static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batc
     sim_stream(s, stream, 0);
     sim_result r;
     double t0 = now(), best = 1e300;
-    int bl = 0, runs = 0, lfew = 0;
-    uint64_t ev = 0, ops = 0, ff = 0, ffmin = UINT64_MAX, ffmax = 0;
+    int bl = 0, runs = 0;
+    uint64_t ev = 0, ops = 0;
     uint64_t *ffrun = malloc(sizeof *ffrun * (size_t)(prompt + 1));
     if (!ffrun) return 1;
     for (int l = 0; l <= prompt; l++) {
         pl.split = l;
         if (sim_run(s, &m, &p, &pl, &r)) {
             fprintf(stderr, "bench: %s\n", kv_errmsg());
+            free(ffrun);
             return 1;
         }
         runs++;
@@ -92,15 +93,17 @@ static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batc
         if (r.decode_s < best) best = r.decode_s, bl = l;
         /* decode layers replayed rather than simulated (near the split where link and GPU balance
          * the state drifts and never repeats exactly: those runs are simulated event by event) */
-        uint64_t f = ffrun[l] = sim_des_ff_periods(sim_graph_des(s));
-        ff += f;
-        if (f < ffmin) ffmin = f, lfew = l;
-        if (f > ffmax) ffmax = f;
+        ffrun[l] = sim_des_ff_periods(sim_graph_des(s));
     }
     double t = now() - t0;
-    int under = 0;
+    uint64_t ff = 0, ffmax = 0;
+    int lfew = 0, under = 0;
+    for (int l = 0; l <= prompt; l++) {
+        ff += ffrun[l];
+        if (ffrun[l] > ffmax) ffmax = ffrun[l];
+        if (ffrun[l] < ffrun[lfew]) lfew = l;
+    }
     for (int l = 0; l <= prompt; l++) under += 4 * ffrun[l] < 3 * ffmax;
-    free(ffrun);
     printf("sweep%s: %s %s b%d%s%.0d p%d g%d %s, l = 0..%d: %.2f s for %d runs (%.2f ms per run, %.0f ns per op of the runs, "
            "graph building or re-costing included, %.1f M events/s); best l = %d (%.4f s decode); graph re-costed in %llu runs; "
            "streamed runs run again whole: %llu\n",
@@ -108,7 +111,8 @@ static int bench_sweep(const char *model, const char *hw, kv_mode mode, int batc
            mode == KV_MODE_THROUGHPUT ? nb : 0, prompt, gen, kv_mode_name(mode), prompt, t, runs, 1e3 * t / runs, 1e9 * t / (double)ops,
            (double)ev / t / 1e6, bl, best, (unsigned long long)sim_graph_reuses(s), (unsigned long long)sim_stream_reruns(s));
     printf("  layers fast-forwarded per run: mean %.1f, most %llu, fewest %llu (l = %d); %d runs under three quarters of the most\n",
-           (double)ff / runs, (unsigned long long)ffmax, (unsigned long long)ffmin, lfew, under);
+           (double)ff / runs, (unsigned long long)ffmax, (unsigned long long)ffrun[lfew], lfew, under);
+    free(ffrun);
     sim_free(s);
     return 0;
 }

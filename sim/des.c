@@ -105,10 +105,9 @@ struct sim_des {
     int has_net;
     sim_dir dir[2];
     sim_link link[2];
-    /* pending completions: one per queue at most (ev_push); evmask says which queues hold one */
+    /* pending completions: one per queue at most (push); evmask says which queues hold one */
     sim_event ev[SIM_MAX_REP * KV_Q_COUNT];
     uint64_t evmask[2];
-    int32_t nev;
     uint64_t seq;
     int32_t mark;
     /* fast-forward over periodic regions (sim_des_periodic) */
@@ -224,7 +223,7 @@ void sim_des_free(sim_des *d) {
 
 void sim_des_reset(sim_des *d) {
     d->n = d->ne = 0;
-    d->nev = 0, d->evmask[0] = d->evmask[1] = 0;
+    d->evmask[0] = d->evmask[1] = 0;
     d->off = 0, d->efree = -1;
     d->ncn = 0, d->cnfree = -1;
     d->stream = d->started = d->overrun = 0;
@@ -247,7 +246,7 @@ void sim_des_reset(sim_des *d) {
 }
 
 void sim_des_rewind(sim_des *d, const int32_t *deps) {
-    d->nev = 0, d->evmask[0] = d->evmask[1] = 0, d->seq = 0;
+    d->evmask[0] = d->evmask[1] = 0, d->seq = 0;
     d->started = d->overrun = 0, d->checked = 0, d->base = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
     d->now = d->last_end = 0, d->mark_end = -1;
@@ -487,13 +486,11 @@ static int ev_less(const sim_event *a, const sim_event *b) { return a->t < b->t 
  * one (a heap kept the old one as a stale event: 38 % of the pops of the throughput benchmark).
  * The next event is the earliest (time, insertion order) of the few queues holding one: the order
  * a heap of the same events, stale ones skipped, pops them in. */
-static int push(sim_des *d, sim_time t, int32_t task) {
+static void push(sim_des *d, sim_time t, int32_t task) {
     const sim_task *x = TK(d, task);
     int qi = x->rep * KV_Q_COUNT + x->queue;
-    uint64_t bit = 1ULL << (qi & 63);
-    if (!(d->evmask[qi >> 6] & bit)) d->evmask[qi >> 6] |= bit, d->nev++;
+    d->evmask[qi >> 6] |= 1ULL << (qi & 63);
     d->ev[qi] = (sim_event){t, d->seq++, task};
-    return 0;
 }
 
 /* The queue whose completion comes next; -1 if none is pending. */
@@ -509,7 +506,6 @@ static int ev_next(const sim_des *d) {
 
 static sim_event ev_take(sim_des *d, int qi) {
     d->evmask[qi >> 6] &= ~(1ULL << (qi & 63));
-    d->nev--;
     return d->ev[qi];
 }
 
@@ -527,7 +523,8 @@ static int complete_at(sim_des *c, sim_time base, double dt, int32_t id) {
         c->bad = id;
         return 0;
     }
-    return push(c, base + sim_from_s(dt), id);
+    push(c, base + sim_from_s(dt), id);
+    return 0;
 }
 
 /* The copies in flight on one direction changed (or the other direction started or stopped):
@@ -772,8 +769,7 @@ static int cmp_ev(const void *a, const void *b) {
     return ev_less(x, y) ? -1 : ev_less(y, x) ? 1 : 0;
 }
 
-/* The pending completions (of running tasks, at their current version) in (time, insertion)
- * order, into out. */
+/* The pending completions in (time, insertion) order, into out. */
 static int32_t ff_live(sim_des *d, sim_event *out) {
     int32_t n = 0;
     for (int w = 0; w < 2; w++)
@@ -1116,12 +1112,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         y->start = x->start + dt, y->crit = x->crit + sh, y->fin = 0;
         q->running += sh;
     }
-    d->nev = 0, d->evmask[0] = d->evmask[1] = 0;
-    for (int32_t i = 0; i < nlive; i++)
-        if (push(d, live[i].t + dt, live[i].task + sh)) {
-            d->nomem = 1;
-            return;
-        }
+    d->evmask[0] = d->evmask[1] = 0;
+    for (int32_t i = 0; i < nlive; i++) push(d, live[i].t + dt, live[i].task + sh);
     d->now = now + dt;
     d->ff_hi += sh;
     d->ff_periods += (uint64_t)k * (uint64_t)(Q / g->Q);
@@ -1348,6 +1340,12 @@ void sim_des_stream(sim_des *d, int32_t window, sim_retire_fn fn, void *ctx) {
 int sim_des_overrun(const sim_des *d) { return d->overrun; }
 void sim_des_window(sim_des *d, int32_t window) { d->window = window > 0 ? window : 1; }
 
+/* Runs the completions in turn while the next one's task is at most `last`, until the run stops. */
+static void run_events(sim_des *d, int64_t last) {
+    for (int qi; !d->overrun && (qi = ev_next(d)) >= 0 && d->ev[qi].task <= last;)
+        if (!step_event_at(d, qi)) break;
+}
+
 /* The tasks added since the last look, now with their dependencies. */
 static void check_new(sim_des *d) {
     int32_t n = d->n;
@@ -1369,16 +1367,14 @@ void sim_des_pump(sim_des *d) {
     check_new(d);
     /* events whose task is a window behind the newest: its successors and its queues' next tasks
      * are (almost always) added by then; check_new catches the rest */
-    for (int qi; !d->overrun && (qi = ev_next(d)) >= 0 && d->ev[qi].task + d->window <= d->n;)
-        if (!step_event_at(d, qi)) break;
+    run_events(d, (int64_t)d->n - d->window);
     retire(d);
 }
 
 kv_status sim_des_run(sim_des *d, sim_des_stats *st) {
     if (!d->started) start_run(d);
     if (d->stream) check_new(d);
-    for (int qi; !d->overrun && (qi = ev_next(d)) >= 0;)
-        if (!step_event_at(d, qi)) break;
+    run_events(d, INT64_MAX);
     if (d->stream && !d->overrun) retire(d);
     *st = d->st;
     st->makespan = d->now;
