@@ -200,20 +200,28 @@ static void t_calibration_recovers(void **s) {
     assert_int_equal(run_cmd(big, sizeof big, "%s", cmd), 2); /* a directory is not a database: bad input */
 }
 
-/* Real measurements: the H200 bench under traces/ (PCIe 5, driver 580.159.04). Every group is
- * explained within the threshold on points it did not see, and nothing fitted depends on the base
- * profile: the H100 SXM's datasheet and the H200's give the same device. */
-static void t_calibration_real_h200(void **s) {
-    (void)s;
+/* Real measurements: a GPU session's bench under traces/ (both on PCIe 5, driver 580.159.04). Every
+ * group is explained within the threshold on points it did not see; nothing fitted depends on the
+ * base profile (two datasheets give the same device); the fit is bounded by the data set (the
+ * launch overhead below the smallest kernel in its bench.txt, the peak at least the best GEMM rate
+ * measured, the link within 1 % of the largest pinned copies); the committed profile is this fit;
+ * and the session's first three engine runs, re-simulated on it, have a median decode-step error
+ * under 5 %. */
+struct real_gpu {
+    const char *dir, *base1, *base2, *committed;
+    double min_kernel_s, best_flops, h2d, d2h;
+};
+
+static void check_real_gpu(const struct real_gpu *g) {
     char path[600];
-    snprintf(path, sizeof path, "%s/traces/nvidia-h200-2026-11-26/bench.sql", src_dir());
+    snprintf(path, sizeof path, "%s/traces/%s/bench.sql", src_dir(), g->dir);
     kv_db *db;
     if (hw_calib_open_source(path, &db)) fail_msg("%s", kv_errmsg());
-    hw_profile b1 = hwp("h100-sxm"), b2 = hwp("h200"), c1, c2;
+    hw_profile b1 = hwp(g->base1), b2 = hwp(g->base2), c1, c2;
     hw_calib_report r1, r2;
-    if (hw_calibrate(db, &b1, "h200 bench", NULL, &c1, &r1) || hw_calibrate(db, &b2, "h200 bench", NULL, &c2, &r2)) fail_msg("%s", kv_errmsg());
+    if (hw_calibrate(db, &b1, g->dir, NULL, &c1, &r1) || hw_calibrate(db, &b2, g->dir, NULL, &c2, &r2)) fail_msg("%s", kv_errmsg());
     char bad[256];
-    if (hw_calib_failures(&r1, bad, sizeof bad)) fail_msg("H200 bench: %s", bad);
+    if (hw_calib_failures(&r1, bad, sizeof bad)) fail_msg("%s bench: %s", g->dir, bad);
     assert_int_equal(r1.nfits, 4);
     for (int i = 0; i < r1.nfits; i++) assert_true(r1.fits[i].n_hold >= 2);
     assert_true(c1.gpu.peak_flops.value == c2.gpu.peak_flops.value);
@@ -225,24 +233,39 @@ static void t_calibration_real_h200(void **s) {
     assert_true(c1.gpu.attn_fixed.value == c2.gpu.attn_fixed.value);
     assert_int_equal(c1.gpu.gemm_eff.n, c2.gpu.gemm_eff.n);
     for (int i = 0; i < c1.gpu.gemm_eff.n; i++) assert_true(c1.gpu.gemm_eff.y[i] == c2.gpu.gemm_eff.y[i]);
-    /* bounds the data set: the launch overhead is below the smallest kernel (an 11.7 us attention,
-     * bench.txt), the peak at least the best rate measured (789 TFLOP/s, an OPT-13B recompute at
-     * M = 16384) and the link within 1 % of the largest copies' 55.5 / 55.4 GB/s */
-    assert_true(c1.gpu.launch.value > 0 && c1.gpu.launch.value < 11.7e-6);
-    assert_true(c1.gpu.peak_flops.value >= 789e12);
-    assert_rel(c1.link.h2d.bandwidth.value, 55.5e9, 0.01);
-    assert_rel(c1.link.d2h.bandwidth.value, 55.4e9, 0.01);
+    assert_true(c1.gpu.launch.value > 0 && c1.gpu.launch.value < g->min_kernel_s);
+    assert_true(c1.gpu.peak_flops.value >= g->best_flops);
+    assert_rel(c1.link.h2d.bandwidth.value, g->h2d, 0.01);
+    assert_rel(c1.link.d2h.bandwidth.value, g->d2h, 0.01);
     assert_null(strstr(c1.gpu.gemm_eff.source, HW_CALIB_FAILED));
     assert_int_equal(hw_profile_failed_fit(&c1, NULL, 0), 0);
+    hw_profile committed = hwp(g->committed);
+    assert_rel(committed.gpu.peak_flops.value, c1.gpu.peak_flops.value, 1e-9);
+    assert_rel(committed.gpu.launch.value, c1.gpu.launch.value, 1e-9);
+    assert_rel(committed.gpu.attn_fixed.value, c1.gpu.attn_fixed.value, 1e-9);
+    assert_rel(committed.link.h2d.bandwidth.value, c1.link.h2d.bandwidth.value, 1e-9);
     db_close(db);
-    /* and the engine runs on that GPU: three of them re-simulated on the fitted profile */
-    snprintf(path, sizeof path, "%s/traces/nvidia-h200-2026-11-26/traces.sql", src_dir());
+    snprintf(path, sizeof path, "%s/traces/%s/traces.sql", src_dir(), g->dir);
     if (hw_calib_open_source(path, &db)) fail_msg("%s", kv_errmsg());
     exp_cmp r;
     if (exp_compare(db, "1,2,3", &c1, NULL, NULL, &r)) fail_msg("%s", kv_errmsg());
     assert_int_equal(r.runs, 3);
-    if (!(r.step.median < 0.05)) fail_msg("H200 runs 1-3: decode step median error %.3f", r.step.median);
+    if (!(r.step.median < 0.05)) fail_msg("%s runs 1-3: decode step median error %.3f", g->dir, r.step.median);
     db_close(db);
+}
+
+/* the H200: smallest kernel an 11.7 us attention, best rate 789 TFLOP/s (an OPT-13B recompute at
+ * M = 16384), largest copies 55.5 / 55.4 GB/s */
+static void t_calibration_real_h200(void **s) {
+    (void)s;
+    check_real_gpu(&(struct real_gpu){"nvidia-h200-2026-11-26", "h100-sxm", "h200", "h200-measured", 11.7e-6, 789e12, 55.5e9, 55.4e9});
+}
+
+/* the H100 80GB HBM3: smallest kernel a 12.4 us Llama-3-8B K/V GEMM at M = 64, best rate
+ * 802 TFLOP/s (an OPT-13B recompute at M = 16384), largest copies 55.32 / 55.25 GB/s */
+static void t_calibration_real_h100(void **s) {
+    (void)s;
+    check_real_gpu(&(struct real_gpu){"nvidia-h100-2026-11-27", "h100-sxm", "h100-pcie", "h100-measured", 12.4e-6, 802e12, 55.32e9, 55.25e9});
 }
 
 /* A fit that cannot explain its data fails, names the group, and writes nothing unless --force;
@@ -317,6 +340,7 @@ static void t_host_attention(void **s) {
 
 void group_calib(tcount *c) {
     const struct CMUnitTest t[] = {cmocka_unit_test(t_calibration_recovers), cmocka_unit_test(t_calibration_real_h200),
+                                     cmocka_unit_test(t_calibration_real_h100),
                                    cmocka_unit_test(t_calibration_fails_loudly), cmocka_unit_test(t_host_attention)};
     RUN_GROUP(c, "calib", t);
 }
