@@ -72,12 +72,17 @@ typedef struct {
 
 /* A finished task as the critical path needs it. A node lives while a task that it let start is
  * still running or a node refers to it (or it is the task that ended last), so a streamed run
- * keeps the chains that can still be the critical path, not the whole run. */
+ * keeps the chains that can still be the critical path, not the whole run; and the part of them
+ * every chain shares, which will be on the path whatever ends last, is folded into sums (crit_fold),
+ * so that what is kept is bounded by the tasks in flight, not by the length of the run. */
 typedef struct {
     sim_time start, end;
-    int32_t parent, refs; /* parent: node of the task that let this one start (-1: none) */
+    int32_t parent, refs; /* parent: node of the task that let this one start (-1: none; CN_FOLDED) */
     uint8_t op;
+    uint8_t seen;         /* crit_fold's scratch: chains through it (0 between folds) */
 } sim_cnode;
+#define CN_FOLDED INT32_MIN /* the parent was folded into the sums (its end: cf_end) */
+#define CF_FIRST 1024       /* nodes in use before the first fold */
 
 struct sim_des {
     sim_task *t;      /* a ring: task id i is t[i & tmask]; ids [off, n) are kept (off > 0 only while streaming) */
@@ -88,6 +93,9 @@ struct sim_des {
     int32_t scap;
     sim_cnode *cn;
     int32_t ncn, cncap, cnfree;
+    int32_t cnlive, cf_next; /* nodes in use; crit_fold runs again once they reach cf_next */
+    /* the critical path's folded part (crit_fold): its sums in task-time units, and its newest end */
+    sim_time cf_op[KV_OP_COUNT], cf_wait, cf_end;
     /* streaming (sim_des_stream): events run while tasks are still being added */
     int stream, started, overrun;
     int32_t window, base; /* base: tasks below it are retired */
@@ -225,7 +233,8 @@ void sim_des_reset(sim_des *d) {
     d->n = d->ne = 0;
     d->evmask[0] = d->evmask[1] = 0;
     d->off = 0, d->efree = -1;
-    d->ncn = 0, d->cnfree = -1;
+    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST;
+    memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->stream = d->started = d->overrun = 0;
     d->base = 0, d->retire = NULL, d->checked = 0;
     d->bad = -1, d->done = 0, d->last_node = -1, d->nomem = 0;
@@ -254,7 +263,8 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->st.last = -1;
     for (int i = 0; i < d->nq; i++) d->q[i].head = 0, d->q[i].running = -1;
     d->dir[0].n = d->dir[1].n = 0;
-    d->ncn = 0, d->cnfree = -1;
+    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST;
+    memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     for (int32_t i = 0; i < d->n; i++) {
@@ -1068,7 +1078,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                         d->nomem = 1;
                         return;
                     }
-                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op};
+                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op, 0};
                     lvirt = 0;
                 } else
                     lvirt = 1, lcpar = t->cpar;
@@ -1182,8 +1192,62 @@ static int end_flow(sim_des *c, int32_t id, sim_time now) {
 
 /* ---- critical-path nodes ----------------------------------------------------------------- */
 
+/* One node's share of the critical path's sums (the walk from the task that ended last stops at
+ * the first node that ended by the first token, t0 > 0; only what falls after t0 counts). Integer
+ * sums: the same whatever the order, so a folded prefix and a final walk add up alike. */
+static inline void crit_add(sim_time *op, sim_time *wait, sim_time t0, int xop, sim_time xs, sim_time xe, int has_par, sim_time pe) {
+    if (t0 > 0 && xe <= t0) return;
+    op[xop] += xe - (xs > t0 ? xs : t0);
+    if (has_par && pe > t0) *wait += xs - pe;
+}
+
+/* Folds the part of the critical-path chains that every chain still able to grow shares: the
+ * strict ancestors of the nodes' lowest common ancestor, over the nodes that running tasks will
+ * hang from and the node of the task that ended last (a safe point: between events, outside a
+ * replay). Whatever ends last from now on, its path runs through them, so their shares are final.
+ * Returns the nodes freed. */
+static int32_t crit_fold(sim_des *d) {
+    if (d->mark >= 0 && d->mark_end < 0) return 0; /* the first token's time is not known yet */
+    sim_time t0 = d->mark >= 0 ? d->mark_end : 0;
+    int32_t f[SIM_MAX_REP * KV_Q_COUNT + 1];
+    int nf = 0;
+    for (int qi = 0; qi <= d->nq; qi++) {
+        int32_t c = d->last_node;
+        if (qi < d->nq) {
+            if (d->q[qi].running < 0) continue;
+            /* a running task that no end let start (the run's first tasks) will root a chain of
+             * its own: nothing is shared yet */
+            if ((c = TK(d, d->q[qi].running)->cpar) < 0) return 0;
+        }
+        int dup = c < 0;
+        for (int i = 0; i < nf && !dup; i++) dup = f[i] == c;
+        if (!dup) f[nf++] = c;
+    }
+    if (nf == 0) return 0;
+    for (int i = 0; i < nf; i++)
+        for (int32_t k = f[i]; k >= 0; k = d->cn[k].parent) d->cn[k].seen++;
+    int32_t L = f[0];
+    while (L >= 0 && d->cn[L].seen != nf) L = d->cn[L].parent;
+    for (int i = 0; i < nf; i++) /* chains share their older parts: stop where another cleared */
+        for (int32_t k = f[i]; k >= 0 && d->cn[k].seen; k = d->cn[k].parent) d->cn[k].seen = 0;
+    if (L < 0 || d->cn[L].parent < 0) return 0;
+    int32_t k = d->cn[L].parent, freed = 0;
+    sim_time newest = d->cn[k].end;
+    while (k >= 0) {
+        sim_cnode *x = &d->cn[k];
+        int32_t p = x->parent;
+        crit_add(d->cf_op, &d->cf_wait, t0, x->op, x->start, x->end, p != -1, p >= 0 ? d->cn[p].end : d->cf_end);
+        x->parent = d->cnfree, d->cnfree = k, freed++;
+        k = p;
+    }
+    d->cn[L].parent = CN_FOLDED, d->cf_end = newest;
+    d->cnlive -= freed;
+    return freed;
+}
+
 static inline int32_t cnode_new(sim_des *d) {
     int32_t k = d->cnfree;
+    d->cnlive++;
     if (k >= 0) {
         d->cnfree = d->cn[k].parent;
         return k;
@@ -1198,23 +1262,35 @@ static inline void cnode_drop(sim_des *d, int32_t k) {
         int32_t p = d->cn[k].parent;
         d->cn[k].parent = d->cnfree;
         d->cnfree = k;
+        d->cnlive--;
         k = p;
         if (k >= 0) d->cn[k].refs--;
     }
 }
 
 /* With the whole graph kept, the tasks themselves are the nodes (no node is made). */
-void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, sim_time *end, int32_t *parent) {
+void sim_des_crit_sums(const sim_des *d, sim_time t0, sim_time op[KV_OP_COUNT], sim_time *wait) {
+    memset(op, 0, sizeof(sim_time) * KV_OP_COUNT), *wait = 0;
     if (!d->stream) {
-        const sim_task *t = TK(d, node);
-        *op = (kv_op)t->op, *start = t->start, *end = t->end, *parent = t->crit;
+        for (int32_t i = d->st.last; i >= 0;) {
+            const sim_task *t = TK(d, i);
+            if (t0 > 0 && t->end <= t0) break;
+            crit_add(op, wait, t0, t->op, t->start, t->end, t->crit >= 0, t->crit >= 0 ? TK(d, t->crit)->end : 0);
+            i = t->crit;
+        }
         return;
     }
-    const sim_cnode *c = &d->cn[node];
-    *op = (kv_op)c->op, *start = c->start, *end = c->end, *parent = c->parent;
+    int32_t k = d->last_node;
+    for (; k >= 0; k = d->cn[k].parent) {
+        const sim_cnode *c = &d->cn[k];
+        if (t0 > 0 && c->end <= t0) return; /* and so did everything folded */
+        crit_add(op, wait, t0, c->op, c->start, c->end, c->parent != -1, c->parent >= 0 ? d->cn[c->parent].end : d->cf_end);
+    }
+    if (k == CN_FOLDED) {
+        for (int i = 0; i < KV_OP_COUNT; i++) op[i] += d->cf_op[i];
+        *wait += d->cf_wait;
+    }
 }
-
-int32_t sim_des_crit_last(const sim_des *d) { return d->stream ? d->last_node : d->st.last; }
 sim_time sim_des_mark_end(const sim_des *d) { return d->mark_end; }
 sim_time sim_des_last_end(const sim_des *d) { return d->last_end; }
 
@@ -1272,6 +1348,12 @@ static void retire(sim_des *d) {
 /* Runs the completion pending on queue qi (the next one: ev_next); 0 if the run stopped. */
 static int step_event_at(sim_des *d, int qi) {
     if (d->bad >= 0 || d->nomem) return 0;
+    /* between events, outside a replay (whose virtual nodes hold references no queue shows): a
+     * safe point to fold; once the nodes in use double, so that a fold costs O(1) per node made */
+    if (d->cnlive >= d->cf_next) {
+        crit_fold(d);
+        d->cf_next = 2 * d->cnlive + CF_FIRST;
+    }
     sim_event e = ev_take(d, qi);
     sim_task *t = TK(d, e.task);
     sim_queue *q = &d->q[qi];
@@ -1287,7 +1369,7 @@ static int step_event_at(sim_des *d, int qi) {
             d->nomem = 1;
             return 0;
         }
-        d->cn[nd] = (sim_cnode){t->start, now, t->cpar, 0, t->op};
+        d->cn[nd] = (sim_cnode){t->start, now, t->cpar, 0, t->op, 0};
         t->cnode = nd;
     }
     if (!is_link(t->res)) st->busy[t->res] += now - t->start;

@@ -34,7 +34,7 @@ typedef struct {
     int32_t succ_in[SIM_SUCC_IN]; /* its first successors, in the order they were added ... */
     int32_t succ_head, succ_tail; /* ... and the rest in a list (edges) */
     int32_t crit;     /* the task whose completion let this one start (-1: none) */
-    int32_t cpar, cnode; /* critical-path nodes: crit's, and its own once ended (sim_des_crit) */
+    int32_t cpar, cnode; /* critical-path nodes: crit's, and its own once ended (streaming) */
     uint8_t op, queue, res; /* res: the queue's resource (kv_queue_res) */
     uint8_t rep;      /* replica (GPU) it belongs to: 0 without a host network */
     uint8_t fin;      /* has ended */
@@ -103,10 +103,11 @@ void sim_des_pump(sim_des *d);
 /* Changes the window (e.g. once the caller knows how many tasks a decode step has). */
 void sim_des_window(sim_des *d, int32_t window);
 int sim_des_overrun(const sim_des *d);
-/* The critical path after a run: from sim_des_crit_last (the node of the task that ended last)
- * follow parent (the node of the task whose completion let it start) to -1. */
-int32_t sim_des_crit_last(const sim_des *d);
-void sim_des_crit(const sim_des *d, int32_t node, kv_op *op, sim_time *start, sim_time *end, int32_t *parent);
+/* The critical path after a run, from the task that ended last back along the tasks whose
+ * completion let each start, as far as the first token's end t0 (t0 > 0): per kind the time on it
+ * after t0, and the time it waited on nothing (0 in a consistent run). Exact integer sums, so a
+ * streamed run, which folds the path's settled part as it goes, gives the whole graph's. */
+void sim_des_crit_sums(const sim_des *d, sim_time t0, sim_time op[KV_OP_COUNT], sim_time *wait);
 /* End of the marked task (-1 if it has not ended). */
 sim_time sim_des_mark_end(const sim_des *d);
 /* The latest end of a finished task so far (0 before any): no finished task's times exceed it. */

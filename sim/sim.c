@@ -473,21 +473,10 @@ kv_status sim_run(sim_ctx *sx, const kv_model *m, const hw_profile *p, const kv_
     /* Critical path: from the task that ended last, follow the task whose completion let each start,
      * back to the first token. */
     {
-        kv_op op, pop_ = KV_OP_COUNT;
-        sim_time xs, xe, ps = 0, pe = 0;
-        int32_t i = sim_des_crit_last(d), par, pp = -1;
-        if (i >= 0) sim_des_crit(d, i, &op, &xs, &xe, &par);
-        /* each node is read once: a node's parent is the next node */
-        for (; i >= 0; i = par, op = pop_, xs = ps, xe = pe, par = pp) {
-            if (xe <= t0 && t0 > 0) break; /* the path is back before the first token */
-            sim_time a = xs > t0 ? xs : t0, from = 0; /* only what falls in the decode phase */
-            if (par >= 0) {
-                sim_des_crit(d, par, &pop_, &ps, &pe, &pp);
-                from = pe;
-            }
-            out->crit_s[op] += sim_to_s(xe - a);
-            if (from > t0) out->crit_wait_s += sim_to_s(xs - from);
-        }
+        sim_time cs[KV_OP_COUNT], cw;
+        sim_des_crit_sums(d, t0, cs, &cw);
+        for (int k = 0; k < KV_OP_COUNT; k++) out->crit_s[k] = sim_to_s(cs[k]);
+        out->crit_wait_s = sim_to_s(cw);
     }
     int32_t n = sim_des_count(d);
     out->events = ds.events;
