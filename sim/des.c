@@ -1268,6 +1268,8 @@ static inline void cnode_drop(sim_des *d, int32_t k) {
     }
 }
 
+int32_t sim_des_crit_nodes(const sim_des *d) { return d->stream ? d->ncn : 0; }
+
 /* With the whole graph kept, the tasks themselves are the nodes (no node is made). */
 void sim_des_crit_sums(const sim_des *d, sim_time t0, sim_time op[KV_OP_COUNT], sim_time *wait) {
     memset(op, 0, sizeof(sim_time) * KV_OP_COUNT), *wait = 0;

@@ -108,6 +108,9 @@ int sim_des_overrun(const sim_des *d);
  * after t0, and the time it waited on nothing (0 in a consistent run). Exact integer sums, so a
  * streamed run, which folds the path's settled part as it goes, gives the whole graph's. */
 void sim_des_crit_sums(const sim_des *d, sim_time t0, sim_time op[KV_OP_COUNT], sim_time *wait);
+/* Critical-path nodes a streamed run had in use at most (0 with the whole graph: the tasks are
+ * the nodes); bounded by the tasks in flight, not by the run's length. */
+int32_t sim_des_crit_nodes(const sim_des *d);
 /* End of the marked task (-1 if it has not ended). */
 sim_time sim_des_mark_end(const sim_des *d);
 /* The latest end of a finished task so far (0 before any): no finished task's times exceed it. */

@@ -750,6 +750,36 @@ static void t_fast_forward_two_layers(void **s) {
     sim_free(off), sim_free(on), sim_free(str);
 }
 
+/* A streamed run keeps the critical path's settled part as sums, not as nodes: eight times the
+ * decode steps need no more nodes (without the fold the chain grows with the run: 4.1 k nodes at
+ * gen 64, 33 k at gen 512), and the path's per-kind times are the whole graph's to the bit. */
+static void t_crit_bounded(void **s) {
+    (void)s;
+    kv_model m = mdl("OPT-6.7B");
+    hw_profile p = hwp("a100-40gb-pcie4");
+    kv_plan pl;
+    kv_plan_defaults(&pl);
+    pl.batch = 8, pl.prompt = 512, pl.split = 200;
+    int32_t nodes[2];
+    for (int i = 0; i < 2; i++) {
+        pl.gen = i ? 512 : 64;
+        sim_ctx *whole = sim_new(), *str = sim_new();
+        sim_stream(str, SIM_STREAM_ALWAYS, 0);
+        sim_result a, b;
+        assert_int_equal(sim_run(whole, &m, &p, &pl, &a), KV_OK);
+        assert_int_equal(sim_run(str, &m, &p, &pl, &b), KV_OK);
+        assert_memory_equal(a.crit_s, b.crit_s, sizeof a.crit_s);
+        assert_true(a.crit_wait_s == b.crit_wait_s);
+        double cs = 0;
+        for (int k = 0; k < KV_OP_COUNT; k++) cs += b.crit_s[k];
+        assert_rel(cs, b.decode_s, 1e-9); /* the path covers the decode phase */
+        nodes[i] = sim_des_crit_nodes(sim_graph_des(str));
+        assert_true(nodes[i] > 0);
+        sim_free(whole), sim_free(str);
+    }
+    if (!(nodes[1] < 2 * nodes[0] && nodes[1] < 8192)) fail_msg("critical-path nodes: %d at gen 64, %d at gen 512", nodes[0], nodes[1]);
+}
+
 /* Another split of the same plan re-costs the kept graph instead of building it: a sequence of
  * splits (interior, the same again, 0, the prompt, interior) on one context gives every result
  * and every task's timeline as a fresh context does, and the kept graph was used. */
@@ -935,6 +965,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_fast_forward_two_layers), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_fast_forward_two_layers), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core), cmocka_unit_test(t_crit_bounded)};
     RUN_GROUP(c, "sim", t);
 }
