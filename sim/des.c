@@ -78,8 +78,8 @@ typedef struct {
 typedef struct {
     sim_time start, end;
     int32_t parent, refs; /* parent: node of the task that let this one start (-1: none; CN_FOLDED) */
+    uint32_t serial;      /* creation order (a parent's is older), modulo 2^32 */
     uint8_t op;
-    uint8_t seen;         /* crit_fold's scratch: chains through it (0 between folds) */
 } sim_cnode;
 #define CN_FOLDED INT32_MIN /* the parent was folded into the sums (its end: cf_end) */
 #define CF_FIRST 1024       /* nodes in use before the first fold */
@@ -94,6 +94,7 @@ struct sim_des {
     sim_cnode *cn;
     int32_t ncn, cncap, cnfree;
     int32_t cnlive, cf_next; /* nodes in use; crit_fold runs again once they reach cf_next */
+    uint32_t cserial;        /* the last node's serial */
     /* the critical path's folded part (crit_fold): its sums in task-time units, and its newest end */
     sim_time cf_op[KV_OP_COUNT], cf_wait, cf_end;
     /* streaming (sim_des_stream): events run while tasks are still being added */
@@ -233,7 +234,7 @@ void sim_des_reset(sim_des *d) {
     d->n = d->ne = 0;
     d->evmask[0] = d->evmask[1] = 0;
     d->off = 0, d->efree = -1;
-    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST;
+    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST, d->cserial = 0;
     memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->stream = d->started = d->overrun = 0;
     d->base = 0, d->retire = NULL, d->checked = 0;
@@ -263,7 +264,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->st.last = -1;
     for (int i = 0; i < d->nq; i++) d->q[i].head = 0, d->q[i].running = -1;
     d->dir[0].n = d->dir[1].n = 0;
-    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST;
+    d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST, d->cserial = 0;
     memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
     d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
@@ -1078,7 +1079,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                         d->nomem = 1;
                         return;
                     }
-                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, t->op, 0};
+                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, ++d->cserial, t->op};
                     lvirt = 0;
                 } else
                     lvirt = 1, lcpar = t->cpar;
@@ -1224,12 +1225,24 @@ static int32_t crit_fold(sim_des *d) {
         if (!dup) f[nf++] = c;
     }
     if (nf == 0) return 0;
-    for (int i = 0; i < nf; i++)
-        for (int32_t k = f[i]; k >= 0; k = d->cn[k].parent) d->cn[k].seen++;
+    /* the chains walked back together, the newest node first (a parent is older than its
+     * children, so no meeting point is passed), merging as they meet: they meet a few nodes back,
+     * and only the nodes newer than the ancestor are visited (the wrap-safe difference of serials
+     * orders nodes made less than 2^31 apart, far more than are ever in use) */
+    while (nf > 1) {
+        int b = 0;
+        for (int i = 1; i < nf; i++)
+            if ((int32_t)(d->cn[f[i]].serial - d->cn[f[b]].serial) > 0) b = i;
+        int32_t up = d->cn[f[b]].parent;
+        if (up < 0) return 0; /* a chain of its own: nothing is shared yet */
+        f[b] = up;
+        for (int i = 0; i < nf; i++)
+            if (i != b && f[i] == up) {
+                f[b] = f[--nf];
+                break;
+            }
+    }
     int32_t L = f[0];
-    while (L >= 0 && d->cn[L].seen != nf) L = d->cn[L].parent;
-    for (int i = 0; i < nf; i++) /* chains share their older parts: stop where another cleared */
-        for (int32_t k = f[i]; k >= 0 && d->cn[k].seen; k = d->cn[k].parent) d->cn[k].seen = 0;
     if (L < 0 || d->cn[L].parent < 0) return 0;
     int32_t k = d->cn[L].parent, freed = 0;
     sim_time newest = d->cn[k].end;
@@ -1371,7 +1384,7 @@ static int step_event_at(sim_des *d, int qi) {
             d->nomem = 1;
             return 0;
         }
-        d->cn[nd] = (sim_cnode){t->start, now, t->cpar, 0, t->op, 0};
+        d->cn[nd] = (sim_cnode){t->start, now, t->cpar, 0, ++d->cserial, t->op};
         t->cnode = nd;
     }
     if (!is_link(t->res)) st->busy[t->res] += now - t->start;
