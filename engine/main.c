@@ -31,7 +31,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: kvpr-engine COMMAND [--backend cuda|host] [options]\n"
                "  info                                   the device\n"
                "  version                                version, how the binary is linked, whether it has CUDA\n"
-               "  selftest [--quick]                     kernels against CPU references; kvpr against offload\n"
+               "  selftest [--quick] [--kernels]         kernels against CPU references; kvpr against offload (not with --kernels)\n"
                "  run --model M --batch B --prompt P --gen G [--policy P | --policies P,P..] [--split L | --splits L,L..]\n"
                "      [--mode M] [--nb N] [--layers N] [--prefetch D] [--keep-act] [--pageable] [--hw PROFILE]\n"
                "      [--db FILE | --no-db] [--json] [--estimate PROFILE]\n"

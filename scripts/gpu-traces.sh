@@ -2,7 +2,7 @@
 # Ground truth from a GPU machine in four short steps, one device call each (traces/README.md):
 #
 #   check   device and driver, PCIe link as negotiated (nvidia-smi -q), every kernel against its CPU
-#           reference (selftest), compute-sanitizer memcheck and racecheck over the quick selftest
+#           reference (selftest), compute-sanitizer memcheck over the quick selftest, racecheck over its kernels
 #   bench   host link (each direction alone and both at once, pinned and pageable), the engine's
 #           GEMMs, decode attention, device-to-device copies
 #   runs-a  decode plans, OPT-6.7B: offload, kvpr at l = s/4, s/2, 3s/4, s, and gpu, per cell
@@ -253,17 +253,21 @@ run() {
     return $rc
 }
 
+# racecheck looks for shared-memory hazards inside kernels: it runs over the kernels' own checks
+# (--kernels); the end-to-end runs of every policy took it past 140 s on an H100 (memcheck keeps them)
 sanitizer() { # tool: the quick selftest under compute-sanitizer (the dry run: the same selftest, plain)
+    local sel=--quick
+    [ "$1" = racecheck ] && sel="--quick --kernels"
     echo "== $1 =="
     if [ "$mode" = dry ]; then
         echo "(dry run: no compute-sanitizer on the host backend; the same selftest without it)"
-        run 60 "$ENGINE" selftest --backend "$BACKEND" --quick
+        run 60 "$ENGINE" selftest --backend "$BACKEND" $sel
     else
         local cs
         cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
         [ -n "$cs" ] || { echo "compute-sanitizer: not found"; return 0; }
         # memcheck instruments every kernel it loads (cuBLAS's too): it gets the larger share
-        run "$([ "$1" = memcheck ] && echo 70 || echo 60)" "$cs" --tool "$1" --error-exitcode 9 "$ENGINE" selftest --backend "$BACKEND" --quick
+        run "$([ "$1" = memcheck ] && echo 70 || echo 60)" "$cs" --tool "$1" --error-exitcode 9 "$ENGINE" selftest --backend "$BACKEND" $sel
     fi
     echo "== $1: exit $? =="
 }

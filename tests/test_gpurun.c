@@ -134,6 +134,17 @@ static void t_gpu_script_dry_run(void **s) {
     t = read_text(f);
     assert_non_null(strstr(t, "== memcheck: exit 0 =="));
     assert_non_null(strstr(t, "== racecheck: exit 0 =="));
+    /* memcheck over the quick selftest; racecheck over its kernels alone (fewer checks, no
+     * end-to-end runs) */
+    const char *mc = strstr(t, "selftest (quick) on "), *rk = strstr(t, "selftest (quick) (kernels) on ");
+    assert_non_null(mc);
+    assert_non_null(rk);
+    assert_true(mc < rk);
+    int pm = 0, pr = 0, fm = -1, fr = -1;
+    assert_int_equal(sscanf(strstr(mc, "selftest: "), "selftest: %d passed, %d failed", &pm, &fm), 2);
+    assert_int_equal(sscanf(strstr(rk, "selftest: "), "selftest: %d passed, %d failed", &pr, &fr), 2);
+    assert_true(fm == 0 && fr == 0 && pr > 5 && pr < pm);
+    assert_null(strstr(rk, "test-mha"));
     free(t);
     /* bench: CSV rows = measurements in the dump; every kind calibration reads; the plateau fields */
     snprintf(f, sizeof f, "%s/out/bench.csv", dir);
