@@ -1210,6 +1210,9 @@ static inline void crit_add(sim_time *op, sim_time *wait, sim_time t0, int xop, 
 static int32_t crit_fold(sim_des *d) {
     if (d->mark >= 0 && d->mark_end < 0) return 0; /* the first token's time is not known yet */
     sim_time t0 = d->mark >= 0 ? d->mark_end : 0;
+    /* folds made before the first token's task was even added (a small streaming window) took t0
+     * as 0; everything they folded ended before it, where nothing counts */
+    if (t0 > 0 && d->cf_end <= t0) memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = 0;
     int32_t f[SIM_MAX_REP * KV_Q_COUNT + 1];
     int nf = 0;
     for (int qi = 0; qi <= d->nq; qi++) {
