@@ -1245,8 +1245,8 @@ static int32_t crit_fold(sim_des *d) {
                 break;
             }
     }
-    int32_t L = f[0];
-    if (L < 0 || d->cn[L].parent < 0) return 0;
+    int32_t L = f[0]; /* a node: every entry of f is one */
+    if (d->cn[L].parent < 0) return 0;
     int32_t k = d->cn[L].parent, freed = 0;
     sim_time newest = d->cn[k].end;
     while (k >= 0) {
