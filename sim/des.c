@@ -82,7 +82,7 @@ typedef struct {
     uint8_t op;
 } sim_cnode;
 #define CN_FOLDED INT32_MIN /* the parent was folded into the sums (its end: cf_end) */
-#define CF_FIRST 1024       /* nodes in use before the first fold */
+#define CF_FIRST 256        /* nodes in use before the first fold */
 
 struct sim_des {
     sim_task *t;      /* a ring: task id i is t[i & tmask]; ids [off, n) are kept (off > 0 only while streaming) */
@@ -174,7 +174,9 @@ _Static_assert(sizeof(sim_task) == 128, "a task record stays 128 bytes");
 static int grow_tasks(sim_des *d, int32_t more) {
     int32_t need = d->n - d->off + more;
     if (need <= d->cap) return 0;
-    int32_t nc = d->cap ? d->cap : 256;
+    /* from 1024 records (128 KB, what a streamed run usually needs): growing there by doubling
+     * copied into fresh pages, and a first touch of a page costs microseconds on a virtual machine */
+    int32_t nc = d->cap ? d->cap : 1024;
     while (nc < need) {
         if (nc >= (1 << 30)) return -1;
         nc *= 2;
@@ -201,9 +203,9 @@ static int grow_tasks(sim_des *d, int32_t more) {
 }
 
 /* Streaming: drop started tasks from the front of a queue's program order, once they are at
- * least half of it (amortised O(1)). */
+ * least half of it (amortised O(1)); early, so that the arrays stay a few pages. */
 static inline void compact(sim_queue *r) {
-    if (r->head >= 4096 && r->head >= r->n - r->head) {
+    if (r->head >= 256 && r->head >= r->n - r->head) {
         memmove(r->seq, r->seq + r->head, (size_t)(r->n - r->head) * sizeof *r->seq);
         r->n -= r->head, r->head = 0;
     }
@@ -395,13 +397,17 @@ int32_t sim_des_add_copies(sim_des *d, int32_t n, const int32_t *deps, const uin
         /* copy i's record: computed, not stepped to, so that no pointer passes the last one */
         const int32_t *dp = (const int32_t *)((const char *)deps + (size_t)i * stride);
         int nd = ndeps[(size_t)i * stride];
-        *t = *TK(d, id - n);
-        sim_queue *r = &qs[t->queue];
+        const sim_task *x = TK(d, id - n);
+        /* the queue and count read from the source, not from the copy just stored: the copy's
+         * loads would wait on its stores */
+        sim_queue *r = &qs[x->queue];
+        if (x->ndeps0 != nd) differ = i; /* (a cheap part of the promise sim_des_periodic relies on) */
         if (r->n >= r->cap && grow((void **)&r->seq, &r->cap, r->n + 1, sizeof *r->seq)) return -1;
-        if (t->ndeps0 != nd) differ = i; /* (a cheap part of the promise sim_des_periodic relies on) */
+        *t = *x;
         task_fresh(t);
         t->layer++;
-        task_commit(d, r);
+        r->seq[r->n++] = id;
+        d->n = id + 1;
         if (add_deps(d, id, t, dp, nd)) return -1;
     }
     /* the run of copies: as if each had been added alone (a copy with another count breaks it) */
@@ -757,6 +763,12 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
     const sim_task *at = TK(d, g.anchor0);
     int aq = at->rep * KV_Q_COUNT + at->queue;
     if (d->nrg > 0 && aq != d->ff_aq) return;
+    if (d->stream && d->nrg == d->rgcap) { /* regions whose tasks have all retired are done with */
+        int32_t k = 0;
+        while (k < d->nrg && d->rg[k].b <= d->base) k++;
+        memmove(d->rg, d->rg + k, (size_t)(d->nrg - k) * sizeof *d->rg);
+        d->nrg -= k, d->rgi = d->rgi > k ? d->rgi - k : 0;
+    }
     if (grow((void **)&d->rg, &d->rgcap, d->nrg + 1, sizeof *d->rg)) return; /* no fast-forward, nothing else lost */
     d->ff_aq = aq;
     d->rg[d->nrg++] = g;
@@ -1053,28 +1065,33 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             if (lg[i].end) lg[i].need = d->ff_need[lg[i].id % Q];
         /* the last end before the one being replayed: a node (>= 0), or none (-1), or virtual (-2,
          * its parent in pcpar) */
-        int32_t pend = -3, pcpar = -1, lcpar = -1;
+        int32_t pend = -3, pcpar = -1, lcpar = -1, nend = 0;
         int lvirt = 0;
+        for (int32_t i = 0; i < nl; i++) nend += lg[i].end;
+        /* what the loop reads of d and does not change, in locals (stores to the records could
+         * alias it otherwise); the node array may move (cnode_new) */
+        sim_task *const ring = d->t;
+        const int32_t mask = d->tmask;
+        sim_edge *const E = d->e;
         for (int64_t m = 1; m <= k; m++) {
-            int32_t sh = (int32_t)(m * Q);
+            int32_t sh = (int32_t)(m * Q), last = -1;
             sim_time dt = (sim_time)m * D;
-            for (int32_t i = 0; i < nl; i++) {
-                const sim_tr *r = &lg[i];
+            for (const sim_tr *r = lg, *re = lg + nl; r < re; r++) {
                 int32_t id = r->id + sh;
-                sim_task *t = TK(d, id);
+                sim_task *t = &ring[id & mask];
                 if (!r->end) {
                     if (ff_start(d, t, r, sh, dt)) return;
-                    t->cpar = TK(d, r->why + sh)->cnode;
-                    if (t->cpar >= 0) d->cn[t->cpar].refs++;
+                    int32_t c = ring[(r->why + sh) & mask].cnode;
+                    t->cpar = c;
+                    if (c >= 0) d->cn[c].refs++;
                     continue;
                 }
                 t->end = r->t + dt;
                 t->fin = 1;
-                d->done++;
                 ff_release_last(d, pend, pcpar);
                 pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
                 int32_t nd = -1;
-                if (r->need || (m == k && i == lastend)) {
+                if (r->need || (m == k && r == lg + lastend)) {
                     if ((nd = cnode_new(d)) < 0) {
                         d->nomem = 1;
                         return;
@@ -1084,15 +1101,23 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 } else
                     lvirt = 1, lcpar = t->cpar;
                 t->cnode = nd;
-                /* ends come in time order, at or after every earlier end */
-                st->last = id, d->last_end = t->end, d->last_node = nd;
-                ff_release(d, t, hi_end);
-                /* its edges consumed, as step_event does */
-                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) nx = d->e[e].next, d->e[e].next = d->efree, d->efree = e;
+                d->last_node = nd, last = id;
+                /* successors beyond the compared window count it as done (ff_release); its edges
+                 * are consumed, as step_event does */
+                for (int j = 0; j < t->nsucc_in; j++)
+                    if (t->succ_in[j] > hi_end) ring[t->succ_in[j] & mask].deps_left--;
+                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
+                    if (E[e].to > hi_end) ring[E[e].to & mask].deps_left--;
+                    nx = E[e].next, E[e].next = d->efree, d->efree = e;
+                }
                 t->succ_head = t->succ_tail = -1;
             }
-            /* hand the period's finished tasks over while their records are still in cache */
-            retire(d);
+            /* ends come in time order, at or after every earlier end */
+            d->done += nend;
+            if (last >= 0) st->last = last, d->last_end = ring[last & mask].end;
+            /* hand the finished tasks over while their records are still in cache, a few periods
+             * at a time (each hand-over has its fixed cost) */
+            if ((m & 3) == 0 || m == k) retire(d);
         }
         ff_release_last(d, pend, pcpar);
     }

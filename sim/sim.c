@@ -275,16 +275,23 @@ static void keep_op(sink_ctx *sc, const kv_gop *o, int32_t id) {
 static void sum_tasks(sim_result *out, sim_time *step_end, const sim_task *x, int32_t n, sim_time t0, int fits64) {
     const sim_task *e = x + n;
     if (fits64) {
-        int64_t z = (int64_t)t0;
+        /* a step's tasks come together: its latest end is kept here while they do */
+        int64_t z = (int64_t)t0, cend = 0;
+        int32_t cstep = -1;
         for (; x < e; x++) {
             int64_t a = (int64_t)x->start, f = (int64_t)x->end;
             if (x->step < 0) {
                 out->prefill_op_s[x->op] += (double)(f - a) / SIM_FS_PER_S;
                 continue;
             }
-            if (f > step_end[x->step]) step_end[x->step] = f;
+            if (x->step != cstep) {
+                if (cstep >= 0 && cend > step_end[cstep]) step_end[cstep] = cend;
+                cstep = x->step, cend = f;
+            } else if (f > cend)
+                cend = f;
             if (f > z) out->op_s[x->op] += (double)(f - (a > z ? a : z)) / SIM_FS_PER_S;
         }
+        if (cstep >= 0 && cend > step_end[cstep]) step_end[cstep] = cend;
         return;
     }
     for (; x < e; x++) {
