@@ -763,7 +763,7 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
     const sim_task *at = TK(d, g.anchor0);
     int aq = at->rep * KV_Q_COUNT + at->queue;
     if (d->nrg > 0 && aq != d->ff_aq) return;
-    if (d->stream && d->nrg == d->rgcap) { /* regions whose tasks have all retired are done with */
+    if (d->stream && d->nrg > 0 && d->nrg == d->rgcap) { /* regions whose tasks have all retired are done with */
         int32_t k = 0;
         while (k < d->nrg && d->rg[k].b <= d->base) k++;
         memmove(d->rg, d->rg + k, (size_t)(d->nrg - k) * sizeof *d->rg);
@@ -787,17 +787,17 @@ static int64_t ff_bits(double x) {
     return v;
 }
 
-static int cmp_ev(const void *a, const void *b) {
-    const sim_event *x = a, *y = b;
-    return ev_less(x, y) ? -1 : ev_less(y, x) ? 1 : 0;
-}
-
-/* The pending completions in (time, insertion) order, into out. */
+/* The pending completions in (time, insertion) order, into out (a handful: one per queue at most,
+ * so an insertion sort; the order is total, insertion numbers being distinct). */
 static int32_t ff_live(sim_des *d, sim_event *out) {
     int32_t n = 0;
     for (int w = 0; w < 2; w++)
-        for (uint64_t m = d->evmask[w]; m; m &= m - 1) out[n++] = d->ev[w * 64 + __builtin_ctzll(m)];
-    qsort(out, (size_t)n, sizeof *out, cmp_ev);
+        for (uint64_t m = d->evmask[w]; m; m &= m - 1) {
+            sim_event e = d->ev[w * 64 + __builtin_ctzll(m)];
+            int32_t j = n++;
+            for (; j > 0 && ev_less(&e, &out[j - 1]); j--) out[j] = out[j - 1];
+            out[j] = e;
+        }
     return n;
 }
 
@@ -956,7 +956,9 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
     const sim_region *g = ff_region(d, A);
     if (d->lo < d->base) d->lo = d->base; /* retired tasks (a streamed run) have finished */
     while (d->lo < d->n && TK(d, d->lo)->fin) d->lo++;
-    if (!g || d->ff_hi - d->lo > 16 * g->Q + 64) {
+    /* (and where even one period would pass the region's end, as at a step's last layers, no
+     * replay can come from here or from a later anchor of the region: no signature either) */
+    if (!g || d->ff_hi - d->lo > 16 * g->Q + 64 || g->b - 1 - A < g->Q) {
         d->ff_prev = d->ff_prev2 = -1;
         return;
     }
