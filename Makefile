@@ -79,8 +79,9 @@ $(BUILD)/%.o: %.c | deps
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # the simulator's inner loops at -O3 (unrolled loops, vectorised record copies): about 3 % fewer
-# instructions per simulated op, the same results to the bit (no fast-math); HOTOPT= for -O2 alone
-HOTOPT  ?= -O3
+# instructions per simulated op, the same results to the bit (no fast-math); only over the default
+# OPT (a build with OPT=-O0 for a debugger keeps it), HOTOPT= for -O2 alone
+HOTOPT  ?= $(if $(filter -O2,$(OPT)),-O3)
 $(BUILD)/sim/des.o $(BUILD)/sim/sim.o $(BUILD)/sched/graph.o: CFLAGS += $(HOTOPT)
 
 $(BUILD)/%.o: %.cu | deps
@@ -128,7 +129,7 @@ bench: all $(BUILD)/kvpr-bench
 	$(BUILD)/kvpr-bench
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 HOTOPT= SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
 # The binaries find their data at BINDIR/../share/kvpr (core/datadir.c), so an install is a copy:
 # no rebuild, and the same binaries run from the build tree.

@@ -167,6 +167,39 @@ static int grow(void **p, int32_t *cap, int32_t need, size_t elem) {
 _Static_assert(sizeof(sim_task) == 128, "a task record stays 128 bytes");
 #define TK(d, id) (&(d)->t[(id) & (d)->tmask])
 
+/* Stores a time as two 64-bit halves where it was computed in general registers: GCC otherwise
+ * passes such a value through the stack into a vector register, and the 16-byte load spanning the
+ * two 8-byte spills cannot be forwarded from them (it waits for both stores to complete: a tenth
+ * of a streamed run's time went to one such store). */
+static inline void time_set(sim_time *p, sim_time v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t lo = (uint64_t)v, hi = (uint64_t)((unsigned __int128)v >> 64);
+    memcpy(p, &lo, sizeof lo);
+    memcpy((char *)p + sizeof lo, &hi, sizeof hi);
+#else
+    *p = v;
+#endif
+}
+
+/* ... and loads one as two halves, for the same reason (a 16-byte load into a vector register,
+ * moved to general registers through the stack). */
+static inline sim_time time_get(const sim_time *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t lo, hi;
+    memcpy(&lo, p, sizeof lo);
+    memcpy(&hi, (const char *)p + sizeof lo, sizeof hi);
+    return (sim_time)(((unsigned __int128)hi << 64) | lo);
+#else
+    return *p;
+#endif
+}
+
+/* A critical-path node, field by field (a compound literal is built the same way). */
+static inline void cnode_set(sim_cnode *c, sim_time start, sim_time end, int32_t parent, uint32_t serial, uint8_t op) {
+    time_set(&c->start, start), time_set(&c->end, end);
+    c->parent = parent, c->refs = 0, c->serial = serial, c->op = op;
+}
+
 /* Room for `more` more tasks in the ring (a power of two at least the tasks kept): the kept ids move
  * to their places under the larger mask. A streamed run's retired tasks leave the ring by
  * advancing off, so nothing is moved while it runs (a whole graph has off 0: the ring is an
@@ -1029,7 +1062,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                     if (ff_start(d, t, r, sh, dt)) return;
                     continue;
                 }
-                t->end = r->t + dt;
+                time_set(&t->end, r->t + dt);
                 t->fin = 1;
                 ff_release(d, t, hi_end);
             }
@@ -1088,7 +1121,8 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                     if (c >= 0) d->cn[c].refs++;
                     continue;
                 }
-                t->end = r->t + dt;
+                sim_time te = r->t + dt;
+                time_set(&t->end, te);
                 t->fin = 1;
                 ff_release_last(d, pend, pcpar);
                 pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
@@ -1098,7 +1132,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                         d->nomem = 1;
                         return;
                     }
-                    d->cn[nd] = (sim_cnode){t->start, t->end, t->cpar, 0, ++d->cserial, t->op};
+                    cnode_set(&d->cn[nd], t->start, te, t->cpar, ++d->cserial, t->op);
                     lvirt = 0;
                 } else
                     lvirt = 1, lcpar = t->cpar;
@@ -1275,11 +1309,11 @@ static int32_t crit_fold(sim_des *d) {
     int32_t L = f[0]; /* a node: every entry of f is one */
     if (d->cn[L].parent < 0) return 0;
     int32_t k = d->cn[L].parent, freed = 0;
-    sim_time newest = d->cn[k].end;
+    sim_time newest = time_get(&d->cn[k].end);
     while (k >= 0) {
         sim_cnode *x = &d->cn[k];
         int32_t p = x->parent;
-        crit_add(d->cf_op, &d->cf_wait, t0, x->op, x->start, x->end, p != -1, p >= 0 ? d->cn[p].end : d->cf_end);
+        crit_add(d->cf_op, &d->cf_wait, t0, x->op, time_get(&x->start), time_get(&x->end), p != -1, p >= 0 ? time_get(&d->cn[p].end) : d->cf_end);
         x->parent = d->cnfree, d->cnfree = k, freed++;
         k = p;
     }
@@ -1405,7 +1439,7 @@ static int step_event_at(sim_des *d, int qi) {
     sim_des_stats *st = &d->st;
     st->events++;
     sim_time now = d->now = e.t;
-    t->end = now;
+    time_set(&t->end, now);
     t->fin = 1;
     if (d->ff_on) ff_log(d, e.task, -1, now, 1, 0);
     int32_t nd = -1;
@@ -1414,14 +1448,14 @@ static int step_event_at(sim_des *d, int qi) {
             d->nomem = 1;
             return 0;
         }
-        d->cn[nd] = (sim_cnode){t->start, now, t->cpar, 0, ++d->cserial, t->op};
+        cnode_set(&d->cn[nd], t->start, now, t->cpar, ++d->cserial, t->op);
         t->cnode = nd;
     }
     if (!is_link(t->res)) st->busy[t->res] += now - t->start;
     q->running = -1;
     d->done++;
     int32_t old_last = d->last_node;
-    if (st->last < 0 || now >= d->last_end) st->last = e.task, d->last_end = now, d->last_node = nd;
+    if (st->last < 0 || now >= d->last_end) st->last = e.task, time_set(&d->last_end, now), d->last_node = nd;
     if (is_link(t->res) || (d->has_net && t->res == KV_RES_CPU))
         if (d->has_net ? net_end(d, e.task, now) : end_flow(d, e.task, now)) goto nomem;
     for (int i = 0; i < t->nsucc_in; i++) {
