@@ -144,8 +144,12 @@ struct sim_des {
     uint64_t ff_ev0;
     sim_time ff_busy0[KV_RES_COUNT], ff_t0;
     uint64_t ff_periods;  /* periods fast-forwarded in the run */
+    uint64_t ff_bulk;     /* replays of a streamed run whose later periods made no nodes */
     uint8_t *ff_need;     /* a streamed replay's scratch: residues mod Q some start names as its cause */
     int32_t ff_needcap;
+    /* ... and its critical-path trees at the ends of its first two periods (crit_tree) */
+    sim_cnode *ct[2];
+    int32_t *ct_id[2], *ct_fr[2];
     int ff_broken;        /* a replay found the queues not as the region promised (a bug): the run fails */
     /* copies (sim_des_add_copies): the last run [cl_a, cl_b) of consecutive tasks each the copy of the
      * task cl_q before it, and the longest dependency edge from a task at or above efloor */
@@ -261,6 +265,7 @@ void sim_des_free(sim_des *d) {
     free(d->sig[0]), free(d->sig[1]), free(d->sig[2]);
     free(d->log);
     free(d->ff_need);
+    for (int i = 0; i < 2; i++) free(d->ct[i]), free(d->ct_id[i]), free(d->ct_fr[i]);
     for (int i = 0; i < SIM_MAX_REP * KV_Q_COUNT; i++) free(d->q[i].seq);
     free(d);
 }
@@ -286,7 +291,7 @@ void sim_des_reset(sim_des *d) {
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
     d->nrg = 0, d->rgi = 0, d->ff_cursor = INT32_MAX, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     d->cl_a = d->cl_b = d->cl_q = 0, d->efloor = 0, d->elen = 0;
 }
 
@@ -302,7 +307,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST, d->cserial = 0;
     memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     for (int32_t i = 0; i < d->n; i++) {
         sim_task *t = TK(d, i);
         t->deps_left = deps[i];
@@ -733,8 +738,34 @@ static int net_end(sim_des *c, int32_t id, sim_time now) {
 static inline int32_t cnode_new(sim_des *d);
 static inline void cnode_drop(sim_des *d, int32_t k);
 static void retire(sim_des *d);
+static int32_t crit_fold_from(sim_des *d, const int32_t *run, int nrun);
+static int crit_running(const sim_des *d, int32_t *run);
+static int32_t crit_tree(const sim_des *d, const int32_t *run, int nrun, sim_time T, int32_t *ids, sim_cnode *out, int32_t *fr, int32_t max);
+#define FF_TREE_MAX 256 /* nodes a replay compares at most (more: it makes every period's nodes) */
+
+/* The scratch for two trees; -1 when out of memory (then no bulk: nothing else lost). */
+static int ff_tree_room(sim_des *d) {
+    for (int i = 0; i < 2; i++) {
+        if (!d->ct[i]) d->ct[i] = malloc(FF_TREE_MAX * sizeof *d->ct[i]);
+        if (!d->ct_id[i]) d->ct_id[i] = malloc(FF_TREE_MAX * sizeof *d->ct_id[i]);
+        if (!d->ct_fr[i]) d->ct_fr[i] = malloc((SIM_MAX_REP * KV_Q_COUNT + 1) * sizeof *d->ct_fr[i]);
+        if (!d->ct[i] || !d->ct_id[i] || !d->ct_fr[i]) return -1;
+    }
+    return 0;
+}
+
+/* The two trees are the same: nodes (relative times, kind, references, parent) and where the
+ * nfr frontier entries hang. */
+static int ff_tree_same(const sim_des *d, int32_t n, int nfr) {
+    for (int32_t i = 0; i < n; i++) {
+        const sim_cnode *a = &d->ct[0][i], *b = &d->ct[1][i];
+        if (a->start != b->start || a->end != b->end || a->parent != b->parent || a->refs != b->refs || a->op != b->op) return 0;
+    }
+    return !memcmp(d->ct_fr[0], d->ct_fr[1], (size_t)nfr * sizeof *d->ct_fr[0]);
+}
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
+uint64_t sim_des_ff_bulk(const sim_des *d) { return d->ff_bulk; }
 
 /* Task i is task i - Q's copy: the same kind, queue and cost, the same number of dependencies, and
  * its successors are the other's shifted by Q (in order). Checked when the region is declared: no
@@ -1103,6 +1134,16 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         int32_t pend = -3, pcpar = -1, lcpar = -1, nend = 0;
         int lvirt = 0;
         for (int32_t i = 0; i < nl; i++) nend += lg[i].end;
+        /* Nodes in bulk. Periods 1 and 2 make their nodes; at the end of each (a point between
+         * events: the last end gets a node, the one before is released) the chains' shared part is
+         * folded and the tree left under the frontier captured. If the two trees are the same, one
+         * period apart in time, each later period only moves the tree on by a period and adds to
+         * the folded sums what period 2 added (integer sums of shifted nodes, all after the first
+         * token): periods 3..k make no nodes, and at the end the tree is moved on by k - 2 periods
+         * and hung from the tasks then running. Otherwise every period makes its nodes. */
+        int32_t run[SIM_MAX_REP * KV_Q_COUNT], runm[SIM_MAX_REP * KV_Q_COUNT], cpar2[SIM_MAX_REP * KV_Q_COUNT], ntree[2] = {-1, -1};
+        int nrun = crit_running(d, run), verify = k >= 4 && ff_tree_room(d) == 0, bulk = 0;
+        sim_time cf1[KV_OP_COUNT + 2];
         /* what the loop reads of d and does not change, in locals (stores to the records could
          * alias it otherwise); the node array may move (cnode_new) */
         sim_task *const ring = d->t;
@@ -1110,13 +1151,15 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
         sim_edge *const E = d->e;
         for (int64_t m = 1; m <= k; m++) {
             int32_t sh = (int32_t)(m * Q), last = -1;
-            sim_time dt = (sim_time)m * D;
+            sim_time dt = (sim_time)m * D, lastt = 0;
+            const int nodes = !bulk;
+            const sim_tr *force = m == k || (verify && m <= 2) ? lg + lastend : NULL;
             for (const sim_tr *r = lg, *re = lg + nl; r < re; r++) {
                 int32_t id = r->id + sh;
                 sim_task *t = &ring[id & mask];
                 if (!r->end) {
                     if (ff_start(d, t, r, sh, dt)) return;
-                    int32_t c = ring[(r->why + sh) & mask].cnode;
+                    int32_t c = nodes ? ring[(r->why + sh) & mask].cnode : -1;
                     t->cpar = c;
                     if (c >= 0) d->cn[c].refs++;
                     continue;
@@ -1124,20 +1167,24 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 sim_time te = r->t + dt;
                 time_set(&t->end, te);
                 t->fin = 1;
-                ff_release_last(d, pend, pcpar);
-                pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
-                int32_t nd = -1;
-                if (r->need || (m == k && r == lg + lastend)) {
-                    if ((nd = cnode_new(d)) < 0) {
-                        d->nomem = 1;
-                        return;
-                    }
-                    cnode_set(&d->cn[nd], t->start, te, t->cpar, ++d->cserial, t->op);
-                    lvirt = 0;
+                last = id, lastt = te;
+                if (nodes) {
+                    ff_release_last(d, pend, pcpar);
+                    pend = lvirt ? -2 : d->last_node, pcpar = lcpar;
+                    int32_t nd = -1;
+                    if (r->need || r == force) {
+                        if ((nd = cnode_new(d)) < 0) {
+                            d->nomem = 1;
+                            return;
+                        }
+                        cnode_set(&d->cn[nd], t->start, te, t->cpar, ++d->cserial, t->op);
+                        lvirt = 0;
+                    } else
+                        lvirt = 1, lcpar = t->cpar;
+                    t->cnode = nd;
+                    d->last_node = nd;
                 } else
-                    lvirt = 1, lcpar = t->cpar;
-                t->cnode = nd;
-                d->last_node = nd, last = id;
+                    t->cnode = -1;
                 /* successors beyond the compared window count it as done (ff_release); its edges
                  * are consumed, as step_event does */
                 for (int j = 0; j < t->nsucc_in; j++)
@@ -1150,10 +1197,48 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             }
             /* ends come in time order, at or after every earlier end */
             d->done += nend;
-            if (last >= 0) st->last = last, d->last_end = ring[last & mask].end;
+            if (last >= 0) st->last = last, d->last_end = lastt;
             /* hand the finished tasks over while their records are still in cache, a few periods
              * at a time (each hand-over has its fixed cost) */
             if ((m & 3) == 0 || m == k) retire(d);
+            if (verify && m <= 2) {
+                ff_release_last(d, pend, pcpar);
+                pend = -3, pcpar = -1, lvirt = 0;
+                for (int i = 0; i < nrun; i++) runm[i] = run[i] + sh;
+                crit_fold_from(d, runm, nrun);
+                int w = (int)m - 1;
+                ntree[w] = crit_tree(d, runm, nrun, now + dt, d->ct_id[w], d->ct[w], d->ct_fr[w], FF_TREE_MAX);
+                if (ntree[w] < 0) verify = 0;
+                if (m == 1) {
+                    memcpy(cf1, d->cf_op, sizeof d->cf_op), cf1[KV_OP_COUNT] = d->cf_wait, cf1[KV_OP_COUNT + 1] = d->cf_end;
+                    /* every node from here on starts after the first token: their shares do not
+                     * depend on where they lie in time */
+                    sim_time tf = d->mark >= 0 ? d->mark_end : 0;
+                    if (d->mark >= 0 && (tf < 0 || d->cf_end <= tf)) verify = 0;
+                    for (int32_t i = 0; verify && i < ntree[0]; i++)
+                        if (d->ct[0][i].start + now + dt <= tf) verify = 0;
+                } else {
+                    bulk = verify && ntree[1] == ntree[0] && d->cf_end - cf1[KV_OP_COUNT + 1] == D &&
+                           ff_tree_same(d, ntree[0], nrun + 1);
+                    for (int i = 0; i < nrun; i++) cpar2[i] = ring[runm[i] & mask].cpar;
+                }
+            }
+        }
+        if (bulk) {
+            /* periods 3..k as period 2 did: the tree moved on, its sums added, the running tasks'
+             * nodes theirs */
+            d->ff_bulk++;
+            int64_t more = k - 2;
+            sim_time mv = (sim_time)more * D;
+            for (int32_t i = 0; i < ntree[1]; i++) {
+                sim_cnode *x = &d->cn[d->ct_id[1][i]];
+                time_set(&x->start, time_get(&x->start) + mv), time_set(&x->end, time_get(&x->end) + mv);
+            }
+            sim_time cw = d->cf_wait, ce = d->cf_end;
+            for (int i = 0; i < KV_OP_COUNT; i++) d->cf_op[i] += (sim_time)more * (d->cf_op[i] - cf1[i]);
+            d->cf_wait = cw + (sim_time)more * (cw - cf1[KV_OP_COUNT]);
+            d->cf_end = ce + mv;
+            for (int i = 0; i < nrun; i++) ring[(run[i] + (int32_t)(k * Q)) & mask].cpar = cpar2[i];
         }
         ff_release_last(d, pend, pcpar);
     }
@@ -1268,7 +1353,7 @@ static inline void crit_add(sim_time *op, sim_time *wait, sim_time t0, int xop, 
  * hang from and the node of the task that ended last (a safe point: between events, outside a
  * replay). Whatever ends last from now on, its path runs through them, so their shares are final.
  * Returns the nodes freed. */
-static int32_t crit_fold(sim_des *d) {
+static int32_t crit_fold_from(sim_des *d, const int32_t *run, int nrun) {
     if (d->mark >= 0 && d->mark_end < 0) return 0; /* the first token's time is not known yet */
     sim_time t0 = d->mark >= 0 ? d->mark_end : 0;
     /* folds made before the first token's task was even added (a small streaming window) took t0
@@ -1276,14 +1361,11 @@ static int32_t crit_fold(sim_des *d) {
     if (t0 > 0 && d->cf_end <= t0) memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = 0;
     int32_t f[SIM_MAX_REP * KV_Q_COUNT + 1];
     int nf = 0;
-    for (int qi = 0; qi <= d->nq; qi++) {
+    for (int r = 0; r <= nrun; r++) {
         int32_t c = d->last_node;
-        if (qi < d->nq) {
-            if (d->q[qi].running < 0) continue;
-            /* a running task that no end let start (the run's first tasks) will root a chain of
-             * its own: nothing is shared yet */
-            if ((c = TK(d, d->q[qi].running)->cpar) < 0) return 0;
-        }
+        /* a running task that no end let start (the run's first tasks) will root a chain of its
+         * own: nothing is shared yet */
+        if (r < nrun && (c = TK(d, run[r])->cpar) < 0) return 0;
         int dup = c < 0;
         for (int i = 0; i < nf && !dup; i++) dup = f[i] == c;
         if (!dup) f[nf++] = c;
@@ -1320,6 +1402,55 @@ static int32_t crit_fold(sim_des *d) {
     d->cn[L].parent = CN_FOLDED, d->cf_end = newest;
     d->cnlive -= freed;
     return freed;
+}
+
+/* The tasks running now, one per busy queue. */
+static int crit_running(const sim_des *d, int32_t *run) {
+    int n = 0;
+    for (int qi = 0; qi < d->nq; qi++)
+        if (d->q[qi].running >= 0) run[n++] = d->q[qi].running;
+    return n;
+}
+
+static int32_t crit_fold(sim_des *d) {
+    int32_t run[SIM_MAX_REP * KV_Q_COUNT];
+    return crit_fold_from(d, run, crit_running(d, run));
+}
+
+/* The live nodes under a frontier (the nodes the running tasks run[0..nrun) hang from, then the
+ * last end's), each once in the order first reached walking up, into out[0..n) in a form that
+ * compares across periods: times relative to T, the parent as an index (-1: folded), no serial;
+ * ids[i] the node, fr[r] the index frontier entry r hangs from. -1 unless they form one tree
+ * whose root's parent was folded, of at most max nodes. */
+static int32_t crit_tree(const sim_des *d, const int32_t *run, int nrun, sim_time T, int32_t *ids, sim_cnode *out, int32_t *fr, int32_t max) {
+    int32_t n = 0, roots = 0;
+    for (int r = 0; r <= nrun; r++) {
+        int32_t k = r < nrun ? TK(d, run[r])->cpar : d->last_node;
+        if (k < 0) return -1;
+        fr[r] = -1;
+        while (k >= 0) {
+            int32_t at = -1;
+            for (int32_t i = 0; i < n && at < 0; i++)
+                if (ids[i] == k) at = i;
+            if (fr[r] < 0) fr[r] = at >= 0 ? at : n;
+            if (at >= 0) break;
+            if (n == max) return -1;
+            ids[n++] = k;
+            k = d->cn[k].parent;
+            if (k == CN_FOLDED) roots++;
+            else if (k < 0) return -1; /* a chain of its own: nothing folded under it */
+        }
+    }
+    if (roots != 1) return -1;
+    for (int32_t i = 0; i < n; i++) {
+        const sim_cnode *x = &d->cn[ids[i]];
+        int32_t p = -1;
+        if (x->parent != CN_FOLDED)
+            for (int32_t j = 0; j < n && p < 0; j++)
+                if (ids[j] == x->parent) p = j;
+        out[i] = (sim_cnode){time_get(&x->start) - T, time_get(&x->end) - T, p, x->refs, 0, x->op};
+    }
+    return n;
 }
 
 static inline int32_t cnode_new(sim_des *d) {
