@@ -151,7 +151,7 @@ static int bench_long(const char *model, const char *hw, kv_mode mode, int batch
            "decode %.3f s; layers fast-forwarded: %llu (replays with their nodes in bulk: %llu); run again whole: %llu\n",
            stream == SIM_STREAM_ALWAYS ? " (streamed)" : stream ? " (default: streamed if large)" : " (whole graph)", model, hw, batch, nb, prompt, gen, kv_mode_name(mode), pl.split, r.tasks, t,
            1e9 * t / r.tasks, peak_rss_kb() / 1024.0, rss0 / 1024.0, r.decode_s, (unsigned long long)sim_des_ff_periods(sim_graph_des(s)),
-           (unsigned long long)sim_des_ff_bulk(sim_graph_des(s)), (unsigned long long)sim_stream_reruns(s));
+           (unsigned long long)sim_des_ff_bulk(sim_graph_des(s), NULL), (unsigned long long)sim_stream_reruns(s));
     sim_free(s);
     return 0;
 }

@@ -145,6 +145,7 @@ struct sim_des {
     sim_time ff_busy0[KV_RES_COUNT], ff_t0;
     uint64_t ff_periods;  /* periods fast-forwarded in the run */
     uint64_t ff_bulk;     /* replays of a streamed run whose later periods made no nodes */
+    uint64_t ff_bulk_no;  /* ... and those that compared two trees and found them different */
     uint8_t *ff_need;     /* a streamed replay's scratch: residues mod Q some start names as its cause */
     int32_t ff_needcap;
     /* ... and its critical-path trees at the ends of its first two periods (crit_tree) */
@@ -291,7 +292,7 @@ void sim_des_reset(sim_des *d) {
     d->link[0] = d->link[1] = (sim_link){1, 1};
     d->mark = -1;
     d->nrg = 0, d->rgi = 0, d->ff_cursor = INT32_MAX, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = d->ff_bulk_no = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     d->cl_a = d->cl_b = d->cl_q = 0, d->efloor = 0, d->elen = 0;
 }
 
@@ -307,7 +308,7 @@ void sim_des_rewind(sim_des *d, const int32_t *deps) {
     d->ncn = 0, d->cnfree = -1, d->cnlive = 0, d->cf_next = CF_FIRST, d->cserial = 0;
     memset(d->cf_op, 0, sizeof d->cf_op), d->cf_wait = d->cf_end = 0;
     d->rgi = 0, d->ff_on = 0, d->lo = 0, d->ff_hi = -1, d->ff_anchor = d->ff_prev = -1;
-    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
+    d->nlog = 0, d->ff_logbad = 0, d->ff_periods = d->ff_bulk = d->ff_bulk_no = 0, d->ff_broken = 0, d->ff_prev2 = -1, d->log0 = d->log_mid = 0;
     for (int32_t i = 0; i < d->n; i++) {
         sim_task *t = TK(d, i);
         t->deps_left = deps[i];
@@ -765,7 +766,10 @@ static int ff_tree_same(const sim_des *d, int32_t n, int nfr) {
 }
 
 uint64_t sim_des_ff_periods(const sim_des *d) { return d->ff_periods; }
-uint64_t sim_des_ff_bulk(const sim_des *d) { return d->ff_bulk; }
+uint64_t sim_des_ff_bulk(const sim_des *d, uint64_t *refused) {
+    if (refused) *refused = d->ff_bulk_no;
+    return d->ff_bulk;
+}
 
 /* Task i is task i - Q's copy: the same kind, queue and cost, the same number of dependencies, and
  * its successors are the other's shifted by Q (in order). Checked when the region is declared: no
@@ -1153,7 +1157,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
             int32_t sh = (int32_t)(m * Q), last = -1;
             sim_time dt = (sim_time)m * D, lastt = 0;
             const int nodes = !bulk;
-            const sim_tr *force = m == k || (verify && m <= 2) ? lg + lastend : NULL;
+            const sim_tr *force = lastend >= 0 && (m == k || (verify && m <= 2)) ? lg + lastend : NULL;
             for (const sim_tr *r = lg, *re = lg + nl; r < re; r++) {
                 int32_t id = r->id + sh;
                 sim_task *t = &ring[id & mask];
@@ -1220,6 +1224,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 } else {
                     bulk = verify && ntree[1] == ntree[0] && d->cf_end - cf1[KV_OP_COUNT + 1] == D &&
                            ff_tree_same(d, ntree[0], nrun + 1);
+                    d->ff_bulk_no += verify && !bulk;
                     for (int i = 0; i < nrun; i++) cpar2[i] = ring[runm[i] & mask].cpar;
                 }
             }
@@ -1349,10 +1354,12 @@ static inline void crit_add(sim_time *op, sim_time *wait, sim_time t0, int xop, 
 }
 
 /* Folds the part of the critical-path chains that every chain still able to grow shares: the
- * strict ancestors of the nodes' lowest common ancestor, over the nodes that running tasks will
- * hang from and the node of the task that ended last (a safe point: between events, outside a
- * replay). Whatever ends last from now on, its path runs through them, so their shares are final.
- * Returns the nodes freed. */
+ * strict ancestors of the nodes' lowest common ancestor, over the nodes that the running tasks
+ * run[0..nrun) will hang from and the node of the task that ended last. Only at a safe point:
+ * between events, outside a replay, or at the end of a replay's period once its pending last end
+ * has been released (no virtual node then holds a reference that no running task shows).
+ * Whatever ends last from now on, its path runs through them, so their shares are final. Returns
+ * the nodes freed. */
 static int32_t crit_fold_from(sim_des *d, const int32_t *run, int nrun) {
     if (d->mark >= 0 && d->mark_end < 0) return 0; /* the first token's time is not known yet */
     sim_time t0 = d->mark >= 0 ? d->mark_end : 0;

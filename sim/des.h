@@ -127,8 +127,9 @@ void sim_des_periodic(sim_des *d, int32_t a, int32_t b, int32_t Q, int32_t ancho
 /* Layers (periods of a region's Q tasks) the last run fast-forwarded over. */
 uint64_t sim_des_ff_periods(const sim_des *d);
 /* Replays of a streamed run that made the critical-path nodes of their first two periods only
- * (the tree they leave repeated: the later periods' share is added in one go). */
-uint64_t sim_des_ff_bulk(const sim_des *d);
+ * (the tree they leave repeated: the later periods' share is added in one go); *refused (if not
+ * NULL): those that compared the two trees and made every period's nodes, the trees differing. */
+uint64_t sim_des_ff_bulk(const sim_des *d, uint64_t *refused);
 
 /* Several GPUs on one host: every replica has its own queues; copies and CPU attention become
  * flows over a route of hops (its GPU's link direction, its switch uplink, the inter-socket link,

@@ -777,7 +777,7 @@ static void t_crit_bounded(void **s) {
         assert_true(nodes[i] > 0);
         /* the replays' later periods made no nodes (their share added in one go), and the sums
          * above are still the whole graph's */
-        assert_true(sim_des_ff_bulk(sim_graph_des(str)) > 0);
+        assert_true(sim_des_ff_bulk(sim_graph_des(str), NULL) > 0);
         sim_free(whole), sim_free(str);
     }
     if (!(nodes[1] < 2 * nodes[0] && nodes[1] < 8192)) fail_msg("critical-path nodes: %d at gen 64, %d at gen 512", nodes[0], nodes[1]);
@@ -866,12 +866,14 @@ static uint32_t ff_rng(uint32_t *x) {
     return *x;
 }
 
-static kv_status ff_graph(int ff, uint32_t seed, sim_des *d, sim_des_stats *st) {
+/* (win > 0: streamed with that window, the tasks' ends then retired unseen) */
+static kv_status ff_graph(int ff, int win, uint32_t seed, sim_des *d, sim_des_stats *st) {
     static const kv_queue qs[] = {KV_Q_CACHE, KV_Q_STORE, KV_Q_COMPUTE, KV_Q_CPU, KV_Q_WEIGHT, KV_Q_HIDDEN};
     uint32_t x = seed * 2654435761u + 1;
     sim_des_reset(d);
     sim_des_links(d, (sim_link){1e9 * (1 + ff_rng(&x) % 4), ff_rng(&x) % 2 ? 1 : 0.25 * (1 + ff_rng(&x) % 4)},
                   (sim_link){1e9 * (1 + ff_rng(&x) % 4), ff_rng(&x) % 2 ? 1 : 0.5});
+    if (win > 0) sim_des_stream(d, win, NULL, NULL);
     int Q = 2 + (int)(ff_rng(&x) % 10), R = 6 + (int)(ff_rng(&x) % 20), P = (int)(ff_rng(&x) % 6);
     struct {
         kv_queue q;
@@ -902,6 +904,7 @@ static kv_status ff_graph(int ff, uint32_t seed, sim_des *d, sim_des_stats *st) 
                 if (f < a) f = r > 0 ? a : -1; /* before the region: its first task, or none */
                 if (f >= 0 && f < id && sim_des_dep(d, f, id)) return KV_ENOMEM;
             }
+            if (win > 0) sim_des_pump(d);
         }
     int32_t b = sim_des_count(d);
     for (int i = 0; i < 3; i++) {
@@ -909,6 +912,7 @@ static kv_status ff_graph(int ff, uint32_t seed, sim_des *d, sim_des_stats *st) 
         sim_task *t = sim_des_get(d, id);
         t->fixed_s = 1e-6, t->work = 1e3;
         if (sim_des_dep(d, id - 1 - (int32_t)(ff_rng(&x) % (uint32_t)Q), id)) return KV_ENOMEM;
+        if (win > 0) sim_des_pump(d);
     }
     sim_des_periodic(d, a, b, Q, anchor);
     if (!ff) setenv("KVPR_SIM_FF", "0", 1);
@@ -923,7 +927,7 @@ static void t_fast_forward_core(void **s) {
     int skipped = 0;
     for (uint32_t seed = 1; seed <= 40000; seed++) {
         sim_des_stats A, B;
-        kv_status e1 = ff_graph(0, seed, x, &A), e2 = ff_graph(1, seed, y, &B);
+        kv_status e1 = ff_graph(0, 0, seed, x, &A), e2 = ff_graph(1, 0, seed, y, &B);
         assert_int_equal(e1, e2);
         if (e1) continue;
         if (sim_des_ff_periods(y) > 0) skipped++;
@@ -936,6 +940,34 @@ static void t_fast_forward_core(void **s) {
         }
     }
     assert_true(skipped > 4000);
+    sim_des_free(x), sim_des_free(y);
+}
+
+/* The same graphs streamed: the critical path's sums equal the whole graph's, in replays whose
+ * later periods make no nodes (the trees at the ends of the first two equal) and in replays that
+ * make every period's nodes (the trees differing); both kinds occur. */
+static void t_crit_bulk_core(void **s) {
+    (void)s;
+    sim_des *x = sim_des_new(), *y = sim_des_new();
+    uint64_t bulk = 0, refused = 0;
+    int compared = 0;
+    for (uint32_t seed = 1; seed <= 4000; seed++) {
+        sim_des_stats A, B;
+        if (ff_graph(1, 0, seed, x, &A)) continue;
+        sim_time op0[KV_OP_COUNT], w0, op1[KV_OP_COUNT], w1;
+        sim_des_crit_sums(x, 0, op0, &w0);
+        for (int wi = 0; wi < 2; wi++) {
+            int win = wi ? 1000000 : 40;
+            assert_int_equal(ff_graph(1, win, seed, y, &B), KV_OK);
+            if (sim_des_overrun(y)) continue;
+            uint64_t no;
+            bulk += sim_des_ff_bulk(y, &no), refused += no, compared++;
+            sim_des_crit_sums(y, 0, op1, &w1);
+            if (B.makespan != A.makespan || memcmp(op0, op1, sizeof op0) || w0 != w1)
+                fail_msg("graph %u window %d: the streamed critical path differs from the whole graph's", seed, win);
+        }
+    }
+    if (!(bulk > 100 && refused > 0 && compared > 4000)) fail_msg("replays in bulk %llu, refused %llu, runs %d", (unsigned long long)bulk, (unsigned long long)refused, compared);
     sim_des_free(x), sim_des_free(y);
 }
 
@@ -988,6 +1020,6 @@ void group_sim(tcount *c) {
                                    cmocka_unit_test(t_two_layer_by_hand), cmocka_unit_test(t_invariants),
                                    cmocka_unit_test(t_policy_relations), cmocka_unit_test(t_memory_plans),
                                    cmocka_unit_test(t_determinism_and_exports), cmocka_unit_test(t_streamed_same),
-                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_fast_forward_two_layers), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core), cmocka_unit_test(t_crit_bounded)};
+                                   cmocka_unit_test(t_stream_late), cmocka_unit_test(t_bound_best_split), cmocka_unit_test(t_fast_forward_same), cmocka_unit_test(t_fast_forward_two_layers), cmocka_unit_test(t_graph_reuse_same), cmocka_unit_test(t_fast_forward_core), cmocka_unit_test(t_crit_bounded), cmocka_unit_test(t_crit_bulk_core)};
     RUN_GROUP(c, "sim", t);
 }
