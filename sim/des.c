@@ -445,8 +445,7 @@ int32_t sim_des_add_copies(sim_des *d, int32_t n, const int32_t *deps, const uin
         *t = *x;
         task_fresh(t);
         t->layer++;
-        r->seq[r->n++] = id;
-        d->n = id + 1;
+        task_commit(d, r);
         if (add_deps(d, id, t, dp, nd)) return -1;
     }
     /* the run of copies: as if each had been added alone (a copy with another count breaks it) */
@@ -1002,12 +1001,17 @@ static inline int ff_start(sim_des *d, sim_task *t, const sim_tr *r, int32_t sh,
 }
 
 /* A replayed end: successors beyond the compared window (above hi_end) count it as done; those
- * within take their counts from the signature. */
-static inline void ff_release(sim_des *d, const sim_task *t, int32_t hi_end) {
+ * within take their counts from the signature. A streamed run (consume) then frees its edges, as
+ * step_event does. */
+static inline void ff_release(sim_des *d, sim_task *t, int32_t hi_end, int consume) {
     for (int j = 0; j < t->nsucc_in; j++)
         if (t->succ_in[j] > hi_end) TK(d, t->succ_in[j])->deps_left--;
-    for (int32_t e = t->succ_head; e >= 0; e = d->e[e].next)
+    for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
         if (d->e[e].to > hi_end) TK(d, d->e[e].to)->deps_left--;
+        nx = d->e[e].next;
+        if (consume) d->e[e].next = d->efree, d->efree = e;
+    }
+    if (consume) t->succ_head = t->succ_tail = -1;
 }
 
 /* A streamed replay's previous last end, released once the starts it caused are done: its node
@@ -1099,7 +1103,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                 }
                 time_set(&t->end, r->t + dt);
                 t->fin = 1;
-                ff_release(d, t, hi_end);
+                ff_release(d, t, hi_end, 0);
             }
         }
         d->done += (int32_t)(k * nend);
@@ -1152,7 +1156,6 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
          * alias it otherwise); the node array may move (cnode_new) */
         sim_task *const ring = d->t;
         const int32_t mask = d->tmask;
-        sim_edge *const E = d->e;
         for (int64_t m = 1; m <= k; m++) {
             int32_t sh = (int32_t)(m * Q), last = -1;
             sim_time dt = (sim_time)m * D, lastt = 0;
@@ -1189,15 +1192,7 @@ static void ff_checkpoint(sim_des *d, int32_t A) {
                     d->last_node = nd;
                 } else
                     t->cnode = -1;
-                /* successors beyond the compared window count it as done (ff_release); its edges
-                 * are consumed, as step_event does */
-                for (int j = 0; j < t->nsucc_in; j++)
-                    if (t->succ_in[j] > hi_end) ring[t->succ_in[j] & mask].deps_left--;
-                for (int32_t e = t->succ_head, nx; e >= 0; e = nx) {
-                    if (E[e].to > hi_end) ring[E[e].to & mask].deps_left--;
-                    nx = E[e].next, E[e].next = d->efree, d->efree = e;
-                }
-                t->succ_head = t->succ_tail = -1;
+                ff_release(d, t, hi_end, 1);
             }
             /* ends come in time order, at or after every earlier end */
             d->done += nend;
@@ -1353,6 +1348,13 @@ static inline void crit_add(sim_time *op, sim_time *wait, sim_time t0, int xop, 
     if (has_par && pe > t0) *wait += xs - pe;
 }
 
+/* Node k's share (its parent's end, where the parent was folded: the folded part's newest). */
+static inline void cnode_add(const sim_des *d, sim_time *op, sim_time *wait, sim_time t0, int32_t k) {
+    const sim_cnode *x = &d->cn[k];
+    int32_t p = x->parent;
+    crit_add(op, wait, t0, x->op, time_get(&x->start), time_get(&x->end), p != -1, p >= 0 ? time_get(&d->cn[p].end) : d->cf_end);
+}
+
 /* Folds the part of the critical-path chains that every chain still able to grow shares: the
  * strict ancestors of the nodes' lowest common ancestor, over the nodes that the running tasks
  * run[0..nrun) will hang from and the node of the task that ended last. Only at a safe point:
@@ -1402,7 +1404,7 @@ static int32_t crit_fold_from(sim_des *d, const int32_t *run, int nrun) {
     while (k >= 0) {
         sim_cnode *x = &d->cn[k];
         int32_t p = x->parent;
-        crit_add(d->cf_op, &d->cf_wait, t0, x->op, time_get(&x->start), time_get(&x->end), p != -1, p >= 0 ? time_get(&d->cn[p].end) : d->cf_end);
+        cnode_add(d, d->cf_op, &d->cf_wait, t0, k);
         x->parent = d->cnfree, d->cnfree = k, freed++;
         k = p;
     }
@@ -1499,9 +1501,8 @@ void sim_des_crit_sums(const sim_des *d, sim_time t0, sim_time op[KV_OP_COUNT], 
     }
     int32_t k = d->last_node;
     for (; k >= 0; k = d->cn[k].parent) {
-        const sim_cnode *c = &d->cn[k];
-        if (t0 > 0 && c->end <= t0) return; /* and so did everything folded */
-        crit_add(op, wait, t0, c->op, c->start, c->end, c->parent != -1, c->parent >= 0 ? d->cn[c->parent].end : d->cf_end);
+        if (t0 > 0 && d->cn[k].end <= t0) return; /* and so did everything folded */
+        cnode_add(d, op, wait, t0, k);
     }
     if (k == CN_FOLDED) {
         for (int i = 0; i < KV_OP_COUNT; i++) op[i] += d->cf_op[i];
